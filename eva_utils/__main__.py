@@ -1,0 +1,7 @@
+"""``python -m eva_utils`` is the ``eva-utils`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,814 @@
+"""Grad-CAM for every layer of a CNN at once, on top of pytorch-grad-cam.
+
+``layer_cams(model, images, resnet_layers(model))`` returns one heatmap per layer
+(``{"layer0": (N, H, W), ..., "layer4": (N, H, W)}``, float32 in [0, 1], at input
+resolution). pytorch-grad-cam, given a list of target layers, averages them into a
+single map, so per-layer maps usually cost one forward and one backward per layer
+(and the course notebooks loop over images too: one pass per layer per image).
+Here every layer is captured in **one forward and one backward per batch**:
+
+1. forward hooks keep each layer's output (the model in eval mode, as pytorch-grad-cam does);
+2. ``torch.autograd.grad(score, activations)`` differentiates the summed target scores
+   back to those activations only: no weight gradients, nothing written to ``.grad``;
+3. each layer's map is then made by pytorch-grad-cam's own code for the method
+   (``get_cam_image`` / ``get_cam_weights``, ``np.maximum(cam, 0)``, ``scale_cam_image``,
+   ``aggregate_multi_layers``), so the maths stays theirs and the maps equal
+   ``GradCAM(model, target_layers=[layer])(x, targets)`` to within 1e-5 (see tests/test_cam.py).
+
+One-pass methods: gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam (no
+backward at all), eigengradcam, gradcamelementwise. ``scorecam`` and ``ablationcam``
+are run through pytorch-grad-cam's own classes, once per layer: they cost one forward
+per channel of the layer per image (thousands for ResNet18's ``layer4``), so keep
+their batches small.
+
+The model is left as found: train/eval mode of every module, ``requires_grad``,
+``.grad``, BatchNorm running statistics and hook counts, also when a call raises.
+
+Example::
+
+    from eva_utils import cam, data, models, transforms
+    model = models.resnet18()
+    test_set = data.load_sample(train=False, transform=transforms.test_transforms())
+    images = torch.stack([test_set[i][0] for i in range(8)])       # (8, 3, 32, 32)
+    cams = cam.layer_cams(model, images, cam.resnet_layers(model))  # {"layer0": (8, 32, 32), ...}
+    rgb = cam.overlay(data.denormalize(images), cams["layer4"])     # (8, 32, 32, 3) in [0, 1]
+
+References: Selvaraju et al., "Grad-CAM", ICCV 2017; Zhang et al., "Top-down neural
+attention by excitation backprop" (the pointing game), ECCV 2016;
+https://github.com/jacobgil/pytorch-grad-cam
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import UserError, unknown_name
+
+__all__ = [
+    "CAM_METHODS",
+    "layer_cams",
+    "overlay",
+    "pointing_game",
+    "pointing_hits",
+    "predict_targets",
+    "resnet_layers",
+    "resolve_layers",
+]
+
+# Methods that need one forward and (except eigencam) one backward for all layers together.
+_ONE_PASS = (
+    "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "eigengradcam", "gradcamelementwise",
+)
+_NO_GRADIENTS = ("eigencam",)
+# Methods delegated to pytorch-grad-cam as-is, one call per layer (many forwards each).
+_DELEGATED = ("scorecam", "ablationcam")
+CAM_METHODS: tuple[str, ...] = _ONE_PASS + _DELEGATED
+_ALIASES = {"gradcamplusplus": "gradcam++", "gradcampp": "gradcam++"}
+
+Layers = Union[Mapping[str, Union[nn.Module, str]], Sequence[Union[nn.Module, str]], nn.Module, str, None]
+Targets = Union[None, str, int, Sequence[Any], np.ndarray, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+def resnet_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The five stage outputs of a ResNet: ``{"layer0": stem ReLU, "layer1": ..., "layer4": ...}``.
+
+    Works for eva_utils / kuangliu ResNets and for torchvision ResNets. ``layer0`` is
+    ``model.relu``, the stem's ReLU module: for eva_utils that is the stem output (H x W);
+    for torchvision it is the ReLU *before* the stem's max-pool (H/2 x W/2; torchvision's
+    ``relu`` is in-place, which :func:`layer_cams` handles).
+
+    Args:
+        model: a ResNet with attributes ``relu`` and ``layer1`` .. ``layer4``.
+
+    Returns:
+        An ordered dict name -> module, shallow to deep.
+    """
+    names = ("relu", "layer1", "layer2", "layer3", "layer4")
+    missing = [n for n in names if not isinstance(getattr(model, n, None), nn.Module)]
+    if missing:
+        top = ", ".join(name for name, _ in model.named_children()) or "(none)"
+        raise UserError(
+            f"resnet_layers needs a ResNet with modules relu, layer1..layer4 (eva_utils, kuangliu or "
+            f"torchvision layout); {type(model).__name__} has no {', '.join(missing)}. "
+            f"Pass layer names instead, e.g. layer_cams(model, images, ['name', ...]); top-level layers: {top}"
+        )
+    return {"layer0": model.relu, **{f"layer{i}": getattr(model, f"layer{i}") for i in range(1, 5)}}
+
+
+def _unknown_layer(model: nn.Module, name: str) -> UserError:
+    """A ``UserError`` for a layer name the model lacks, listing what exists near it."""
+    all_names = [n for n, _ in model.named_modules() if n]
+    valid = {n for n, _ in model.named_children()}
+    parent = name.rsplit(".", 1)[0] if "." in name else ""
+    if parent in all_names:  # e.g. "layer4.5": list layer4's children
+        valid |= {f"{parent}.{n}" for n, _ in model.get_submodule(parent).named_children()}
+    valid |= set(difflib.get_close_matches(name, all_names, n=3, cutoff=0.6))
+    if _has_resnet_layout(model):
+        valid |= {f"layer{i}" for i in range(5)}
+    return unknown_name("layer", name, valid)
+
+
+def _has_resnet_layout(model: nn.Module) -> bool:
+    return all(isinstance(getattr(model, n, None), nn.Module) for n in ("relu", "layer1", "layer2", "layer3", "layer4"))
+
+
+def _layer_by_name(model: nn.Module, name: str) -> nn.Module:
+    """``model.get_submodule(name)``; ``layer0`` means the stem ReLU of a ResNet."""
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        if name == "layer0" and _has_resnet_layout(model):
+            return model.relu
+        raise _unknown_layer(model, name) from None
+
+
+def resolve_layers(model: nn.Module, layers: Layers) -> dict[str, nn.Module]:
+    """Turn names, modules or a name->module dict into an ordered dict name -> module of ``model``.
+
+    Args:
+        model: the network the layers belong to.
+        layers: a dict name -> module (or dotted name); a list of dotted module names
+            (``"layer4.1"``; ``"layer0"`` is a ResNet's stem ReLU) or modules; a single name
+            or module; ``None`` for :func:`resnet_layers`.
+
+    Returns:
+        Ordered dict display name -> module. Modules passed without a name are named by their
+        dotted path in the model.
+    """
+    if layers is None:
+        return resnet_layers(model)
+    if isinstance(layers, (str, nn.Module)):
+        layers = [layers]
+    if isinstance(layers, Mapping):
+        items = list(layers.items())
+    else:
+        try:
+            items = [(None, layer) for layer in layers]
+        except TypeError:
+            raise UserError(
+                f"layers must be names, modules or a dict name -> module, got {type(layers).__name__}"
+            ) from None
+    if not items:
+        raise UserError("layers is empty: pass at least one layer, e.g. resnet_layers(model)")
+    path_of = {id(m): n for n, m in reversed(list(model.named_modules()))}  # first name wins
+    resolved: dict[str, nn.Module] = {}
+    for key, layer in items:
+        if isinstance(layer, str):
+            module = _layer_by_name(model, layer)
+            name = layer if key is None else str(key)
+        elif isinstance(layer, nn.Module):
+            if id(layer) not in path_of:
+                raise UserError(
+                    f"layer {key or type(layer).__name__!r} is a module that is not part of this model "
+                    f"(a copy, or a layer of another model?); pass its name instead, e.g. 'layer4.1'"
+                )
+            module = layer
+            name = (path_of[id(layer)] or type(model).__name__) if key is None else str(key)
+        else:
+            raise UserError(f"a layer must be a name or an nn.Module, got {type(layer).__name__}")
+        resolved[name] = module
+    return resolved
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.device, tensor.dtype
+    return torch.device("cpu"), torch.float32
+
+
+def _first_conv_channels(model: nn.Module) -> int | None:
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.in_channels
+    return None
+
+
+def _as_image_batch(model: nn.Module, images: Any) -> torch.Tensor:
+    """Check ``images`` is normalised float (N, C, H, W) (or one (C, H, W)); return a 4-D tensor."""
+    if isinstance(images, (list, tuple)) and images and all(isinstance(i, torch.Tensor) for i in images):
+        images = torch.stack(list(images))
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if not isinstance(images, torch.Tensor):
+        raise UserError(f"images must be a torch.Tensor (N, C, H, W), got {type(images).__name__}")
+    if images.dtype == torch.uint8:
+        raise UserError(
+            f"images are uint8 pixels (shape {tuple(images.shape)}), but CAMs need the normalised float "
+            f"(N, C, H, W) tensors the model was trained on: pass them through "
+            f"eva_utils.transforms.test_transforms() (or ToTensor() + Normalize(mean, std))"
+        )
+    if not images.is_floating_point():
+        raise UserError(f"images must be a float tensor, got dtype {images.dtype}")
+    channels = _first_conv_channels(model)
+    expected = (channels,) if channels is not None else (1, 3)
+    if images.ndim == 3:
+        images = images.unsqueeze(0)  # one (C, H, W) image -> a batch of 1
+        what = "(C, H, W)"
+    elif images.ndim == 4:
+        what = "(N, C, H, W)"
+    else:
+        raise UserError(f"images must be (N, C, H, W) or one (C, H, W) image, got shape {tuple(images.shape)}")
+    if images.shape[1] not in expected:
+        if images.shape[-1] in expected:
+            raise UserError(
+                f"images look channels-last (N, H, W, C) with shape {tuple(images.shape)}; CAMs need {what} "
+                f"channels-first: use images.permute(0, 3, 1, 2) (after normalising), or the test transform "
+                f"eva_utils.transforms.test_transforms() which returns CHW tensors"
+            )
+        raise UserError(
+            f"images have {images.shape[1]} channels (shape {tuple(images.shape)}) but the model's first "
+            f"convolution takes {expected[0]}; images must be {what}"
+        )
+    if images.shape[0] == 0:
+        raise UserError("images is an empty batch")
+    return images
+
+
+def _as_int_array(values: Any, what: str) -> np.ndarray:
+    """Class indices as a 1-D int64 array; a ``UserError`` for floats, matrices or junk."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    try:
+        array = np.asarray(values)
+    except Exception:  # ragged lists and the like
+        raise UserError(f"{what} must be class indices, one per image") from None
+    if array.ndim == 0:
+        array = array.reshape(1)
+    if array.ndim != 1 or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.bool_)):
+        raise UserError(
+            f"{what} must be a 1-D sequence of integer class indices, one per image; got "
+            f"dtype {array.dtype} shape {array.shape} (one-hot or scores? use .argmax(1))"
+        )
+    return array.astype(np.int64)
+
+
+def _is_int(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.ndim == 0 and not value.is_floating_point() and not value.is_complex()
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _normalise_targets(targets: Targets, labels: Any, n: int) -> list[Any] | None:
+    """One entry per image: an int class index or a pytorch-grad-cam target callable; None = predicted."""
+    if targets is None or (isinstance(targets, str) and targets.lower() in ("pred", "predicted")):
+        return None
+    if isinstance(targets, str):
+        if targets.lower() != "true":
+            raise UserError(
+                f"targets={targets!r} is not understood: use None (predicted class), 'true' (with labels=), "
+                f"class indices (one per image) or pytorch-grad-cam targets such as ClassifierOutputTarget(3)"
+            )
+        if labels is None:
+            raise UserError("targets='true' needs the labels: layer_cams(..., targets='true', labels=labels)")
+        array = _as_int_array(labels, "labels")
+        if len(array) != n:
+            raise UserError(f"got {len(array)} labels for {n} images; pass one label per image")
+        return [int(c) for c in array]
+    if _is_int(targets):
+        return [int(targets)] * n  # one class for every image
+    if callable(targets) and not isinstance(targets, (torch.Tensor, np.ndarray)):
+        return [targets] * n  # one target callable for every image
+    if isinstance(targets, (torch.Tensor, np.ndarray)):
+        entries: list[Any] = [int(c) for c in _as_int_array(targets, "targets")]
+    elif isinstance(targets, Iterable):
+        entries = []
+        for t in targets:
+            if _is_int(t):
+                entries.append(int(t))
+            elif callable(t):
+                entries.append(t)
+            else:
+                raise UserError(
+                    f"each target must be a class index or a pytorch-grad-cam target callable, got {t!r}"
+                )
+    else:
+        raise UserError(f"targets must be None, 'true', class indices or target callables, got {type(targets).__name__}")
+    if len(entries) != n:
+        raise UserError(
+            f"got {len(entries)} targets for {n} images; pass exactly one target per image "
+            f"(pytorch-grad-cam would silently use only the first {min(len(entries), n)})"
+        )
+    return entries
+
+
+def _check_classes(targets: list[Any] | None, num_classes: int, from_labels: bool) -> None:
+    """A ``UserError`` if an int target is not in 0..num_classes-1."""
+    if targets is None:
+        return
+    bad = [c for c in targets if isinstance(c, int) and not 0 <= c < num_classes]
+    if bad:
+        what = "label" if from_labels else "target class index"
+        raise UserError(
+            f"{what} {bad[0]} is out of range: the model has {num_classes} classes (0..{num_classes - 1})"
+        )
+
+
+def _select_output(output: Any, output_index: int | str | None) -> torch.Tensor:
+    """The model output to explain: the tensor itself, or ``output[output_index]`` for a list/tuple/dict."""
+    if isinstance(output, (list, tuple, Mapping)):
+        if output_index is None:
+            kind = "dict" if isinstance(output, Mapping) else type(output).__name__
+            raise UserError(
+                f"the model returns a {kind} of {len(output)} outputs (a multi-exit network?); pass "
+                f"output_index=k to choose which one to explain, e.g. output_index=-1 for the last"
+            )
+        try:
+            output = output[output_index]
+        except (IndexError, KeyError, TypeError):
+            valid = list(output.keys()) if isinstance(output, Mapping) else f"0..{len(output) - 1}"
+            raise UserError(f"output_index={output_index!r} does not exist; the model's outputs are {valid}") from None
+    elif output_index is not None:
+        raise UserError(f"output_index={output_index!r} was given but the model returns a single tensor; drop it")
+    if not isinstance(output, torch.Tensor):
+        raise UserError(f"the selected model output is a {type(output).__name__}, not a tensor of class scores")
+    return output
+
+
+def predict_targets(
+    model: nn.Module,
+    images: torch.Tensor | np.ndarray,
+    batch_size: int = 64,
+    output_index: int | str | None = None,
+) -> np.ndarray:
+    """The predicted class of each image (what ``layer_cams(targets=None)`` explains), in eval mode.
+
+    Args:
+        model: a classifier.
+        images: normalised float (N, C, H, W), or one (C, H, W) image.
+        batch_size: images per forward pass.
+        output_index: which output to use when the model returns a list/tuple of logits.
+
+    Returns:
+        int64 array (N,) of class indices.
+    """
+    images = _as_image_batch(model, images)
+    device, dtype = _model_device_dtype(model)
+    state = _ModelState(model)
+    preds = []
+    try:
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(images), int(batch_size)):
+                x = images[start:start + int(batch_size)].to(device, dtype)  # (B, C, H, W)
+                preds.append(_select_output(model(x), output_index).argmax(-1).cpu())
+    finally:
+        state.restore()
+    return torch.cat(preds).numpy().astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- model state and hooks
+
+
+class _ModelState:
+    """Remembers every module's train/eval flag, to put back after the CAM pass."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.modes = [(m, m.training) for m in model.modules()]
+
+    def restore(self) -> None:
+        for module, training in self.modes:
+            module.training = training
+
+
+class _Capture:
+    """Forward hooks that keep each target layer's output; ``release()`` removes them.
+
+    With ``graph=True`` every captured activation is a node of the autograd graph (a fresh
+    leaf if nothing before it requires grad, e.g. frozen parameters), and the module hands a
+    *clone* on downstream, so later in-place ops (torchvision's ``ReLU(inplace=True)``) cannot
+    overwrite the tensor we differentiate with respect to.
+    """
+
+    def __init__(self, layers: Mapping[str, nn.Module], graph: bool) -> None:
+        self.graph = graph
+        self.names: dict[int, str] = {}
+        for name, module in layers.items():
+            self.names.setdefault(id(module), name)
+        self.outputs: dict[int, list[torch.Tensor]] = {key: [] for key in self.names}
+        self.handles = [
+            module.register_forward_hook(self._save)
+            for module in {id(m): m for m in layers.values()}.values()
+        ]
+
+    def _save(self, module: nn.Module, inputs: Any, output: Any) -> torch.Tensor:
+        if not isinstance(output, torch.Tensor):
+            raise UserError(
+                f"layer {self.names[id(module)]!r} returns a {type(output).__name__}, not a feature map tensor; "
+                f"pick a module that outputs (N, C, h, w)"
+            )
+        if not self.graph:
+            self.outputs[id(module)].append(output.detach().clone())  # (N, C, h, w), safe from in-place ops
+            return output
+        activation = output if output.requires_grad else output.detach().requires_grad_()
+        self.outputs[id(module)].append(activation)  # (N, C, h, w)
+        return activation.clone()
+
+    def activation(self, module: nn.Module) -> torch.Tensor:
+        """The single output the module produced in the last forward pass."""
+        saved = self.outputs[id(module)]
+        name = self.names[id(module)]
+        if not saved:
+            raise UserError(f"layer {name!r} was not used in the model's forward pass; pick another layer")
+        if len(saved) > 1:
+            raise UserError(
+                f"layer {name!r} ran {len(saved)} times in one forward pass (a module shared inside the model, "
+                f"like torchvision's BasicBlock.relu); pick its parent block or a module used once"
+            )
+        if saved[0].ndim != 4:
+            raise UserError(
+                f"layer {name!r} outputs shape {tuple(saved[0].shape)}, not a (N, C, h, w) feature map; "
+                f"pick a convolutional layer or block"
+            )
+        return saved[0]
+
+    def release(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+
+class _NoHooks:
+    """Stands in for ``ActivationsAndGradients`` on a method object built without ``__init__``."""
+
+    def release(self) -> None:
+        pass
+
+
+def _method_class(key: str) -> type:
+    import pytorch_grad_cam as pgc
+
+    return {
+        "gradcam": pgc.GradCAM,
+        "gradcam++": pgc.GradCAMPlusPlus,
+        "xgradcam": pgc.XGradCAM,
+        "hirescam": pgc.HiResCAM,
+        "layercam": pgc.LayerCAM,
+        "eigencam": pgc.EigenCAM,
+        "eigengradcam": pgc.EigenGradCAM,
+        "gradcamelementwise": pgc.GradCAMElementWise,
+        "scorecam": pgc.ScoreCAM,
+        "ablationcam": pgc.AblationCAM,
+    }[key]
+
+
+def _bare_method(key: str) -> Any:
+    """An instance of the pytorch-grad-cam class whose ``__init__`` never ran: no hooks, no ``model.eval()``.
+
+    The one-pass methods' ``get_cam_image`` / ``get_cam_weights`` / ``aggregate_multi_layers``
+    read no attributes of ``self`` (checked against pytorch-grad-cam 1.5.7), so calling them on
+    this object runs exactly their code.
+    """
+    cls = _method_class(key)
+    obj = cls.__new__(cls)
+    obj.activations_and_grads = _NoHooks()  # BaseCAM.__del__ calls .release() on it
+    return obj
+
+
+def _method_key(method: str) -> str:
+    if not isinstance(method, str):
+        raise UserError(f"method must be a name, one of {', '.join(CAM_METHODS)}; got {type(method).__name__}")
+    key = method.lower().replace("-", "").replace("_", "").replace(" ", "")
+    key = _ALIASES.get(key, key)
+    if key not in CAM_METHODS:
+        raise unknown_name("CAM method", method, CAM_METHODS)
+    return key
+
+
+class _SelectOutput(nn.Module):
+    """Wraps a model so it returns the one output to explain (for pytorch-grad-cam's own classes)."""
+
+    def __init__(self, model: nn.Module, output_index: int | str | None) -> None:
+        super().__init__()
+        self.model = model
+        self.output_index = output_index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _select_output(self.model(x), self.output_index)
+
+
+# ----------------------------------------------------------------------------- CAMs
+
+
+def _as_target_callables(targets: list[Any]) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    return [ClassifierOutputTarget(t) if isinstance(t, int) else t for t in targets]
+
+
+def _target_score(output: torch.Tensor, targets: list[Any]) -> torch.Tensor:
+    """Sum over the batch of each image's target score (what BaseCAM.forward backpropagates)."""
+    if all(isinstance(t, int) for t in targets):
+        index = torch.as_tensor(targets, device=output.device)[:, None]  # (B, 1)
+        return output.gather(1, index).sum()  # same gradient as sum(output[i, c_i])
+    return sum(t(o) for t, o in zip(_as_target_callables(targets), output))
+
+
+def _one_pass_batch(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: Mapping[str, nn.Module],
+    key: str,
+    targets: list[Any] | None,
+    output_index: int | str | None,
+    eigen_smooth: bool,
+    check_classes: Callable[[int], None],
+) -> dict[str, np.ndarray]:
+    """All layers' maps for one batch ``x`` (B, C, H, W) from one forward and at most one backward."""
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    uses_gradients = key not in _NO_GRADIENTS
+    capture = _Capture(layers, graph=uses_gradients)
+    try:
+        with torch.set_grad_enabled(uses_gradients):
+            output = _select_output(model(x), output_index)  # (B, num_classes)
+        modules = list(dict.fromkeys(layers.values()))  # unique, in order
+        activations = [capture.activation(m) for m in modules]  # each (B, C_l, h_l, w_l)
+    finally:
+        capture.release()
+    if targets is None:
+        targets = [int(c) for c in output.detach().argmax(-1).cpu()]  # predicted classes
+    elif output.ndim == 2:
+        check_classes(output.shape[1])
+    grads: list[np.ndarray | None] = [None] * len(modules)
+    if uses_gradients:
+        score = _target_score(output, targets)
+        found = torch.autograd.grad(score, activations, allow_unused=True)  # only back to the activations
+        for module, grad in zip(modules, found):
+            if grad is None:
+                name = capture.names[id(module)]
+                raise UserError(f"layer {name!r} does not influence the explained output; pick a layer before it")
+        grads = [g.detach().float().cpu().numpy() for g in found]
+    acts = [a.detach().float().cpu().numpy() for a in activations]
+    del activations, output
+
+    method = _bare_method(key)
+    cam_targets = _as_target_callables(targets)
+    size = (x.shape[-1], x.shape[-2])  # (W, H), cv2's order, as BaseCAM.get_target_width_height
+    per_module = {}
+    for module, act, grad in zip(modules, acts, grads):
+        # Exactly BaseCAM.compute_cam_per_layer + aggregate_multi_layers for a single target layer.
+        cam = method.get_cam_image(x, module, cam_targets, act, grad, eigen_smooth)  # (B, h, w)
+        cam = np.maximum(cam, 0)
+        scaled = scale_cam_image(cam, size)  # (B, H, W), each map min-max scaled then resized
+        per_module[id(module)] = method.aggregate_multi_layers([scaled[:, None, :]])  # (B, H, W), rescaled
+    return {name: per_module[id(module)] for name, module in layers.items()}
+
+
+def _delegated_batch(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: Mapping[str, nn.Module],
+    key: str,
+    targets: list[Any] | None,
+    output_index: int | str | None,
+    eigen_smooth: bool,
+    batch_size: int,
+    check_classes: Callable[[int], None],
+) -> dict[str, np.ndarray]:
+    """Run pytorch-grad-cam's own ScoreCAM / AblationCAM once per layer on ``x`` (B, C, H, W)."""
+    from pytorch_grad_cam import AblationLayer
+    from pytorch_grad_cam.utils.find_layers import replace_layer_recursive
+
+    wrapped = _SelectOutput(model, output_index)
+    with torch.no_grad():
+        output = wrapped(x)  # (B, num_classes)
+    if targets is None:
+        targets = [int(c) for c in output.argmax(-1).cpu()]
+    elif output.ndim == 2:
+        check_classes(output.shape[1])
+    cam_targets = _as_target_callables(targets)
+    cls = _method_class(key)
+    maps = {}
+    for name, layer in layers.items():
+        if key == "ablationcam":
+            ablation_layer = AblationLayer()  # a fresh one: the class default is shared between instances
+            method = cls(model=wrapped, target_layers=[layer], ablation_layer=ablation_layer, batch_size=batch_size)
+        else:
+            ablation_layer = None
+            method = cls(model=wrapped, target_layers=[layer])
+            method.batch_size = batch_size  # ScoreCAM's masked-image batch (default 16); results unchanged
+        try:
+            with torch.no_grad():
+                maps[name] = method(input_tensor=x, targets=cam_targets, eigen_smooth=eigen_smooth)  # (B, H, W)
+        finally:
+            method.activations_and_grads.release()
+            if ablation_layer is not None and any(m is ablation_layer for m in model.modules()):
+                replace_layer_recursive(wrapped, ablation_layer, layer)  # put the layer back after an error
+    return maps
+
+
+def layer_cams(
+    model: nn.Module,
+    images: torch.Tensor | np.ndarray,
+    layers: Layers,
+    targets: Targets = None,
+    method: str = "gradcam",
+    batch_size: int = 64,
+    labels: Sequence[int] | np.ndarray | torch.Tensor | None = None,
+    output_index: int | str | None = None,
+    eigen_smooth: bool = False,
+) -> dict[str, np.ndarray]:
+    """One CAM per layer, all layers from a single forward and backward per batch.
+
+    Args:
+        model: a classifier; its device is used, and it is run in eval mode (as pytorch-grad-cam
+            does) and left exactly as found.
+        images: normalised float (N, C, H, W) on any device, e.g. from ``test_transforms()``;
+            one (C, H, W) image is treated as a batch of 1.
+        layers: see :func:`resolve_layers`: names (``"layer4.1"``, ``"layer0"``), modules, a dict
+            name -> module such as ``resnet_layers(model)``, or ``None`` for ``resnet_layers``.
+        targets: what to explain: ``None`` (or ``"pred"``) the predicted class; ``"true"`` the
+            ``labels``; one class index per image (list, array or tensor) or one int for all;
+            pytorch-grad-cam target callables (``ClassifierOutputTarget(3)``), one per image or one for all.
+        method: one of :data:`CAM_METHODS` (case, ``-`` and ``_`` ignored; ``gradcamplusplus`` =
+            ``gradcam++``). ``scorecam`` and ``ablationcam`` run pytorch-grad-cam once per layer
+            and need many forwards per image.
+        batch_size: images per forward/backward pass.
+        labels: true classes (N,), for ``targets="true"``.
+        output_index: for models returning a list/tuple (or dict) of logits, e.g. multi-exit
+            networks: which output to explain (``-1`` = last). Required for such models: there is
+            no silent default.
+        eigen_smooth: pytorch-grad-cam's ``eigen_smooth`` (first principal component of the weighted activations).
+
+    Returns:
+        Dict layer name -> float32 array (N, H, W) in [0, 1] at the input resolution, equal to
+        pytorch-grad-cam's single-layer output for the same method and targets.
+
+    Raises:
+        UserError: unknown method or layer, images that are not normalised float (N, C, H, W),
+            the wrong number of targets, a class index outside the model's classes.
+    """
+    key = _method_key(method)
+    layer_map = resolve_layers(model, layers)
+    x_all = _as_image_batch(model, images)  # (N, C, H, W)
+    n, (height, width) = len(x_all), x_all.shape[-2:]
+    wanted = _normalise_targets(targets, labels, n)
+    if int(batch_size) < 1:
+        raise UserError(f"batch_size must be a positive integer, got {batch_size}")
+    batch_size = int(batch_size)
+    from_labels = isinstance(targets, str) and targets.lower() == "true"
+    checked: list[int] = []
+
+    def check_classes(num_classes: int) -> None:  # all targets, once, at the first batch
+        if not checked:
+            _check_classes(wanted, num_classes, from_labels)
+            checked.append(num_classes)
+
+    device, dtype = _model_device_dtype(model)
+    result = {name: np.empty((n, height, width), np.float32) for name in layer_map}  # each (N, H, W)
+    state = _ModelState(model)
+    try:
+        model.eval()
+        with torch.inference_mode(False):  # autograd works even when called under inference_mode
+            for start in range(0, n, batch_size):
+                x = x_all[start:start + batch_size].to(device, dtype)  # (B, C, H, W)
+                if x.is_inference():
+                    x = x.clone()
+                batch_targets = None if wanted is None else wanted[start:start + batch_size]
+                if key in _DELEGATED:
+                    maps = _delegated_batch(
+                        model, x, layer_map, key, batch_targets, output_index, eigen_smooth, batch_size, check_classes
+                    )
+                else:
+                    maps = _one_pass_batch(
+                        model, x, layer_map, key, batch_targets, output_index, eigen_smooth, check_classes
+                    )
+                for name, cam in maps.items():
+                    result[name][start:start + len(x)] = cam
+    finally:
+        state.restore()
+    return result
+
+
+# ----------------------------------------------------------------------------- display and quality
+
+
+def overlay(
+    image: np.ndarray | torch.Tensor,
+    cam: np.ndarray | torch.Tensor,
+    alpha: float = 0.5,
+    colormap: str = "jet",
+) -> np.ndarray:
+    """Blend a heatmap over an image, in RGB order, for ``plt.imshow``.
+
+    pytorch-grad-cam's ``show_cam_on_image`` returns a BGR heatmap unless ``use_rgb=True``
+    (red and blue swapped under matplotlib); this uses matplotlib colormaps, RGB throughout.
+
+    Args:
+        image: float RGB in [0, 1], (H, W, 3) or a batch (N, H, W, 3), e.g. from
+            ``eva_utils.data.denormalize``. A (H, W) grey image is repeated to RGB.
+        cam: (H, W) or (N, H, W) in [0, 1], e.g. one entry of :func:`layer_cams`.
+        alpha: weight of the heatmap: ``(1 - alpha) * image + alpha * colormap(cam)``.
+        colormap: a matplotlib colormap name ("jet": blue = 0, red = 1).
+
+    Returns:
+        float32 (H, W, 3) or (N, H, W, 3) in [0, 1].
+    """
+    import matplotlib
+
+    img = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    heat = cam.detach().cpu().numpy() if isinstance(cam, torch.Tensor) else np.asarray(cam)
+    if img.dtype == np.uint8:
+        raise UserError("image is uint8 (0..255); overlay needs float RGB in [0, 1]: use image / 255.0")
+    img = img.astype(np.float32)
+    if img.ndim in (3, 4) and img.shape[-1] != 3 and img.shape[-3] == 3:
+        raise UserError(
+            f"image has shape {img.shape}, channels first; overlay needs channels last (H, W, 3): "
+            f"use eva_utils.data.denormalize(images) (undoes Normalize and moves channels last)"
+        )
+    if img.ndim == heat.ndim:  # grey (H, W) / (N, H, W)
+        img = np.repeat(img[..., None], 3, axis=-1)
+    if img.ndim not in (3, 4) or img.shape[-1] != 3:
+        raise UserError(f"image must be (H, W, 3) or (N, H, W, 3) RGB, got shape {img.shape}")
+    if img.shape[:-1] != heat.shape:
+        raise UserError(
+            f"cam shape {heat.shape} does not match image shape {img.shape[:-1]}; layer_cams returns maps at "
+            f"input resolution (N, H, W): pass cams[name] for the whole batch or cams[name][i] for one image"
+        )
+    low, high = float(img.min()), float(img.max())
+    if high > 1.0 + 1e-3:
+        raise UserError(f"image values reach {high:.1f}: looks like 0..255 pixels; overlay needs [0, 1]: use image / 255.0")
+    if low < -1e-3:
+        raise UserError(
+            f"image values go down to {low:.2f}: looks normalised; undo it with eva_utils.data.denormalize(images)"
+        )
+    if heat.size and (float(heat.min()) < -1e-3 or float(heat.max()) > 1.0 + 1e-3):
+        raise UserError(
+            f"cam values span [{float(heat.min()):.3g}, {float(heat.max()):.3g}]; overlay needs [0, 1] "
+            f"(layer_cams returns such maps; otherwise scale with (cam - cam.min()) / (cam.max() - cam.min()))"
+        )
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise UserError(f"alpha must be in [0, 1], got {alpha}")
+    if colormap not in matplotlib.colormaps:
+        raise unknown_name("colormap", colormap, list(matplotlib.colormaps))
+    colours = matplotlib.colormaps[colormap](np.clip(heat, 0.0, 1.0))[..., :3].astype(np.float32)  # (..., H, W, 3)
+    return np.clip((1.0 - alpha) * img + alpha * colours, 0.0, 1.0).astype(np.float32)
+
+
+def pointing_hits(
+    cams: np.ndarray | torch.Tensor,
+    masks: np.ndarray | torch.Tensor,
+    tolerance: int = 0,
+) -> np.ndarray:
+    """For each map, whether its maximum lies on the object (the pointing game, per image).
+
+    Args:
+        cams: (N, H, W) maps; the first argmax pixel counts when several pixels tie.
+        masks: (N, H, W) booleans, True on the object.
+        tolerance: also count a hit when the maximum is within this many pixels (Euclidean)
+            of the object; Zhang et al. use 15 pixels at ImageNet scale.
+
+    Returns:
+        bool array (N,).
+    """
+    heat = cams.detach().cpu().numpy() if isinstance(cams, torch.Tensor) else np.asarray(cams)
+    mask = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
+    if heat.ndim == 2:
+        heat, mask = heat[None], mask[None]
+    if heat.ndim != 3 or heat.shape != mask.shape:
+        raise UserError(f"cams and masks must both be (N, H, W) of equal shape, got {heat.shape} and {mask.shape}")
+    mask = mask.astype(bool)
+    n, height, width = heat.shape
+    flat = heat.reshape(n, -1).argmax(axis=1)
+    ys, xs = np.divmod(flat, width)  # (N,), (N,)
+    t = max(int(tolerance), 0)
+    hits = np.zeros(n, dtype=bool)
+    dy, dx = np.mgrid[-t:t + 1, -t:t + 1]
+    disk = dy**2 + dx**2 <= t**2  # (2t+1, 2t+1)
+    for i, (y, x) in enumerate(zip(ys, xs)):
+        window = np.zeros_like(disk)
+        y0, y1, x0, x1 = max(y - t, 0), min(y + t + 1, height), max(x - t, 0), min(x + t + 1, width)
+        window[y0 - y + t:y1 - y + t, x0 - x + t:x1 - x + t] = mask[i, y0:y1, x0:x1]
+        hits[i] = bool((window & disk).any())
+    return hits
+
+
+def pointing_game(
+    cams: np.ndarray | torch.Tensor,
+    masks: np.ndarray | torch.Tensor,
+    tolerance: int = 0,
+) -> float:
+    """Fraction of maps whose maximum lies on the object: a CAM localisation score in [0, 1].
+
+    Args:
+        cams: (N, H, W) maps, e.g. ``layer_cams(...)["layer4"]``.
+        masks: (N, H, W) booleans, True on the object.
+        tolerance: pixels of slack around the object, see :func:`pointing_hits`.
+
+    Returns:
+        The hit rate; see :func:`pointing_hits` for the per-image hits.
+    """
+    return float(pointing_hits(cams, masks, tolerance).mean())

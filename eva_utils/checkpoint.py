@@ -1,0 +1,236 @@
+"""Checkpoints: written atomically, loaded safely, checked against the model they resume.
+
+A checkpoint is a dict saved with ``torch.save`` holding ``model``, ``optimizer``,
+``scheduler``, ``scaler`` (state dicts), ``history`` (a :class:`~eva_utils.training.History`
+as lists), ``epoch`` (epochs done), ``config`` (the run's settings) and ``format``.
+It is written to a temporary file in the same folder and renamed over the target, so an
+interrupted save never leaves a half-written checkpoint. It loads with
+``torch.load(weights_only=True)``: no pickled code runs.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError, DataNotFoundError
+
+__all__ = [
+    "FORMAT",
+    "check_compatible",
+    "load_checkpoint",
+    "load_trained_model",
+    "restore_training_state",
+    "save_checkpoint",
+]
+
+FORMAT = "eva_utils.checkpoint/1"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any | None,
+    scaler: torch.amp.GradScaler | None,
+    history: Any,
+    epoch: int,
+    config: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically (temporary file in the same folder, then rename).
+
+    Args:
+        path: target file; its folder is created.
+        model: its ``state_dict`` is saved.
+        optimizer: saved when given.
+        scheduler: saved when given, with its class name.
+        scaler: the GradScaler's state, when given.
+        history: a ``History`` (or anything with ``to_dict``).
+        epoch: epochs completed.
+        config: plain settings (str, numbers, bools, lists, dicts).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "format": FORMAT,
+        "epoch": int(epoch),
+        "model_class": type(model).__name__,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scheduler_class": type(scheduler).__name__ if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "history": history.to_dict() if history is not None else None,
+        "config": dict(config or {}),
+    }
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`, safely (``weights_only=True``).
+
+    Raises:
+        DataNotFoundError: no such file.
+        CheckpointError: truncated, corrupt, not an eva_utils checkpoint, or needing unsafe unpickling.
+            The file itself is never modified.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"checkpoint {path} does not exist: check the path (eva-utils train writes <out>/checkpoint.pt)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        unsafe = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+        if unsafe is None:
+            raise CheckpointError(
+                f"checkpoint {path} is truncated or corrupt (it is not a readable torch file); the file was left as "
+                "it is. Resume from an earlier copy or start a new run in another output folder"
+            ) from exc
+        raise CheckpointError(
+            f"checkpoint {path} holds a pickled Python object ({unsafe.group(1)}) that could run code when loaded, "
+            "so it was refused (torch.load with weights_only=True). Only load files you trust"
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt ({_first_line(exc)}); the file was left as it is. "
+            "Resume from an earlier copy or start a new run in another output folder"
+        ) from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not an eva_utils training checkpoint (no '{FORMAT}' format tag); "
+            "to load bare weights use model.load_state_dict(torch.load(path, weights_only=True))"
+        )
+    return ckpt
+
+
+def _shape_mismatches(saved: dict[str, torch.Tensor], current: dict[str, torch.Tensor]) -> list[str]:
+    return [
+        f"{k}: checkpoint {tuple(saved[k].shape)} vs model {tuple(current[k].shape)}"
+        for k in saved.keys() & current.keys()
+        if saved[k].shape != current[k].shape
+    ]
+
+
+def check_compatible(saved: dict[str, torch.Tensor], model: nn.Module, source: str = "checkpoint",
+                     saved_desc: str | None = None) -> None:
+    """Raise a readable :class:`CheckpointError` if ``saved`` does not fit ``model`` exactly.
+
+    Args:
+        saved: a state dict.
+        model: the model it should load into.
+        source: how to name the file in the message.
+        saved_desc: what the checkpoint was made for (e.g. ``"resnet34, width 64"``), if known.
+    """
+    current = model.state_dict()
+    missing = sorted(current.keys() - saved.keys())
+    unexpected = sorted(saved.keys() - current.keys())
+    shapes = sorted(_shape_mismatches(saved, current))
+    if not (missing or unexpected or shapes):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} model keys missing from it (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} keys the model does not have (e.g. {', '.join(unexpected[:3])})")
+    if shapes:
+        parts.append(f"{len(shapes)} tensors of another shape (e.g. {shapes[0]})")
+    made_for = f" (made for {saved_desc})" if saved_desc else ""
+    raise CheckpointError(
+        f"{source}{made_for} does not fit this {type(model).__name__}: {'; '.join(parts)}. "
+        "Use the same model name, width and number of classes as the run that wrote it"
+    )
+
+
+def _describe(config: dict[str, Any]) -> str | None:
+    if not config.get("model"):
+        return None
+    extras = [f"{k} {config[k]}" for k in ("width", "num_classes") if config.get(k) is not None]
+    return ", ".join([str(config["model"]), *extras])
+
+
+def restore_training_state(
+    ckpt: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> Any:
+    """Load model, optimizer, scheduler and scaler states from ``ckpt``; return its History.
+
+    Raises:
+        CheckpointError: the checkpoint was made for another architecture, optimizer or scheduler.
+    """
+    from .training import History
+
+    config = ckpt.get("config") or {}
+    check_compatible(ckpt["model"], model, "checkpoint", _describe(config))
+    model.load_state_dict(ckpt["model"])
+    if optimizer is not None and ckpt.get("optimizer") is not None:
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(
+                f"the checkpoint's optimizer state does not fit {type(optimizer).__name__} ({exc}); "
+                f"resume with the optimizer it was trained with ({config.get('optimizer', 'see its config')})"
+            ) from exc
+    if scheduler is not None:
+        saved_class = ckpt.get("scheduler_class")
+        if saved_class != type(scheduler).__name__:
+            raise CheckpointError(
+                f"the checkpoint was trained with scheduler {saved_class or 'none'}, not {type(scheduler).__name__}; "
+                "resume with the same scheduler"
+            )
+        planned = getattr(scheduler, "total_steps", None)
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if planned is not None and scheduler.total_steps != planned:
+            raise CheckpointError(
+                f"the checkpoint's one-cycle schedule spans {scheduler.total_steps} steps but this run plans {planned}; "
+                f"a one-cycle run can only be resumed with the same epochs ({config.get('epochs', '?')}) and batch size"
+            )
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    return History.from_dict(ckpt["history"]) if ckpt.get("history") else History()
+
+
+def load_trained_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model saved by ``eva-utils train`` (or ``fit`` with a config naming the model).
+
+    Returns:
+        The model with its trained weights, in eval mode, on ``map_location``.
+    """
+    from .models import get_model
+
+    ckpt = load_checkpoint(path, map_location=map_location)
+    config = ckpt.get("config") or {}
+    if "model" not in config:
+        raise CheckpointError(f"checkpoint {path} does not say which model it holds (no 'model' in its config)")
+    kwargs = {k: config[k] for k in ("num_classes", "width") if config.get(k) is not None}
+    model = get_model(config["model"], **kwargs)
+    check_compatible(ckpt["model"], model, f"checkpoint {path}", _describe(config))
+    model.load_state_dict(ckpt["model"])
+    return model.to(map_location).eval()

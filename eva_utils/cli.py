@@ -1,0 +1,178 @@
+"""The ``eva-utils`` command line: ``train``, ``demo``, ``cam`` and ``msd``.
+
+    eva-utils demo                                   # offline, CPU, bundled CIFAR-10 sample
+    eva-utils train --epochs 20 --out runs/r18       # the default recipe on full CIFAR-10
+    eva-utils train --resume --out runs/r18          # continue runs/r18/checkpoint.pt
+
+User errors (a bad name, a missing file, a corrupt checkpoint) print one line and exit
+with status 2; nothing is overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import UserError
+
+__all__ = ["build_parser", "main"]
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line: ``eva-utils train: error: ... (see --help)``."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+    return value
+
+
+def _add_training_options(p: argparse.ArgumentParser, defaults: object) -> None:
+    """Options shared by ``train`` and ``demo``; defaults come from a TrainConfig."""
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", default=defaults.model, help="resnet18 or resnet34 (default %(default)s)")
+    g.add_argument("--width", type=_positive_int, default=defaults.width, help="channels of the first stage (default %(default)s; 16 for CPU)")
+    g.add_argument("--data", default=defaults.data, help="cifar10 (downloads) or sample (bundled, offline) (default %(default)s)")
+    g.add_argument("--data-dir", default=defaults.data_dir, help="where CIFAR-10 is or goes (default %(default)s)")
+    g.add_argument("--no-download", dest="download", action="store_false", default=defaults.download,
+                   help="fail instead of downloading CIFAR-10")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=_positive_int, default=defaults.epochs, help="default %(default)s")
+    g.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size, help="default %(default)s")
+    g.add_argument("--optimizer", default=defaults.optimizer, help="sgd or adam (default %(default)s)")
+    g.add_argument("--scheduler", default=defaults.scheduler, help="onecycle, step, cosine or none (default %(default)s)")
+    g.add_argument("--lr", type=_positive_float, default=defaults.lr, help="peak lr for onecycle, else initial (default %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="default %(default)s")
+    g.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing, help="default %(default)s")
+    g.add_argument("--no-augment", dest="augment", action="store_false", default=defaults.augment,
+                   help="train without augmentation")
+    g.add_argument("--seed", type=int, default=defaults.seed, help="default %(default)s")
+    g = p.add_argument_group("run")
+    g.add_argument("--out", default=defaults.out, help="output folder (default %(default)s)")
+    g.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
+                   help="continue from CHECKPOINT (default <out>/checkpoint.pt)")
+    g.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    g.add_argument("--device", default=defaults.device, help="auto, cpu or cuda (default %(default)s)")
+    g.add_argument("--no-amp", dest="amp", action="store_false", default=defaults.amp, help="no mixed precision on CUDA")
+    g.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=defaults.channels_last,
+                   help="keep NCHW memory format on CUDA")
+    g.add_argument("--workers", dest="num_workers", type=int, default=defaults.num_workers,
+                   help="data-loader processes (default: 2 on a 2-core machine)")
+    g.add_argument("--max-batches", type=_positive_int, default=defaults.max_batches,
+                   help="batches per pass, for smoke runs")
+    g.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
+
+
+def _config_from_args(args: argparse.Namespace, base: object) -> object:
+    from .recipe import TrainConfig
+
+    settings = base.to_dict()
+    settings.update({k: v for k, v in vars(args).items() if k in settings})
+    return TrainConfig.from_dict(settings)
+
+
+def _resume_path(args: argparse.Namespace) -> Path | None:
+    if args.resume is None:
+        return None
+    return Path(args.resume) if args.resume else Path(args.out) / "checkpoint.pt"
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .recipe import TrainConfig, run_training
+
+    config = _config_from_args(args, TrainConfig())
+    result = run_training(config, resume=_resume_path(args), overwrite=args.overwrite)
+    h = result.history
+    if len(h):
+        print(f"done: {len(h)} epochs, test accuracy {100 * h.test_acc[-1]:.2f}% (best {100 * max(h.test_acc):.2f}%)")
+    print(f"wrote {result.out / 'history.json'}, {result.out / 'checkpoint.pt'}, {result.out / 'curves.png'}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .recipe import TrainConfig, run_training
+    from .report import write_report
+
+    start = time.perf_counter()
+    config = _config_from_args(args, TrainConfig.demo())
+    result = run_training(config, resume=_resume_path(args), overwrite=args.overwrite)
+    files = write_report(result.model, result.test_loader.dataset, result.out, train_set=result.train_set)
+    h = result.history
+    print(f"demo done in {time.perf_counter() - start:.0f}s: {len(h)} epochs on the bundled sample, "
+          f"test accuracy {100 * h.test_acc[-1]:.1f}% (a short CPU run, not a full training)")
+    for path in [result.out / "history.json", result.out / "checkpoint.pt", result.out / "curves.png", *files.values()]:
+        print(f"  {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``eva-utils`` parser with its subcommands."""
+    from .recipe import TrainConfig
+
+    parser = Parser(prog="eva-utils", description="Train CNNs on CIFAR-10 and look inside them with Grad-CAM.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"eva-utils {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,demo,cam,msd}")
+    p = sub.add_parser("train", help="train a ResNet on CIFAR-10 (default: the 20-epoch ResNet18 recipe)",
+                       description="Train a ResNet on CIFAR-10; writes history.json, checkpoint.pt and curves.png into --out.")
+    _add_training_options(p, TrainConfig())
+    p.set_defaults(func=_cmd_train)
+    p = sub.add_parser("demo", help="offline CPU demo on the bundled CIFAR-10 sample (a few minutes)",
+                       description="Train a narrow ResNet18 on the bundled CIFAR-10 sample on the CPU and write "
+                                   "curves, misclassified images, a confusion matrix and per-layer Grad-CAM into --out.")
+    _add_training_options(p, TrainConfig.demo())
+    p.set_defaults(func=_cmd_demo)
+    for module_name in ("cam_cli", "msd_cli"):
+        try:
+            module = __import__(f"{__package__}.{module_name}", fromlist=["add_parser"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{module_name}":
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for user errors)."""
+    from .training import TrainingDivergedError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"eva-utils {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingDivergedError as exc:
+        print(f"eva-utils {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"eva-utils {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

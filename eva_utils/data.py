@@ -1,0 +1,289 @@
+"""CIFAR-10 data: constants, data sets over HWC uint8 arrays, seeded loaders.
+
+Two sources share one interface, an :class:`ArrayDataset` that applies an
+albumentations transform to each HWC uint8 RGB image:
+
+* ``get_cifar10(root, train=True, transform=...)``: the full data set through
+  ``torchvision.datasets.CIFAR10`` (downloads on first use, e.g. in Colab);
+* ``load_sample(train=True, transform=...)``: 2,000 train and 1,000 test real
+  CIFAR-10 images shipped inside the package, for offline demos, tests and the
+  notebooks' smoke runs.
+
+Example::
+
+    from eva_utils import data, transforms
+    train_set = data.load_sample(train=True, transform=transforms.train_transforms())
+    train_loader = data.make_loader(train_set, batch_size=128, shuffle=True, seed=0)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Iterator, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import DataNotFoundError, UserError, unknown_name
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "DATASETS",
+    "ArrayDataset",
+    "SeededLoader",
+    "denormalize",
+    "get_cifar10",
+    "load_dataset",
+    "load_sample",
+    "make_loader",
+    "to_chw_float",
+]
+
+CIFAR10_CLASSES: tuple[str, ...] = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+# Per-channel statistics of the 50,000 CIFAR-10 training images, pixels scaled to [0, 1].
+# (Not ImageNet's (0.485, 0.456, 0.406); and the std is the pixel std, not the often-copied
+# (0.2023, 0.1994, 0.2010), which is a mean of per-image stds.)
+CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+
+DATASETS = ("cifar10", "sample")
+_SAMPLE_FILE = "cifar10_sample.npz"
+
+Transform = Callable[..., Any]
+
+
+def to_chw_float(image: np.ndarray) -> torch.Tensor:
+    """Turn one HWC uint8 image into a CHW float tensor in [0, 1] (what ``ToTensor()`` does)."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
+
+
+class ArrayDataset(Dataset):
+    """Images held as an (N, H, W, 3) uint8 RGB array, with integer labels.
+
+    Args:
+        images: (N, H, W, 3) uint8 RGB.
+        labels: (N,) class indices.
+        transform: an albumentations ``Compose`` (called as ``transform(image=img)``) or any
+            callable taking the HWC array; ``None`` gives a CHW float tensor in [0, 1].
+        classes: class names, index = label.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: Sequence[int] | np.ndarray,
+        transform: Transform | None = None,
+        classes: Sequence[str] = CIFAR10_CLASSES,
+    ) -> None:
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise UserError(
+                f"images must be an (N, H, W, 3) uint8 RGB array, got shape {images.shape} dtype {images.dtype}"
+            )
+        labels = np.asarray(labels, dtype=np.int64)
+        if len(labels) != len(images):
+            raise UserError(f"got {len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+        self.classes = tuple(classes)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image = self.images[index]  # (H, W, 3) uint8
+        label = int(self.labels[index])
+        if self.transform is None:
+            return to_chw_float(image), label
+        if _is_albumentations(self.transform):
+            return self.transform(image=image)["image"], label
+        return self.transform(image), label
+
+    def reseed(self, seed: int) -> None:
+        """Seed the transform's own random state (albumentations 2.x ignores global seeds)."""
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(int(seed) % 2**32)
+
+
+def _is_albumentations(transform: Any) -> bool:
+    return type(transform).__module__.startswith("albumentations")
+
+
+def load_sample(train: bool = True, transform: Transform | None = None) -> ArrayDataset:
+    """The real CIFAR-10 images bundled with the package: 200 per class (train) or 100 per class (test).
+
+    Args:
+        train: the training part (2,000 images) or the test part (1,000 images).
+        transform: applied to each HWC uint8 image, see :class:`ArrayDataset`.
+
+    Returns:
+        An :class:`ArrayDataset`, ordered by class (shuffle in the loader).
+    """
+    split = "train" if train else "test"
+    with resources.files("eva_utils.sample_data").joinpath(_SAMPLE_FILE).open("rb") as f:
+        with np.load(f) as npz:
+            images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]
+            classes = tuple(str(c) for c in npz["classes"])
+    return ArrayDataset(images, labels, transform, classes)
+
+
+def get_cifar10(
+    root: str | os.PathLike = "./data",
+    train: bool = True,
+    transform: Transform | None = None,
+    download: bool = True,
+) -> ArrayDataset:
+    """CIFAR-10 through ``torchvision.datasets.CIFAR10``, with an albumentations transform.
+
+    Args:
+        root: folder holding (or to receive) ``cifar-10-batches-py``.
+        train: the 50,000 training images or the 10,000 test images.
+        transform: applied to each HWC uint8 image, see :class:`ArrayDataset`.
+        download: fetch the data set (about 170 MB) when it is not in ``root``.
+
+    Returns:
+        An :class:`ArrayDataset`.
+
+    Raises:
+        DataNotFoundError: the data is not in ``root`` and ``download`` is off.
+    """
+    from torchvision.datasets import CIFAR10
+
+    root = Path(root).expanduser()
+    if not download and not (root / CIFAR10.base_folder).is_dir():
+        raise DataNotFoundError(
+            f"CIFAR-10 not found in {root} (expected {root / CIFAR10.base_folder}); "
+            "allow the download (download=True; on the command line leave out --no-download), "
+            "or use the bundled sample (data='sample')"
+        )
+    try:
+        raw = CIFAR10(root=str(root), train=train, download=download)
+    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted."
+        raise DataNotFoundError(
+            f"CIFAR-10 in {root} is missing or corrupt ({exc}); delete {root / CIFAR10.base_folder} "
+            "and download it again"
+        ) from exc
+    return ArrayDataset(raw.data, raw.targets, transform, raw.classes)
+
+
+def load_dataset(
+    name: str,
+    train: bool = True,
+    transform: Transform | None = None,
+    root: str | os.PathLike = "./data",
+    download: bool = True,
+) -> ArrayDataset:
+    """A data set by name: ``"cifar10"`` (full, see :func:`get_cifar10`) or ``"sample"`` (bundled)."""
+    if name == "cifar10":
+        return get_cifar10(root, train=train, transform=transform, download=download)
+    if name == "sample":
+        return load_sample(train=train, transform=transform)
+    raise unknown_name("dataset", name, DATASETS)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Give each loader worker its own seed for numpy, random and the albumentations transform."""
+    info = torch.utils.data.get_worker_info()
+    seed = info.seed % 2**32  # torch sets base_seed + worker_id, base_seed drawn from the loader's generator
+    random.seed(seed)
+    np.random.seed(seed)
+    if hasattr(info.dataset, "reseed"):
+        info.dataset.reseed(seed)
+
+
+class SeededLoader(DataLoader):
+    """A DataLoader whose augmentations are reproducible from its generator.
+
+    Workers reseed the data set's transform in ``worker_init_fn``; without workers, every
+    new pass reseeds it from the generator. Seeding the generator (``loader.generator``)
+    therefore fixes both the shuffle order and the augmentations of the next pass.
+    """
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.num_workers == 0 and hasattr(self.dataset, "reseed"):
+            seed = int(torch.randint(0, 2**31 - 1, (), generator=self.generator))
+            self.dataset.reseed(seed)
+        return super().__iter__()
+
+
+def default_num_workers() -> int:
+    """Loader workers: 2 on a 2-core Colab, at most 4, none on a single core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cores <= 1 else min(4, cores)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int = 128,
+    shuffle: bool = False,
+    num_workers: int | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    drop_last: bool = False,
+) -> SeededLoader:
+    """A seeded DataLoader with sensible defaults for Colab and laptops.
+
+    Args:
+        dataset: e.g. from :func:`load_sample` or :func:`get_cifar10`.
+        batch_size: images per batch (> 0).
+        shuffle: reshuffle every pass (training).
+        num_workers: loader processes; ``None`` picks :func:`default_num_workers`.
+        seed: seeds the shuffle order and the augmentations.
+        device: pins memory only when this is a CUDA device.
+        drop_last: drop the last incomplete batch.
+
+    Returns:
+        A :class:`SeededLoader`.
+    """
+    if int(batch_size) <= 0:
+        raise UserError(f"batch_size must be a positive integer, got {batch_size}")
+    if len(dataset) == 0:
+        raise UserError("the data set is empty: check the data folder or the filter you applied")
+    workers = default_num_workers() if num_workers is None else int(num_workers)
+    generator = torch.Generator().manual_seed(int(seed))
+    return SeededLoader(
+        dataset,
+        batch_size=int(batch_size),
+        shuffle=shuffle,
+        num_workers=workers,
+        pin_memory=torch.device(device).type == "cuda" if device is not None else False,
+        drop_last=drop_last,
+        generator=generator,
+        worker_init_fn=_seed_worker if workers > 0 else None,
+        persistent_workers=False,
+    )
+
+
+def denormalize(
+    images: torch.Tensor | np.ndarray,
+    mean: Sequence[float] = CIFAR10_MEAN,
+    std: Sequence[float] = CIFAR10_STD,
+) -> np.ndarray:
+    """Undo ``Normalize``: CHW or NCHW normalised tensors to HWC / NHWC float RGB in [0, 1].
+
+    Args:
+        images: (C, H, W) or (N, C, H, W), normalised with ``mean`` and ``std``.
+        mean: the per-channel mean used to normalise (the data set's own, not ImageNet's).
+        std: the per-channel std used to normalise.
+
+    Returns:
+        float32 array (H, W, C) or (N, H, W, C), clipped to [0, 1], ready for ``imshow``.
+    """
+    x = images.detach().cpu().float().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
+    if x.ndim not in (3, 4) or x.shape[-3] != len(mean):
+        raise UserError(f"denormalize expects (C, H, W) or (N, C, H, W) with C={len(mean)}, got shape {x.shape}")
+    m = np.asarray(mean, np.float32)[:, None, None]
+    s = np.asarray(std, np.float32)[:, None, None]
+    x = x * s + m
+    x = np.moveaxis(x, -3, -1)  # channels last
+    return np.clip(x, 0.0, 1.0).astype(np.float32)

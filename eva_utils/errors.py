@@ -1,0 +1,42 @@
+"""Exceptions for mistakes a user can fix.
+
+Library functions raise these for bad input (an unknown model name, a missing data
+folder, a corrupt checkpoint). The command line turns them into one readable line
+and exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["UserError", "DataNotFoundError", "CheckpointError", "unknown_name"]
+
+
+class UserError(ValueError):
+    """Bad input: the message says what was wrong and what to do."""
+
+
+class DataNotFoundError(UserError, FileNotFoundError):
+    """A data set or file that should exist does not."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be used: corrupt, truncated or of another model."""
+
+
+def unknown_name(kind: str, name: str, valid: Iterable[str]) -> UserError:
+    """Build the error for a name that is not one of ``valid``, with close matches first.
+
+    Args:
+        kind: what was being looked up, e.g. ``"model"``.
+        name: what the user asked for.
+        valid: the names that exist.
+
+    Returns:
+        A ``UserError`` to raise, e.g. ``unknown model 'resnet19'; did you mean resnet18? valid: ...``.
+    """
+    valid = sorted(valid)
+    close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return UserError(f"unknown {kind} {name!r}{hint} valid {kind} names: {', '.join(valid)}")

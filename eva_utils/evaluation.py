@@ -1,0 +1,125 @@
+"""Predictions over a data set, misclassified images, per-class accuracy, confusion matrix.
+
+Example::
+
+    pred = predict(model, test_loader)                 # probs, preds, labels, indices
+    worst = misclassified(pred, k=20)                  # most confident mistakes first
+    cm = confusion_matrix(pred.labels, pred.preds, num_classes=10)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, SequentialSampler
+
+from .errors import UserError
+
+__all__ = ["Predictions", "accuracy", "confusion_matrix", "misclassified", "per_class_accuracy", "predict"]
+
+
+class Predictions(NamedTuple):
+    """Model outputs over a data set, in data set order.
+
+    Attributes:
+        probs: (N, C) float32 softmax probabilities.
+        preds: (N,) predicted class.
+        labels: (N,) true class.
+        indices: (N,) position of each image in the data set.
+    """
+
+    probs: np.ndarray
+    preds: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """(N,) probability of the predicted class."""
+        return self.probs[np.arange(len(self.preds)), self.preds]
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module,
+    loader: DataLoader,
+    device: str | torch.device | None = None,
+    output_index: int = -1,
+) -> Predictions:
+    """Run ``model`` over an unshuffled ``loader`` in inference mode.
+
+    Args:
+        model: evaluated in eval mode; its train/eval mode is restored afterwards.
+        loader: yields ``(images, labels)`` in data set order (no shuffling).
+        device: default the model's own device.
+        output_index: for models returning a list of logits (multi-exit), which one; default the last.
+
+    Returns:
+        :class:`Predictions`, with ``indices`` giving each row's position in ``loader.dataset``.
+
+    Raises:
+        UserError: a shuffled loader (indices would be wrong) or an empty data set.
+    """
+    if not isinstance(loader.sampler, SequentialSampler):
+        raise UserError("predict needs an unshuffled loader (shuffle=False) so that rows match data set indices")
+    if len(loader.dataset) == 0:
+        raise UserError("the data set is empty: nothing to predict")
+    if device is None:
+        device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    probs, labels = [], []
+    try:
+        for images, targets in loader:
+            out = model(images.to(device))
+            if isinstance(out, (list, tuple)):
+                out = out[output_index]
+            probs.append(torch.softmax(out.float(), dim=1).cpu())  # (B, C)
+            labels.append(torch.as_tensor(targets))
+    finally:
+        model.train(was_training)
+    p = torch.cat(probs).numpy().astype(np.float32)
+    y = torch.cat(labels).numpy().astype(np.int64)
+    return Predictions(p, p.argmax(1), y, np.arange(len(y)))
+
+
+def misclassified(pred: Predictions, k: int | None = None) -> np.ndarray:
+    """Rows of the wrong predictions, most confident first.
+
+    Args:
+        pred: from :func:`predict`.
+        k: keep at most this many (``None``: all).
+
+    Returns:
+        (M,) row numbers into ``pred`` (equal to data set indices for :func:`predict`'s output).
+    """
+    wrong = np.flatnonzero(pred.preds != pred.labels)
+    order = wrong[np.argsort(-pred.confidence[wrong], kind="stable")]
+    return order if k is None else order[:k]
+
+
+def accuracy(pred: Predictions) -> float:
+    """Fraction of correct predictions."""
+    return float((pred.preds == pred.labels).mean())
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, C) counts: row = true class, column = predicted class."""
+    labels, preds = np.asarray(labels, np.int64), np.asarray(preds, np.int64)
+    if labels.shape != preds.shape:
+        raise UserError(f"labels {labels.shape} and preds {preds.shape} must have the same shape")
+    for name, arr in (("labels", labels), ("preds", preds)):
+        if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+            raise UserError(f"{name} hold classes outside 0..{num_classes - 1}")
+    return np.bincount(labels * num_classes + preds, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def per_class_accuracy(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C,) accuracy of each true class (NaN for a class with no images)."""
+    cm = confusion_matrix(labels, preds, num_classes)
+    totals = cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, np.diag(cm) / totals, np.nan)

@@ -1,0 +1,77 @@
+"""Models: CIFAR ResNets in the kuangliu layout, a name registry and a CPU/CUDA-safe summary.
+
+``get_model("resnet18", num_classes=10, width=64)`` builds by name; ``summary(model)``
+prints layer shapes and parameter counts with torchinfo on whatever device the model is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..errors import unknown_name
+from .resnet import BasicBlock, ResNet, resnet18, resnet34
+
+__all__ = ["MODELS", "BasicBlock", "ResNet", "get_model", "resnet18", "resnet34", "summary"]
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+}
+
+
+def get_model(name: str, **kwargs: object) -> nn.Module:
+    """Build a model by name, e.g. ``get_model("resnet18", num_classes=10, width=16)``.
+
+    Args:
+        name: one of :data:`MODELS`.
+        **kwargs: passed to the factory (``num_classes``, ``width`` for the ResNets).
+
+    Returns:
+        A freshly initialised model.
+
+    Raises:
+        UserError: for an unknown name; the message lists the known ones.
+    """
+    key = name.lower().replace("-", "").replace("_", "")
+    if key not in MODELS:
+        raise unknown_name("model", name, MODELS)
+    return MODELS[key](**kwargs)
+
+
+def summary(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32), verbose: int = 0) -> object:
+    """Layer-by-layer output shapes and parameter counts (torchinfo), on the model's own device.
+
+    torchsummary moves inputs to CUDA by default and fails on a CPU-only machine; torchinfo
+    takes the device from the model, so the same call works in Colab and on a laptop.
+
+    Args:
+        model: any ``nn.Module``.
+        input_size: a batch shape, e.g. ``(1, 3, 32, 32)``; ``(3, 32, 32)`` gets a batch of 1.
+        verbose: 0 returns the statistics silently; 1 also prints them.
+
+    Returns:
+        torchinfo's ``ModelStatistics``; ``print()`` it for the table.
+    """
+    import torchinfo
+
+    if len(input_size) == 3:
+        input_size = (1, *input_size)
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    was_training = model.training
+    try:
+        return torchinfo.summary(
+            model,
+            input_size=input_size,
+            device=device,
+            verbose=verbose,
+            col_names=("output_size", "num_params"),
+            row_settings=("var_names",),
+        )
+    finally:
+        model.train(was_training)

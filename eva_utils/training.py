@@ -1,0 +1,617 @@
+"""Training engine in the torchvision-references style.
+
+``train_one_epoch`` and ``evaluate`` set their own train/eval mode and return numbers;
+``fit`` runs epochs, steps the scheduler, keeps a :class:`History`, writes a checkpoint
+after every epoch and resumes from one exactly. ``make_optimizer``, ``make_scheduler``
+and ``find_lr`` build the rest of a recipe.
+
+Multi-exit models (a list or tuple of logits, shallowest first) train on the mean of
+the per-exit losses; accuracy is the last exit's, and per-exit test accuracy is kept in
+``History.test_exit_acc``.
+
+Example::
+
+    model = get_model("resnet18")
+    optimizer = make_optimizer(model, "sgd", lr=0.4, weight_decay=5e-4)
+    scheduler = make_scheduler(optimizer, "onecycle", epochs=20, steps_per_epoch=len(train_loader))
+    history = fit(model, train_loader, test_loader, epochs=20, optimizer=optimizer, scheduler=scheduler)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .errors import UserError, unknown_name
+
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULERS",
+    "EpochStats",
+    "History",
+    "LRFinderResult",
+    "TrainingDivergedError",
+    "evaluate",
+    "find_lr",
+    "fit",
+    "make_optimizer",
+    "make_scheduler",
+    "mixed_precision",
+    "multi_exit_loss",
+    "resolve_device",
+    "set_seed",
+    "train_one_epoch",
+]
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULERS = ("onecycle", "step", "cosine", "none")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeds, devices, small helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` or ``"auto"`` picks CUDA when present, else the CPU.
+
+    Raises:
+        UserError: for a CUDA device on a machine without one.
+    """
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise UserError(f"unknown device {device!r}: use cpu, cuda, cuda:0 or auto") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' asked for but no GPU is available: use --device cpu (in Colab: Runtime > Change runtime type > GPU)")
+    return dev
+
+
+def _positive(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise UserError(f"{name} must be a positive number, got {value!r}")
+
+
+def _as_list(outputs: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+def multi_exit_loss(
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    outputs: torch.Tensor | Sequence[torch.Tensor],
+    labels: torch.Tensor,
+) -> torch.Tensor:
+    """``criterion`` for one output; the mean over exits for a list of outputs (MSD-Net's loss)."""
+    outs = _as_list(outputs)
+    if len(outs) == 1:
+        return criterion(outs[0], labels)
+    return torch.stack([criterion(o, labels) for o in outs]).mean()
+
+
+class Precision(NamedTuple):
+    autocast: Any
+    scaler: torch.amp.GradScaler
+
+
+def mixed_precision(device: torch.device, amp: bool) -> Precision:
+    """bf16 autocast where the GPU supports it, else fp16 with a GradScaler; nothing on the CPU."""
+    if amp and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return Precision(
+            lambda: torch.autocast("cuda", dtype=dtype),
+            torch.amp.GradScaler("cuda", enabled=dtype == torch.float16),
+        )
+    return Precision(nullcontext, torch.amp.GradScaler("cuda", enabled=False))
+
+
+def _to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device, channels_last: bool):
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    images = images.to(device, non_blocking=True, memory_format=memory_format)
+    return images, labels.to(device, non_blocking=True)
+
+
+def _use_channels_last(device: torch.device, channels_last: bool) -> bool:
+    return channels_last and device.type == "cuda"
+
+
+# ---------------------------------------------------------------------------------------------
+# One epoch of training, one pass of evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EpochStats:
+    """Sample-weighted means over one pass."""
+
+    loss: float
+    acc: float
+    exit_acc: list[float] = field(default_factory=list)
+    lr: float = float("nan")
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    train_loader: DataLoader,
+    device: torch.device,
+    epoch: int = 0,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    amp: bool = True,
+    channels_last: bool = True,
+    max_batches: int | None = None,
+    progress: bool = True,
+) -> EpochStats:
+    """Train for one pass over ``train_loader``.
+
+    Args:
+        model: put into train mode here.
+        criterion: e.g. ``nn.CrossEntropyLoss(label_smoothing=0.1)``.
+        optimizer: steps once per batch.
+        train_loader: yields ``(images, labels)``.
+        device: where the model lives.
+        epoch: 0-based, for the progress bar and error messages.
+        scheduler: stepped after every batch (pass it only for per-batch schedules such as OneCycleLR).
+        scaler: a GradScaler for fp16 autocast (``fit`` makes one).
+        amp: autocast on CUDA (ignored on the CPU).
+        channels_last: NHWC memory format on CUDA (ignored on the CPU).
+        max_batches: stop early, for smoke runs.
+        progress: show a tqdm bar with running loss and accuracy.
+
+    Returns:
+        Mean loss and accuracy over the samples seen, and the learning rate at the end.
+
+    Raises:
+        TrainingDivergedError: the loss is NaN or infinite; names the epoch and batch.
+    """
+    from tqdm.auto import tqdm
+
+    model.train()
+    precision = mixed_precision(device, amp)
+    autocast, scaler = precision.autocast, scaler or precision.scaler
+    cl = _use_channels_last(device, channels_last)
+    total = max_batches if max_batches is not None else len(train_loader)
+    bar = tqdm(train_loader, total=total, desc=f"epoch {epoch + 1} train", disable=not progress, leave=False)
+    loss_sum, correct, seen = 0.0, 0, 0
+    for batch, (images, labels) in enumerate(bar):
+        if max_batches is not None and batch >= max_batches:
+            break
+        images, labels = _to_device(images, labels, device, cl)  # (N, C, H, W), (N,)
+        with autocast():
+            outputs = model(images)
+            loss = multi_exit_loss(criterion, outputs, labels)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise TrainingDivergedError(
+                f"loss is {loss_value} at epoch {epoch + 1}, batch {batch + 1}: training stopped. "
+                "Lower the learning rate, or turn AMP off (--no-amp) if it only happens with mixed precision"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if scheduler is not None:
+            scheduler.step()
+        n = labels.size(0)
+        loss_sum += loss_value * n
+        correct += (_as_list(outputs)[-1].argmax(1) == labels).sum().item()
+        seen += n
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}%")
+    bar.close()
+    if seen == 0:
+        raise UserError("the training loader yielded no batches: is the data set empty?")
+    return EpochStats(loss_sum / seen, correct / seen, lr=optimizer.param_groups[0]["lr"])
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    test_loader: DataLoader,
+    device: torch.device,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    amp: bool = True,
+    channels_last: bool = True,
+    tta: bool = False,
+    max_batches: int | None = None,
+    progress: bool = False,
+) -> EpochStats:
+    """Loss and accuracy over ``test_loader`` in eval mode.
+
+    The loss is the mean over samples (each batch weighted by its size), not a sum or an
+    unweighted mean of batch means, so the last, smaller batch counts for what it holds.
+
+    Args:
+        model: put into eval mode here.
+        test_loader: yields ``(images, labels)``.
+        device: where the model lives.
+        criterion: a mean-reduced loss; default plain cross-entropy.
+        amp: autocast on CUDA.
+        channels_last: NHWC memory format on CUDA.
+        tta: average the logits of each image and its horizontal flip.
+        max_batches: stop early, for smoke runs.
+        progress: show a tqdm bar.
+
+    Returns:
+        Mean loss, accuracy of the last exit, and per-exit accuracy for multi-exit models.
+    """
+    from tqdm.auto import tqdm
+
+    criterion = criterion or nn.CrossEntropyLoss()
+    model.eval()
+    autocast = mixed_precision(device, amp).autocast
+    cl = _use_channels_last(device, channels_last)
+    loss_sum, seen = 0.0, 0
+    exit_correct: torch.Tensor | None = None
+    for batch, (images, labels) in enumerate(tqdm(test_loader, desc="test", disable=not progress, leave=False)):
+        if max_batches is not None and batch >= max_batches:
+            break
+        images, labels = _to_device(images, labels, device, cl)
+        with autocast():
+            outs = [o.float() for o in _as_list(model(images))]
+            if tta:
+                flipped = _as_list(model(torch.flip(images, dims=[3])))
+                outs = [(o + f.float()) / 2 for o, f in zip(outs, flipped)]
+        n = labels.size(0)
+        loss_sum += multi_exit_loss(criterion, outs, labels).item() * n
+        hits = torch.stack([(o.argmax(1) == labels).sum() for o in outs]).cpu()  # (exits,)
+        exit_correct = hits if exit_correct is None else exit_correct + hits
+        seen += n
+    if seen == 0:
+        raise UserError("the test loader yielded no batches: is the data set empty?")
+    exit_acc = (exit_correct.double() / seen).tolist()
+    return EpochStats(loss_sum / seen, exit_acc[-1], exit_acc if len(exit_acc) > 1 else [])
+
+
+# ---------------------------------------------------------------------------------------------
+# History
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class History:
+    """Per-epoch numbers of a run; ``history.save(path)`` / ``History.load(path)`` use JSON."""
+
+    epoch: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    test_exit_acc: list[list[float]] = field(default_factory=list)
+
+    def append(self, epoch: int, train: EpochStats, test: EpochStats, seconds: float) -> None:
+        """Record one epoch (1-based ``epoch``)."""
+        self.epoch.append(epoch)
+        self.train_loss.append(train.loss)
+        self.train_acc.append(train.acc)
+        self.test_loss.append(test.loss)
+        self.test_acc.append(test.acc)
+        self.lr.append(train.lr)
+        self.seconds.append(seconds)
+        if test.exit_acc:
+            self.test_exit_acc.append(list(test.exit_acc))
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def to_dict(self) -> dict[str, list]:
+        """Plain lists, JSON-ready."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> History:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise UserError(f"not a History: unexpected keys {sorted(unknown)}")
+        return cls(**{k: list(v) for k, v in data.items()})
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write JSON atomically; returns the path."""
+        path = Path(path)
+        _atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> History:
+        """Read a history written by :meth:`save`."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"cannot read history {path}: {exc}") from exc
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizers and schedulers
+# ---------------------------------------------------------------------------------------------
+
+
+def make_optimizer(
+    model: nn.Module,
+    name: str = "sgd",
+    lr: float = 0.4,
+    momentum: float = 0.9,
+    nesterov: bool = True,
+    weight_decay: float = 5e-4,
+) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov) or Adam over the trainable parameters.
+
+    Raises:
+        UserError: unknown name (lists the valid ones) or ``lr <= 0``.
+    """
+    _positive("lr", lr)
+    params = [p for p in model.parameters() if p.requires_grad]
+    key = name.lower()
+    if key == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, weight_decay=weight_decay)
+    if key == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise unknown_name("optimizer", name, OPTIMIZERS)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer,
+    name: str = "onecycle",
+    epochs: int = 20,
+    steps_per_epoch: int = 1,
+    max_lr: float | None = None,
+    pct_start: float = 0.25,
+    step_size: int = 6,
+    gamma: float = 0.1,
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """A learning-rate schedule by name.
+
+    ``onecycle`` (stepped per batch): linear warm-up over ``pct_start`` of training to
+    ``max_lr`` (default: the optimizer's lr), then linear decay to ~0. ``step`` (per epoch):
+    multiply by ``gamma`` every ``step_size`` epochs. ``cosine`` (per epoch): cosine decay to 0.
+    ``none``: constant.
+
+    Raises:
+        UserError: unknown name (lists the valid ones), or epochs / steps not positive.
+    """
+    _positive("epochs", epochs)
+    _positive("steps_per_epoch", steps_per_epoch)
+    key = name.lower().replace("-", "").replace("_", "")
+    sched = torch.optim.lr_scheduler
+    if key == "onecycle":
+        peak = max_lr if max_lr is not None else optimizer.param_groups[0]["lr"]
+        _positive("max_lr", peak)
+        total = int(epochs) * int(steps_per_epoch)
+        if total < 4:
+            raise UserError(f"onecycle needs at least 4 steps in all, got {total}: train longer or use another scheduler")
+        # each phase needs 2 or more steps (OneCycleLR divides by the phase length minus one)
+        pct_start = min(max(pct_start, 2 / total), 1 - 2 / total)
+        return sched.OneCycleLR(
+            optimizer,
+            max_lr=peak,
+            epochs=int(epochs),
+            steps_per_epoch=int(steps_per_epoch),
+            pct_start=pct_start,
+            anneal_strategy="linear",
+            div_factor=25.0,
+            final_div_factor=1e4,
+            three_phase=False,
+        )
+    if key in ("step", "steplr"):
+        return sched.StepLR(optimizer, step_size=step_size, gamma=gamma)
+    if key in ("cosine", "cos"):
+        return sched.CosineAnnealingLR(optimizer, T_max=int(epochs))
+    if key == "none":
+        return None
+    raise unknown_name("scheduler", name, SCHEDULERS)
+
+
+def _steps_per_batch(scheduler: object) -> bool:
+    return isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
+
+
+# ---------------------------------------------------------------------------------------------
+# fit
+# ---------------------------------------------------------------------------------------------
+
+
+def _seed_epoch(seed: int, epoch: int, train_loader: DataLoader) -> None:
+    """Make epoch ``epoch``'s randomness a function of (seed, epoch) alone, so a resumed run repeats it."""
+    set_seed(seed * 1000 + epoch)
+    if getattr(train_loader, "generator", None) is not None:
+        train_loader.generator.manual_seed(seed * 1000 + epoch)
+
+
+def fit(
+    model: nn.Module,
+    train_loader: DataLoader,
+    test_loader: DataLoader,
+    epochs: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    device: str | torch.device | None = None,
+    amp: bool = True,
+    channels_last: bool = True,
+    seed: int = 0,
+    checkpoint_path: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    config: dict[str, Any] | None = None,
+    max_batches: int | None = None,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, History], None] | None = None,
+) -> History:
+    """Train for ``epochs`` epochs, evaluating after each, and return the :class:`History`.
+
+    Args:
+        model: moved to ``device`` (and to channels_last on CUDA when asked).
+        train_loader: training batches; its ``generator`` (see ``make_loader``) is reseeded every epoch.
+        test_loader: evaluation batches.
+        epochs: total number of epochs, counting those already done when resuming.
+        optimizer: e.g. from :func:`make_optimizer`.
+        scheduler: OneCycleLR is stepped per batch, any other scheduler per epoch.
+        criterion: training loss; default cross-entropy. The test loss uses the same one.
+        device: ``None`` picks CUDA when available.
+        amp: mixed precision on CUDA (bf16 where supported, else fp16 with a GradScaler).
+        channels_last: NHWC on CUDA.
+        seed: with the same seed, a run interrupted and resumed repeats the uninterrupted one (CPU).
+        checkpoint_path: written atomically after every epoch.
+        resume: a checkpoint to continue from (model, optimizer, scheduler, scaler, history).
+        config: stored in the checkpoint, e.g. the command line's settings.
+        max_batches: per pass, for smoke runs.
+        progress: tqdm bars and a one-line summary per epoch.
+        on_epoch_end: called with (epoch, history) after each epoch's checkpoint.
+
+    Returns:
+        The history, including epochs loaded from ``resume``.
+    """
+    from tqdm.auto import tqdm
+
+    from .checkpoint import load_checkpoint, restore_training_state, save_checkpoint
+
+    _positive("epochs", epochs)
+    device = resolve_device(device)
+    criterion = criterion or nn.CrossEntropyLoss()
+    model.to(device)
+    if _use_channels_last(device, channels_last):
+        model.to(memory_format=torch.channels_last)
+    scaler = mixed_precision(device, amp).scaler
+    history = History()
+    start = 0
+    if resume is not None:
+        ckpt = load_checkpoint(resume, map_location=device)
+        history = restore_training_state(ckpt, model, optimizer, scheduler, scaler)
+        start = int(ckpt["epoch"])
+        if start >= epochs:
+            tqdm.write(f"checkpoint {resume} already holds {start} epochs (asked for {epochs}); nothing to do")
+    per_batch = _steps_per_batch(scheduler)
+    for epoch in range(start, int(epochs)):
+        _seed_epoch(seed, epoch, train_loader)
+        t0 = time.perf_counter()
+        train = train_one_epoch(
+            model, criterion, optimizer, train_loader, device, epoch,
+            scheduler=scheduler if per_batch else None, scaler=scaler, amp=amp,
+            channels_last=channels_last, max_batches=max_batches, progress=progress,
+        )
+        if scheduler is not None and not per_batch:
+            scheduler.step()
+        test = evaluate(model, test_loader, device, criterion, amp=amp, channels_last=channels_last, max_batches=max_batches)
+        history.append(epoch + 1, train, test, time.perf_counter() - t0)
+        if progress:
+            tqdm.write(
+                f"epoch {epoch + 1:>3}/{epochs}  lr {train.lr:.4g}  train loss {train.loss:.4f} acc {100 * train.acc:.2f}%"
+                f"  test loss {test.loss:.4f} acc {100 * test.acc:.2f}%  ({history.seconds[-1]:.1f}s)"
+            )
+        if checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, history, epoch + 1, config)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, history)
+    return history
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning-rate range test
+# ---------------------------------------------------------------------------------------------
+
+
+class LRFinderResult(NamedTuple):
+    """What :func:`find_lr` found: the steepest-descent LR, the curve and its plot."""
+
+    suggested_lr: float
+    lrs: list[float]
+    losses: list[float]
+    figure: Any
+
+
+def find_lr(
+    model: nn.Module,
+    train_loader: DataLoader,
+    optimizer: torch.optim.Optimizer | None = None,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    device: str | torch.device | None = None,
+    start_lr: float = 1e-6,
+    end_lr: float = 10.0,
+    num_iter: int = 100,
+    skip_start: int = 10,
+    skip_end: int = 5,
+) -> LRFinderResult:
+    """Leslie Smith's LR range test with torch-lr-finder; the model and optimizer are restored after.
+
+    Args:
+        model: trained for ``num_iter`` batches with an exponentially rising LR, then restored.
+        train_loader: batches for the test (cycled when shorter than ``num_iter``).
+        optimizer: default SGD with momentum 0.9, Nesterov, weight decay 5e-4.
+        criterion: default cross-entropy (mean over exits for multi-exit models).
+        device: default the model's own device.
+        start_lr: first LR tried.
+        end_lr: last LR tried.
+        num_iter: batches in the test.
+        skip_start: points dropped at the start before choosing the suggestion.
+        skip_end: points dropped at the end.
+
+    Returns:
+        The suggested LR (steepest loss descent), the LRs and smoothed losses, and a Figure.
+    """
+    from matplotlib.figure import Figure
+    from torch_lr_finder import LRFinder
+
+    _positive("start_lr", start_lr)
+    _positive("end_lr", end_lr)
+    if num_iter < skip_start + skip_end + 2:
+        raise UserError(f"num_iter must be at least skip_start + skip_end + 2 = {skip_start + skip_end + 2}, got {num_iter}")
+    base = criterion or nn.CrossEntropyLoss()
+    optimizer = optimizer or make_optimizer(model, "sgd", lr=start_lr)
+    was_training = model.training
+    dev = resolve_device(device) if device is not None else next(model.parameters()).device
+    finder = LRFinder(model, optimizer, lambda out, y: multi_exit_loss(base, out, y), device=dev)
+    try:
+        finder.range_test(train_loader, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter)
+    finally:
+        finder.reset()  # model and optimizer back to their states before the test
+        model.train(was_training)
+    lrs, losses = finder.history["lr"], finder.history["loss"]
+    end = len(lrs) - skip_end if skip_end else len(lrs)
+    xs, ys = lrs[skip_start:end], losses[skip_start:end]
+    if len(xs) < 2:
+        raise UserError(f"the LR test stopped after {len(lrs)} batches (the loss diverged): lower end_lr")
+    best = int(np.gradient(np.asarray(ys)).argmin())
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ax.plot(xs, ys)
+    ax.scatter([xs[best]], [ys[best]], color="red", zorder=3, label=f"steepest descent: {xs[best]:.2e}")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="loss (smoothed)", title="LR range test")
+    ax.legend()
+    fig.tight_layout()
+    return LRFinderResult(float(xs[best]), list(lrs), list(losses), fig)

@@ -1,0 +1,40 @@
+"""Install: ``pip install -e ".[dev]"`` (development) or ``pip install git+<repository url>`` (Colab).
+
+torch is a range, not a pin, so Colab's preinstalled CUDA build is kept.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def requirements() -> list[str]:
+    """Runtime requirements: the lines of requirements.txt (one source of truth)."""
+    lines = (HERE / "requirements.txt").read_text().splitlines()
+    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+
+
+setup(
+    name="eva-utils",
+    version="0.1.0",
+    description="Train CNNs on CIFAR-10 and look inside them with Grad-CAM: package, notebooks and command line",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["eva_utils", "eva_utils.*"]),
+    package_data={"eva_utils.sample_data": ["*.npz"]},
+    include_package_data=True,
+    install_requires=requirements(),
+    extras_require={
+        "dev": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
+    },
+    entry_points={"console_scripts": ["eva-utils=eva_utils.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Framework :: Jupyter",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

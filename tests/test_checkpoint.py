@@ -1,0 +1,102 @@
+import pickle
+
+import pytest
+import torch
+
+from eva_utils import checkpoint, training
+from eva_utils.errors import CheckpointError, DataNotFoundError
+from eva_utils.models import resnet18, resnet34
+
+
+def _save(path, model=None, config=None):
+    model = model or resnet18(width=4)
+    opt = training.make_optimizer(model, "sgd", lr=0.1)
+    sched = training.make_scheduler(opt, "step")
+    history = training.History()
+    history.append(1, training.EpochStats(2.0, 0.1, lr=0.1), training.EpochStats(2.1, 0.12), 1.0)
+    checkpoint.save_checkpoint(path, model, opt, sched, torch.amp.GradScaler("cuda", enabled=False), history, 1,
+                               config or {"model": "resnet18", "width": 4, "num_classes": 10})
+    return model, opt, sched, history
+
+
+def test_roundtrip_restores_everything(tmp_path):
+    model, opt, sched, history = _save(tmp_path / "ck.pt")
+    ckpt = checkpoint.load_checkpoint(tmp_path / "ck.pt")
+    assert ckpt["epoch"] == 1 and ckpt["config"]["width"] == 4
+    fresh = resnet18(width=4)
+    fresh_opt = training.make_optimizer(fresh, "sgd", lr=0.1)
+    fresh_sched = training.make_scheduler(fresh_opt, "step")
+    restored = checkpoint.restore_training_state(ckpt, fresh, fresh_opt, fresh_sched)
+    assert restored == history
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+    loaded = checkpoint.load_trained_model(tmp_path / "ck.pt")
+    assert not loaded.training and isinstance(loaded, type(model))
+
+
+def test_save_is_atomic_and_a_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "ck.pt"
+    _save(path)
+    before = path.read_bytes()
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        _save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_checkpoint_is_reported_and_left_untouched(tmp_path, damage):
+    path = tmp_path / "ck.pt"
+    _save(path)
+    raw = path.read_bytes()
+    raw = {"truncate": raw[: len(raw) // 2], "garbage": b"not a checkpoint at all" * 10, "empty": b""}[damage]
+    path.write_bytes(raw)
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        checkpoint.load_checkpoint(path)
+    assert path.read_bytes() == raw
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(DataNotFoundError, match="does not exist"):
+        checkpoint.load_checkpoint(tmp_path / "nope.pt")
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this would run",))
+
+
+def test_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": checkpoint.FORMAT, "model": Payload()}, path)
+    with pytest.raises(CheckpointError, match="could run code"):
+        checkpoint.load_checkpoint(path)
+
+
+def test_bare_state_dict_is_not_mistaken_for_a_checkpoint(tmp_path):
+    torch.save(resnet18(width=2).state_dict(), tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match="not an eva_utils training checkpoint"):
+        checkpoint.load_checkpoint(tmp_path / "w.pt")
+
+
+def test_other_architecture_gets_a_readable_message(tmp_path):
+    _save(tmp_path / "ck.pt")
+    ckpt = checkpoint.load_checkpoint(tmp_path / "ck.pt")
+    with pytest.raises(CheckpointError, match=r"made for resnet18, width 4.*does not fit this ResNet.*keys missing"):
+        checkpoint.restore_training_state(ckpt, resnet34(width=4))
+    with pytest.raises(CheckpointError, match="another shape"):
+        checkpoint.restore_training_state(ckpt, resnet18(width=8))
+
+
+def test_other_scheduler_is_refused(tmp_path):
+    _save(tmp_path / "ck.pt")
+    ckpt = checkpoint.load_checkpoint(tmp_path / "ck.pt")
+    model = resnet18(width=4)
+    opt = training.make_optimizer(model, "sgd", lr=0.1)
+    with pytest.raises(CheckpointError, match="scheduler StepLR"):
+        checkpoint.restore_training_state(ckpt, model, opt, training.make_scheduler(opt, "cosine"))

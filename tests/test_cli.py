@@ -1,0 +1,136 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from eva_utils import checkpoint
+from eva_utils.cli import main
+
+TINY = ["--data", "sample", "--width", "4", "--batch-size", "32", "--max-batches", "2", "--quiet", "--workers", "0",
+        "--scheduler", "step"]
+
+
+def _run(args):
+    """Exit status of the command line, whether it returns it or argparse raises SystemExit."""
+    try:
+        return main(args)
+    except SystemExit as exc:
+        return exc.code
+
+
+def _one_line_error(capsys, code, expected_code=2):
+    err = capsys.readouterr().err
+    assert code == expected_code
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_train_writes_history_checkpoint_and_curves(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "2", "--out", str(out)]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert history["epoch"] == [1, 2]
+    assert (out / "curves.png").stat().st_size > 10_000
+    ckpt = checkpoint.load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["epoch"] == 2 and ckpt["config"]["width"] == 4 and ckpt["config"]["data"] == "sample"
+
+def test_resume_extends_a_step_schedule_but_not_a_finished_one_cycle(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "2", "--scheduler", "step", "--out", str(out)]) == 0
+    assert main(["train", *TINY, "--epochs", "3", "--scheduler", "step", "--out", str(out), "--resume"]) == 0
+    assert json.loads((out / "history.json").read_text())["epoch"] == [1, 2, 3]
+    other = tmp_path / "onecycle"
+    assert main(["train", *TINY, "--epochs", "2", "--scheduler", "onecycle", "--out", str(other)]) == 0
+    before = (other / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    code = main(["train", *TINY, "--epochs", "3", "--scheduler", "onecycle", "--out", str(other), "--resume"])
+    assert "same epochs (2)" in _one_line_error(capsys, code)
+    assert (other / "checkpoint.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "resnet19"], "did you mean resnet18"),
+        (["--data", "imagenet"], "valid dataset names: cifar10, sample"),
+        (["--scheduler", "cyclic"], "valid scheduler names"),
+        (["--optimizer", "rmsprop"], "valid optimizer names: adam, sgd"),
+        (["--epochs", "0"], "--epochs: must be a positive integer"),
+        (["--batch-size", "-4"], "--batch-size: must be a positive integer"),
+        (["--lr", "0"], "--lr: must be a positive number"),
+        (["--lr", "abc"], "--lr: expected a positive number"),
+    ],
+)
+def test_bad_training_settings_exit_2_with_one_line(tmp_path, capsys, args, message):
+    code = _run(["train", *TINY, "--out", str(tmp_path / "r"), *args])
+    err = _one_line_error(capsys, code)
+    assert message in err
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_argparse_errors_are_one_line_too(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--epochs", "0"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--epochs" in err
+
+
+def test_missing_cifar10_without_download(tmp_path, capsys):
+    code = main(["train", "--data", "cifar10", "--no-download", "--data-dir", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "r"), "--quiet"])
+    assert "leave out --no-download" in _one_line_error(capsys, code)
+
+
+def test_existing_run_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    code = main(["train", *TINY, "--epochs", "1", "--out", str(out)])
+    assert "--resume" in _one_line_error(capsys, code)
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_resume_from_another_architecture(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    code = main(["train", *TINY, "--epochs", "2", "--model", "resnet34", "--out", str(out), "--resume"])
+    err = _one_line_error(capsys, code)
+    assert "made for resnet18" in err and "does not fit" in err
+
+
+def test_resume_from_a_corrupt_checkpoint_keeps_the_file(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    path = out / "checkpoint.pt"
+    damaged = path.read_bytes()[:5000]
+    path.write_bytes(damaged)
+    capsys.readouterr()
+    code = main(["train", *TINY, "--epochs", "2", "--out", str(out), "--resume"])
+    assert "truncated or corrupt" in _one_line_error(capsys, code)
+    assert path.read_bytes() == damaged
+
+
+def test_console_script_reports_user_errors_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "eva_utils", "train", "--model", "nope", "--data", "sample", "--out", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+    assert "unknown model 'nope'" in proc.stderr
+
+
+def test_demo_writes_every_file(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--epochs", "2", "--max-batches", "2", "--out", str(out), "--quiet"]) == 0
+    for name in ["history.json", "checkpoint.pt", "curves.png", "misclassified.png", "confusion_matrix.png",
+                 "samples.png", "gradcam_layers.png", "metrics.json"]:
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 1000 and len(metrics["per_class_accuracy"]) == 10
+    assert "not a full training" in capsys.readouterr().out

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import torch
+
+from eva_utils import data, transforms
+from eva_utils.errors import DataNotFoundError, UserError
+
+
+def test_sample_is_real_cifar10_with_balanced_classes():
+    train, test = data.load_sample(train=True), data.load_sample(train=False)
+    assert train.images.shape == (2000, 32, 32, 3) and train.images.dtype == np.uint8
+    assert test.images.shape == (1000, 32, 32, 3)
+    assert train.classes == data.CIFAR10_CLASSES
+    assert np.bincount(train.labels, minlength=10).tolist() == [200] * 10
+    assert np.bincount(test.labels, minlength=10).tolist() == [100] * 10
+
+
+def test_mean_std_are_cifar10_train_statistics_not_imagenet():
+    pixels = data.load_sample(train=True).images.reshape(-1, 3) / 255.0
+    np.testing.assert_allclose(pixels.mean(0), data.CIFAR10_MEAN, atol=0.015)
+    np.testing.assert_allclose(pixels.std(0), data.CIFAR10_STD, atol=0.015)
+    # ImageNet's mean differs by > 0.015 in at least one channel: the check above could fail.
+    assert np.abs(np.array([0.485, 0.456, 0.406]) - pixels.mean(0)).max() > 0.015
+
+
+def test_default_item_is_chw_float_in_unit_range():
+    image, label = data.load_sample(train=False)[3]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.float32
+    assert 0.0 <= image.min() and image.max() <= 1.0
+    assert isinstance(label, int)
+
+
+def test_denormalize_inverts_the_test_transform():
+    ds = data.load_sample(train=False, transform=transforms.test_transforms())
+    batch = torch.stack([ds[i][0] for i in range(4)])
+    restored = data.denormalize(batch)  # (4, 32, 32, 3)
+    np.testing.assert_allclose(restored, ds.images[:4] / 255.0, atol=1e-5)
+    assert data.denormalize(batch[0]).shape == (32, 32, 3)
+    with pytest.raises(UserError, match="C=3"):
+        data.denormalize(torch.zeros(2, 32, 32, 3))
+
+
+def _first_batch(seed, workers):
+    ds = data.load_sample(train=True, transform=transforms.train_transforms())
+    loader = data.make_loader(ds, batch_size=16, shuffle=True, num_workers=workers, seed=seed)
+    return next(iter(loader))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_is_reproducible_from_its_seed(workers):
+    a, b, c = _first_batch(1, workers), _first_batch(1, workers), _first_batch(2, workers)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+
+
+def test_second_pass_draws_new_augmentations():
+    ds = data.load_sample(train=True, transform=transforms.train_transforms(hflip=1.0, affine=1.0, cutout=1.0))
+    loader = data.make_loader(ds, batch_size=8, shuffle=False, num_workers=0, seed=0)
+    first, second = next(iter(loader))[0], next(iter(loader))[0]
+    assert not torch.equal(first, second)
+
+
+def test_loader_defaults_pin_memory_only_on_cuda():
+    ds = data.load_sample(train=False)
+    assert data.make_loader(ds, 8, device="cpu").pin_memory is False
+    assert data.make_loader(ds, 8, device="cuda").pin_memory is True
+    assert data.make_loader(ds, 8).num_workers == data.default_num_workers()
+
+
+def test_bad_loader_arguments():
+    ds = data.load_sample(train=False)
+    with pytest.raises(UserError, match="batch_size"):
+        data.make_loader(ds, batch_size=0)
+    with pytest.raises(UserError, match="empty"):
+        data.make_loader(data.ArrayDataset(np.zeros((0, 32, 32, 3), np.uint8), []), batch_size=4)
+
+
+def test_array_dataset_checks_its_input():
+    with pytest.raises(UserError, match="uint8"):
+        data.ArrayDataset(np.zeros((2, 32, 32, 3), np.float32), [0, 1])
+    with pytest.raises(UserError, match="labels"):
+        data.ArrayDataset(np.zeros((2, 32, 32, 3), np.uint8), [0])
+
+
+def test_unknown_dataset_lists_valid_names():
+    with pytest.raises(UserError, match="cifar10, sample"):
+        data.load_dataset("cifar100")
+
+
+def test_missing_cifar10_without_download_says_how_to_get_it(tmp_path):
+    with pytest.raises(DataNotFoundError, match="download"):
+        data.get_cifar10(tmp_path / "nothing", download=False)
