@@ -295,7 +295,9 @@ def _normalise_targets(targets: Targets, labels: Any, n: int) -> list[Any] | Non
                     f"each target must be a class index or a pytorch-grad-cam target callable, got {t!r}"
                 )
     else:
-        raise UserError(f"targets must be None, 'true', class indices or target callables, got {type(targets).__name__}")
+        raise UserError(
+            f"targets must be None, 'true', class indices or target callables, got {type(targets).__name__}"
+        )
     if len(entries) != n:
         raise UserError(
             f"got {len(entries)} targets for {n} images; pass exactly one target per image "
@@ -740,7 +742,9 @@ def overlay(
         )
     low, high = float(img.min()), float(img.max())
     if high > 1.0 + 1e-3:
-        raise UserError(f"image values reach {high:.1f}: looks like 0..255 pixels; overlay needs [0, 1]: use image / 255.0")
+        raise UserError(
+            f"image values reach {high:.1f}: looks like 0..255 pixels; overlay needs [0, 1]: use image / 255.0"
+        )
     if low < -1e-3:
         raise UserError(
             f"image values go down to {low:.2f}: looks normalised; undo it with eva_utils.data.denormalize(images)"

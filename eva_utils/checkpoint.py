@@ -229,8 +229,9 @@ def load_trained_model(path: str | os.PathLike, map_location: str | torch.device
     config = ckpt.get("config") or {}
     if "model" not in config:
         raise CheckpointError(f"checkpoint {path} does not say which model it holds (no 'model' in its config)")
-    kwargs = {k: config[k] for k in ("num_classes", "width") if config.get(k) is not None}
-    model = get_model(config["model"], **kwargs)
+    from .recipe import TrainConfig, model_kwargs
+
+    model = get_model(config["model"], **model_kwargs(TrainConfig.from_dict(config)))
     check_compatible(ckpt["model"], model, f"checkpoint {path}", _describe(config))
     model.load_state_dict(ckpt["model"])
     return model.to(map_location).eval()

@@ -42,7 +42,7 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
 def _grid(n: int, cols: int, cell: tuple[float, float]) -> tuple[Figure, np.ndarray]:
     cols = max(1, min(cols, n))
     rows = max(1, -(-n // cols))
-    fig = Figure(figsize=(cell[0] * cols, cell[1] * rows))
+    fig = Figure(figsize=(cell[0] * cols, cell[1] * rows), layout="constrained")
     axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
     for ax in axes.flat:
         ax.axis("off")
@@ -63,7 +63,7 @@ def plot_history(history: Any, title: str | None = None) -> Figure:
     epochs = _history_series(history, "epoch")
     if not epochs:
         raise UserError("the history is empty: train for at least one epoch first")
-    fig = Figure(figsize=(11, 4))
+    fig = Figure(figsize=(11, 4), layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
     for split, style in (("train", "-o"), ("test", "-s")):
         ax_loss.plot(epochs, _history_series(history, f"{split}_loss"), style, ms=3, label=split)
@@ -75,7 +75,6 @@ def plot_history(history: Any, title: str | None = None) -> Figure:
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
@@ -108,7 +107,7 @@ def show_misclassified(
         raise UserError(f"n must be positive, got {n}")
     rows = misclassified(pred, k=n)
     if len(rows) == 0:
-        fig = Figure(figsize=(4, 1.5))
+        fig = Figure(figsize=(4, 1.5), layout="constrained")
         fig.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
         return fig
     fig, axes = _grid(len(rows), cols, (2.3, 2.6))
@@ -121,7 +120,6 @@ def show_misclassified(
         warnings.warn(f"asked for {n} misclassified images but there are only {len(rows)}", stacklevel=2)
         title = f"only {len(rows)} misclassified images (asked for {n}): true -> predicted"
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
@@ -131,7 +129,7 @@ def plot_confusion_matrix(cm: np.ndarray, classes: Sequence[str] = CIFAR10_CLASS
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(classes):
         raise UserError(f"confusion matrix must be ({len(classes)}, {len(classes)}), got {cm.shape}")
     shown = 100 * cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
-    fig = Figure(figsize=(7.5, 6.5))
+    fig = Figure(figsize=(7.5, 6.5), layout="constrained")
     ax = fig.subplots()
     im = ax.imshow(shown, cmap="Blues")
     fig.colorbar(im, ax=ax, label="% of true class" if normalize else "images")
@@ -143,7 +141,6 @@ def plot_confusion_matrix(cm: np.ndarray, classes: Sequence[str] = CIFAR10_CLASS
         for j in range(len(classes)):
             text = f"{shown[i, j]:.0f}" if normalize else f"{int(shown[i, j])}"
             ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if shown[i, j] > threshold else "black")
-    fig.tight_layout()
     return fig
 
 
@@ -178,7 +175,6 @@ def show_samples(
         ax.imshow(image, interpolation="nearest")
         ax.set_title(classes[int(label)], fontsize=9)
     fig.suptitle("training images after augmentation")
-    fig.tight_layout()
     return fig
 
 
@@ -217,7 +213,7 @@ def show_layer_cams(
             raise UserError(f"cams[{name!r}] holds {len(cam)} maps for {n} images")
     rgb = denormalize(images, mean, std)  # (N, H, W, 3)
     ncols = 1 + len(cams)
-    fig = Figure(figsize=(1.9 * ncols + 0.6, 2.0 * n + 0.6))
+    fig = Figure(figsize=(1.9 * ncols + 0.6, 2.0 * n + 0.6), layout="constrained")
     axes = fig.subplots(n, ncols, squeeze=False)
     for ax in axes.flat:
         ax.set_xticks([])
@@ -233,5 +229,4 @@ def show_layer_cams(
         for col, cam in enumerate(cams.values(), start=1):
             axes[i, col].imshow(overlay(rgb[i], cam[i], alpha=alpha), interpolation="bilinear")
     fig.suptitle("Grad-CAM per layer (red = most important for the CAM class)", fontsize=11)
-    fig.tight_layout()
     return fig

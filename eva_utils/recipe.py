@@ -40,7 +40,7 @@ __all__ = ["TrainConfig", "TrainResult", "run_training"]
 class TrainConfig:
     """Every setting of a training run. Defaults: the 20-epoch ResNet18 recipe."""
 
-    model: str = "resnet18"
+    model: str = "resnet18"  # resnet18 | resnet34 | msdnet
     width: int = 64  # channels of the first stage; 16 is ~16x cheaper for CPU runs
     num_classes: int = 10
     data: str = "cifar10"  # cifar10 (downloads) | sample (bundled, offline)
@@ -120,6 +120,14 @@ class TrainResult(NamedTuple):
     train_set: data_lib.ArrayDataset
 
 
+def model_kwargs(config: TrainConfig) -> dict[str, Any]:
+    """Arguments of ``get_model`` for ``config``: ``width`` only applies to the ResNets."""
+    kwargs: dict[str, Any] = {"num_classes": config.num_classes}
+    if config.model.lower().startswith("resnet"):
+        kwargs["width"] = config.width
+    return kwargs
+
+
 def build_loaders(config: TrainConfig, device: torch.device):
     """Train and test loaders for ``config`` (train: augmented and shuffled)."""
     train_tf = train_transforms() if config.augment else test_transforms()
@@ -164,7 +172,7 @@ def run_training(config: TrainConfig, resume: str | os.PathLike | None = None, o
     device = resolve_device(config.device)
     set_seed(config.seed)
     train_loader, test_loader = build_loaders(config, device)
-    model = get_model(config.model, num_classes=config.num_classes, width=config.width)
+    model = get_model(config.model, **model_kwargs(config))
     optimizer = make_optimizer(
         model, config.optimizer, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
         weight_decay=config.weight_decay,

@@ -1,4 +1,4 @@
-"""Models: CIFAR ResNets in the kuangliu layout, a name registry and a CPU/CUDA-safe summary.
+"""Models: CIFAR ResNets (kuangliu layout), MSD-Net, a name registry and a CPU/CUDA-safe summary.
 
 ``get_model("resnet18", num_classes=10, width=64)`` builds by name; ``summary(model)``
 prints layer shapes and parameter counts with torchinfo on whatever device the model is.
@@ -12,13 +12,27 @@ import torch
 from torch import nn
 
 from ..errors import unknown_name
+from .msdnet import MSDNet, MSDNetConfig, load_msdnet_gcn_checkpoint, msdnet
 from .resnet import BasicBlock, ResNet, resnet18, resnet34
 
-__all__ = ["MODELS", "BasicBlock", "ResNet", "get_model", "resnet18", "resnet34", "summary"]
+__all__ = [
+    "MODELS",
+    "BasicBlock",
+    "MSDNet",
+    "MSDNetConfig",
+    "ResNet",
+    "get_model",
+    "load_msdnet_gcn_checkpoint",
+    "msdnet",
+    "resnet18",
+    "resnet34",
+    "summary",
+]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18,
     "resnet34": resnet34,
+    "msdnet": msdnet,
 }
 
 
@@ -27,7 +41,8 @@ def get_model(name: str, **kwargs: object) -> nn.Module:
 
     Args:
         name: one of :data:`MODELS`.
-        **kwargs: passed to the factory (``num_classes``, ``width`` for the ResNets).
+        **kwargs: passed to the factory (``num_classes``; ``width`` for the ResNets; MSD-Net's
+            :class:`MSDNetConfig` fields such as ``blocks``).
 
     Returns:
         A freshly initialised model.
