@@ -33,6 +33,10 @@ Example::
     cams = cam.layer_cams(model, images, cam.resnet_layers(model))  # {"layer0": (8, 32, 32), ...}
     rgb = cam.overlay(data.denormalize(images), cams["layer4"])     # (8, 32, 32, 3) in [0, 1]
 
+For any CNN, ``conv_layers(model, 224)`` lists every ``nn.Conv2d`` in the order the forward
+pass uses it and ``count_from_back(convs, [1, 3])`` picks layers from the back (1 = the last conv);
+``class_probs`` gives softmax probabilities and ``show_cams`` draws images beside their maps.
+
 References: Selvaraju et al., "Grad-CAM", ICCV 2017; Zhang et al., "Top-down neural
 attention by excitation backprop" (the pointing game), ECCV 2016;
 https://github.com/jacobgil/pytorch-grad-cam
@@ -52,6 +56,9 @@ from .errors import UserError, unknown_name
 
 __all__ = [
     "CAM_METHODS",
+    "class_probs",
+    "conv_layers",
+    "count_from_back",
     "layer_cams",
     "overlay",
     "pointing_game",
@@ -59,6 +66,7 @@ __all__ = [
     "predict_targets",
     "resnet_layers",
     "resolve_layers",
+    "show_cams",
 ]
 
 # Methods that need one forward and (except eigencam) one backward for all layers together.
@@ -177,6 +185,90 @@ def resolve_layers(model: nn.Module, layers: Layers) -> dict[str, nn.Module]:
             raise UserError(f"a layer must be a name or an nn.Module, got {type(layer).__name__}")
         resolved[name] = module
     return resolved
+
+
+def conv_layers(model: nn.Module, input_size: int | tuple[int, int] = 224) -> dict[str, nn.Conv2d]:
+    """Every ``nn.Conv2d`` of ``model``, at any depth, in the order the forward pass first uses it.
+
+    Registration order is not forward order (torchvision's ``downsample`` convolution is
+    registered after a block's ``conv2`` but kuangliu's ``shortcut`` runs after it too, and
+    custom models may define layers in any order), so the order is taken from forward hooks
+    on one dummy forward pass; a convolution the forward pass never uses is left out.
+
+    Args:
+        model: the network; run once in eval mode on zeros, then left exactly as found
+            (train/eval flags restored, hooks removed).
+        input_size: side (or ``(H, W)``) of the dummy input, e.g. the preprocessing's crop size.
+
+    Returns:
+        Ordered dict dotted name -> module, first used first; the last entry is the deepest
+        convolution, which Grad-CAM usually explains.
+
+    Raises:
+        UserError: no convolution at all, or the model cannot run at ``input_size``.
+    """
+    height, width = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    named = {id(m): n for n, m in reversed(list(model.named_modules())) if isinstance(m, nn.Conv2d)}  # first name wins
+    if not named:
+        raise UserError(
+            f"{type(model).__name__} has no nn.Conv2d layer to count from the back; pick layers by name instead "
+            f"(top-level layers: {', '.join(n for n, _ in model.named_children()) or '(none)'})"
+        )
+    found: dict[str, nn.Conv2d] = {}
+
+    def remember(module: nn.Module, inputs: Any, output: Any) -> None:
+        found.setdefault(named[id(module)], module)
+
+    modules = {id(m): m for m in model.modules() if id(m) in named}.values()
+    device, dtype = _model_device_dtype(model)
+    channels = 3 if any(m.in_channels == 3 for m in modules) else _first_conv_channels(model)  # RGB unless no conv takes it
+    x = torch.zeros(1, channels, height, width, device=device, dtype=dtype)  # (1, C, H, W)
+    state = _ModelState(model)
+    handles = []
+    try:
+        handles = [m.register_forward_hook(remember) for m in modules]
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"could not run {type(model).__name__} on a dummy input of shape {tuple(x.shape)} to find its conv "
+            f"layers ({first}); give the input size the model expects"
+        ) from exc
+    finally:
+        for handle in handles:
+            handle.remove()
+        state.restore()
+    return found
+
+
+def count_from_back(layers: Mapping[str, nn.Module], counts: Iterable[int]) -> dict[str, nn.Module]:
+    """Pick layers by their position from the back: 1 is the last, ``len(layers)`` the first.
+
+    Args:
+        layers: ordered dict name -> module, e.g. from :func:`conv_layers`.
+        counts: positions from the back, each in ``1 .. len(layers)``, in the order wanted.
+
+    Returns:
+        Ordered dict name -> module, in the order of ``counts`` (a layer asked twice appears once).
+
+    Raises:
+        UserError: a count below 1 or above the number of layers.
+    """
+    items = list(layers.items())
+    picked: dict[str, nn.Module] = {}
+    for count in counts:
+        if not _is_int(count) or int(count) < 1:
+            raise UserError(f"layers are counted from the back starting at 1 (1 = the last conv layer); got {count!r}")
+        if int(count) > len(items):
+            raise UserError(
+                f"the model has {len(items)} conv layers, so a count from the back must be between 1 and "
+                f"{len(items)} ({len(items)} = the first, {items[0][0]}); got {count}"
+            )
+        name, module = items[-int(count)]
+        picked[name] = module
+    return picked
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -369,6 +461,41 @@ def predict_targets(
     finally:
         state.restore()
     return torch.cat(preds).numpy().astype(np.int64)
+
+
+def class_probs(
+    model: nn.Module,
+    images: torch.Tensor | np.ndarray,
+    batch_size: int = 64,
+    output_index: int | str | None = None,
+) -> np.ndarray:
+    """Softmax class probabilities of each image, in eval mode (the model is left as found).
+
+    Args:
+        model: a classifier returning logits (N, K).
+        images: normalised float (N, C, H, W), or one (C, H, W) image.
+        batch_size: images per forward pass.
+        output_index: which output to use when the model returns a list/tuple of logits.
+
+    Returns:
+        float32 array (N, K); each row sums to 1.
+    """
+    images = _as_image_batch(model, images)
+    device, dtype = _model_device_dtype(model)
+    state = _ModelState(model)
+    probs = []
+    try:
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(images), int(batch_size)):
+                x = images[start:start + int(batch_size)].to(device, dtype)  # (B, C, H, W)
+                logits = _select_output(model(x), output_index)
+                if logits.ndim != 2:
+                    raise UserError(f"the model returns shape {tuple(logits.shape)}, not class scores (N, K)")
+                probs.append(logits.float().softmax(-1).cpu())  # (B, K)
+    finally:
+        state.restore()
+    return torch.cat(probs).numpy()
 
 
 # ----------------------------------------------------------------------------- model state and hooks
@@ -760,6 +887,70 @@ def overlay(
         raise unknown_name("colormap", colormap, list(matplotlib.colormaps))
     colours = matplotlib.colormaps[colormap](np.clip(heat, 0.0, 1.0))[..., :3].astype(np.float32)  # (..., H, W, 3)
     return np.clip((1.0 - alpha) * img + alpha * colours, 0.0, 1.0).astype(np.float32)
+
+
+def show_cams(
+    images: np.ndarray | torch.Tensor,
+    cams: Mapping[str, np.ndarray] | Sequence[np.ndarray],
+    titles: Sequence[Sequence[str]] | None = None,
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    alpha: float = 0.5,
+) -> Any:
+    """Rows = images; columns = the image, then one CAM overlay per entry of ``cams``.
+
+    One figure for any comparison on the same images: layers (``layer_cams`` output), methods
+    (``{"gradcam": ..., "layercam": ...}``) or target classes (a list of maps, one per class).
+
+    Args:
+        images: float RGB in [0, 1], (N, H, W, 3), e.g. ``eva_utils.data.denormalize(x, mean, std)``.
+        cams: column name -> (N, H, W) maps in [0, 1]; or a sequence of such maps (no column names).
+        titles: optional (N, K) panel titles, e.g. ``"cat\\np=0.83"``; they replace the column names.
+        row_labels: optional text left of each row (the image's name, its true class, ...).
+        title: the figure's title.
+        alpha: heatmap opacity.
+
+    Returns:
+        A ``matplotlib.figure.Figure`` (built without pyplot).
+    """
+    from matplotlib.figure import Figure
+
+    rgb = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if rgb.ndim == 3:
+        rgb = rgb[None]  # one image
+    names = list(cams) if isinstance(cams, Mapping) else [None] * len(cams)
+    maps = [np.asarray(m) for m in (cams.values() if isinstance(cams, Mapping) else cams)]
+    maps = [m[None] if m.ndim == 2 else m for m in maps]
+    n = len(rgb)
+    if not maps:
+        raise UserError("cams is empty: pass at least one (N, H, W) map")
+    for m in maps:
+        if len(m) != n:
+            raise UserError(f"got {n} images but a CAM entry holds {len(m)} maps; pass one map per image")
+    if titles is not None and (len(titles) != n or any(len(row) != len(maps) for row in titles)):
+        raise UserError(f"titles must be {n} rows of {len(maps)} panel titles")
+    if row_labels is not None and len(row_labels) != n:
+        raise UserError(f"got {len(row_labels)} row labels for {n} images")
+    ncols = 1 + len(maps)
+    fig = Figure(figsize=(2.3 * ncols + 0.4, 2.5 * n + (0.5 if title else 0.1)), layout="constrained")
+    axes = fig.subplots(n, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for i in range(n):
+        axes[i, 0].imshow(rgb[i], interpolation="bilinear")
+        if i == 0:
+            axes[0, 0].set_title("image", fontsize=9)
+        if row_labels is not None:
+            axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
+        for k, m in enumerate(maps):
+            axes[i, k + 1].imshow(overlay(rgb[i], m[i], alpha=alpha), interpolation="bilinear")
+            text = titles[i][k] if titles is not None else (names[k] if i == 0 else None)
+            if text:
+                axes[i, k + 1].set_title(text, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
 
 
 def pointing_hits(

@@ -11,6 +11,7 @@ with status 2; nothing is overwritten.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -118,6 +119,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     config = _config_from_args(args, TrainConfig.demo())
     result = run_training(config, resume=_resume_path(args), overwrite=args.overwrite)
     files = write_report(result.model, result.test_loader.dataset, result.out, train_set=result.train_set)
+    if args.figures:
+        figures = Path(args.figures)
+        figures.mkdir(parents=True, exist_ok=True)
+        for path in sorted(result.out.glob("*.png")):
+            shutil.copyfile(path, figures / path.name)
+        print(f"copied the figures into {figures}")
     h = result.history
     print(f"demo done in {time.perf_counter() - start:.0f}s: {len(h)} epochs on the bundled sample, "
           f"test accuracy {100 * h.test_acc[-1]:.1f}% (a short CPU run, not a full training)")
@@ -143,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a narrow ResNet18 on the bundled CIFAR-10 sample on the CPU and write "
                                    "curves, misclassified images, a confusion matrix and per-layer Grad-CAM into --out.")
     _add_training_options(p, TrainConfig.demo())
+    p.add_argument("--figures", metavar="DIR", help="also copy the figures into DIR (e.g. images/ for the README)")
     p.set_defaults(func=_cmd_demo)
     for module_name in ("cam_cli", "msd_cli"):
         try:

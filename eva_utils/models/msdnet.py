@@ -496,17 +496,15 @@ class MSDNet(nn.Module):
         return logits
 
     @torch.no_grad()
-    def exit_flops(self, input_size: tuple[int, int, int] = (3, 32, 32)) -> list[int]:
-        """Multiply-adds needed to reach each exit, counting Conv2d and Linear layers.
-
-        Exit ``k`` costs blocks ``0..k`` plus classifier ``k`` (earlier classifiers are
-        not included: that is the budget of stopping at exit ``k``).
+    def flops_breakdown(self, input_size: tuple[int, int, int] = (3, 32, 32)) -> tuple[list[int], list[int]]:
+        """Multiply-adds of every block and of every classifier, counting Conv2d and Linear layers.
 
         Args:
             input_size: (C, H, W) of one image.
 
         Returns:
-            ``num_exits`` cumulative multiply-add counts for a single image, increasing.
+            ``(block_macs, classifier_macs)``, each ``num_exits`` counts for a single image,
+            shallowest first.
         """
         owner = {m: i for i, sub in enumerate(self.subnets) for m in sub.modules()}
         macs = [0] * len(self.subnets)
@@ -529,7 +527,24 @@ class MSDNet(nn.Module):
             for h in handles:
                 h.remove()
         n = self.num_exits
-        return [sum(macs[: k + 1]) + macs[n + k] for k in range(n)]
+        return macs[:n], macs[n:]
+
+    def exit_flops(self, input_size: tuple[int, int, int] = (3, 32, 32)) -> list[int]:
+        """Multiply-adds needed to reach each exit, counting Conv2d and Linear layers.
+
+        Exit ``k`` costs blocks ``0..k`` plus classifier ``k`` (earlier classifiers are
+        not included: that is the budget of running exit ``k`` alone). An anytime
+        prediction that stops at exit ``k`` also evaluated classifiers ``0..k-1``; see
+        :meth:`flops_breakdown` and :func:`eva_utils.multiexit.exit_costs`.
+
+        Args:
+            input_size: (C, H, W) of one image.
+
+        Returns:
+            ``num_exits`` cumulative multiply-add counts for a single image, increasing.
+        """
+        blocks, heads = self.flops_breakdown(input_size)
+        return [sum(blocks[: k + 1]) + heads[k] for k in range(self.num_exits)]
 
 
 def msdnet(**config_overrides: Any) -> MSDNet:

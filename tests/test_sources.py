@@ -1,0 +1,260 @@
+"""Tests for eva_utils.sources: models from names and files, class names from labels files.
+
+Nothing here downloads: pretrained weights are only requested with torchvision's download
+function replaced by one that fails as it does offline.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import warnings
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from eva_utils import checkpoint, models, sources
+from eva_utils.data import CIFAR10_CLASSES
+from eva_utils.errors import CheckpointError, DataNotFoundError, UserError
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """Pretrained weights fail to download, as without internet (and no cached copy is used)."""
+    def no_internet(url, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", no_internet)
+
+
+@pytest.fixture(scope="module")
+def eva_model():
+    torch.manual_seed(0)
+    return models.resnet18(width=8).eval()
+
+
+def _same_function(a: nn.Module, b: nn.Module, size: int) -> None:
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(a.eval()(x), b.eval()(x))
+
+
+def _script(model: nn.Module, path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(model), str(path))
+    return path
+
+
+# ----------------------------------------------------------------------------- names
+
+
+def test_torchvision_name_with_random_weights():
+    classifier = sources.load_model("resnet18", weights="none")
+    assert isinstance(classifier.model, torchvision.models.ResNet) and not classifier.model.training
+    assert classifier.categories is None
+    assert (classifier.preset.name, classifier.preset.size) == ("imagenet", 224)
+    assert sources.load_model("resnet18", weights="none", num_classes=7).model.fc.out_features == 7
+
+
+def test_eva_utils_name():
+    classifier = sources.load_model("eva_utils.resnet18", num_classes=10)
+    assert isinstance(classifier.model, models.ResNet)
+    assert classifier.categories == CIFAR10_CLASSES and classifier.preset.name == "cifar"
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(UserError, match=r"unknown model 'vgg61'; did you mean vgg16|vgg19"):
+        sources.load_model("vgg61")
+    with pytest.raises(UserError, match="did you mean resnet18"):
+        sources.load_model("eva_utils.resnet19")
+
+
+def test_unknown_weights_name():
+    with pytest.raises(UserError, match="IMAGENET1K_V1"):
+        sources.load_model("resnet18", weights="IMAGENET_V9")
+
+
+def test_download_failure_says_so_and_suggests_random_weights(offline):
+    with pytest.raises(sources.WeightsDownloadError, match=r"could not download .*--weights none") as info:
+        sources.load_model("resnet18")
+    assert "name resolution" in info.value.reason
+
+
+def test_pretrained_weights_cannot_have_another_number_of_classes():
+    with pytest.raises(UserError, match="have 1000 classes, not 10"):
+        sources.load_model("resnet18", num_classes=10)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def test_eva_utils_training_checkpoint(tmp_path, eva_model):
+    path = checkpoint.save_checkpoint(tmp_path / "checkpoint.pt", eva_model, None, None, None, None, 3,
+                                      config={"model": "resnet18", "width": 8, "num_classes": 10, "data": "sample"})
+    classifier = sources.load_model(path)
+    assert classifier.categories == CIFAR10_CLASSES and classifier.preset.name == "cifar"
+    assert "checkpoint" in classifier.description and "epoch 3" in classifier.description
+    _same_function(classifier.model, eva_model, 32)
+
+
+def test_state_dict_picks_the_architecture_it_fits(tmp_path, eva_model):
+    torch.save(eva_model.state_dict(), tmp_path / "eva.pth")
+    classifier = sources.load_model(tmp_path / "eva.pth", arch="resnet18")  # width 8 and 10 classes read off the weights
+    assert isinstance(classifier.model, models.ResNet) and classifier.preset.name == "cifar"
+    _same_function(classifier.model, eva_model, 32)
+    tv = torchvision.models.resnet18(num_classes=3)
+    torch.save({"epoch": 7, "state_dict": {f"module.{k}": v for k, v in tv.state_dict().items()}}, tmp_path / "tv.pth")
+    classifier = sources.load_model(tmp_path / "tv.pth", arch="resnet18")  # nested, saved from DataParallel
+    assert isinstance(classifier.model, torchvision.models.ResNet) and classifier.preset.name == "imagenet"
+    assert "3 classes" in classifier.description
+    _same_function(classifier.model, tv, 64)
+
+
+def test_state_dict_needs_an_architecture_that_fits(tmp_path, eva_model):
+    torch.save(eva_model.state_dict(), tmp_path / "eva.pth")
+    with pytest.raises(UserError, match="holds weights only .*--arch NAME"):
+        sources.load_model(tmp_path / "eva.pth")
+    with pytest.raises(CheckpointError, match="do not fit --arch resnet34"):
+        sources.load_model(tmp_path / "eva.pth", arch="resnet34")
+    with pytest.raises(CheckpointError, match="another shape"):
+        sources.load_model(tmp_path / "eva.pth", arch="resnet18", num_classes=100)
+    with pytest.raises(UserError, match="did you mean resnet18"):
+        sources.load_model(tmp_path / "eva.pth", arch="resnet19")
+
+
+def test_torchscript_weights_go_into_the_python_architecture(tmp_path):
+    tv = torchvision.models.resnet18(num_classes=5).eval()
+    path = _script(tv, tmp_path / "model.ts")
+    with pytest.raises(UserError, match="TorchScript model .*cannot hook .*--arch"):
+        sources.load_model(path)
+    classifier = sources.load_model(path, arch="resnet18")
+    assert isinstance(classifier.model, torchvision.models.ResNet)  # a Python module: hooks work
+    _same_function(classifier.model, tv, 64)
+
+
+class _Doubled(torchvision.models.ResNet):
+    """Same weights as a ResNet18, another forward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * self._forward_impl(x)
+
+
+def test_torchscript_with_another_forward_is_refused(tmp_path):
+    model = _Doubled(torchvision.models.resnet.BasicBlock, [2, 2, 2, 2], num_classes=5).eval()
+    path = _script(model, tmp_path / "doubled.ts")
+    with pytest.raises(CheckpointError, match="computes other outputs"):
+        sources.load_model(path, arch="resnet18")
+
+
+def test_pickled_model_only_with_unsafe_pickle(tmp_path, eva_model):
+    torch.save(eva_model, tmp_path / "whole.pt")
+    with pytest.raises(CheckpointError, match=r"pickled Python object \(eva_utils.models.resnet.ResNet\).*--unsafe-pickle"):
+        sources.load_model(tmp_path / "whole.pt")
+    classifier = sources.load_model(tmp_path / "whole.pt", unsafe_pickle=True)
+    assert classifier.preset.name == "cifar"
+    _same_function(classifier.model, eva_model, 32)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, not a model", b"PK\x03\x04 truncated zip"])
+def test_unreadable_files(tmp_path, content):
+    (tmp_path / "model.pt").write_bytes(content)
+    with pytest.raises(CheckpointError, match="is not a readable PyTorch file"):
+        sources.load_model(tmp_path / "model.pt")
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(DataNotFoundError, match="does not exist"):
+        sources.load_model(tmp_path / "model.pth")
+    with pytest.raises(DataNotFoundError, match="does not exist"):
+        sources.load_model("runs/nothing/checkpoint.pt")
+    with pytest.raises(UserError, match="is a folder"):
+        sources.load_model(tmp_path)
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{0: 'cat',\n 1: 'dog',\n 2: 'person'}\n",  # the GradCam tool's format
+        "labels = {0: 'cat', 1: 'dog', 2: 'person'}",
+        json.dumps({"0": "cat", "1": "dog", "2": "person"}),
+        json.dumps(["cat", "dog", "person"]),
+        "['cat', 'dog', 'person']",
+        "cat\ndog\n\nperson\n",
+        "\ufeffcat\r\ndog\r\nperson",
+    ],
+)
+def test_labels_formats(tmp_path, text):
+    (tmp_path / "labels.txt").write_text(text, encoding="utf-8")
+    assert sources.read_labels(tmp_path / "labels.txt") == ("cat", "dog", "person")
+
+
+def test_labels_one_per_line_may_hold_spaces_and_commas(tmp_path):
+    (tmp_path / "labels.txt").write_text("great white shark, white shark\ntench, Tinca tinca\n")
+    assert sources.read_labels(tmp_path / "labels.txt") == ("great white shark, white shark", "tench, Tinca tinca")
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "__import__('os').remove({path!r})",
+        "{{0: __import__('os').remove({path!r}), 1: 'dog'}}",
+        "['cat', __import__('os').remove({path!r})]",
+        "import os; os.remove({path!r})",
+        "(lambda: __import__('os').remove({path!r}))()",
+    ],
+)
+def test_labels_file_with_code_is_never_run(tmp_path, template):
+    sentinel = tmp_path / "sentinel.txt"
+    sentinel.write_text("still here")
+    (tmp_path / "labels.txt").write_text(template.format(path=str(sentinel)))
+    with pytest.raises(UserError, match="contains Python code.*it was not run"):
+        sources.read_labels(tmp_path / "labels.txt")
+    assert sentinel.read_text() == "still here"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{0: 'cat', 2: 'dog'}", "1 is missing"),
+        ("{'a': 'cat'}", "class indices"),
+        ("['cat', 3]", "label 1 is 3"),
+        ("{0: 'cat', 1: 'dog'", "not valid Python or JSON"),
+        ("   \n", "is empty"),
+    ],
+)
+def test_bad_labels_files(tmp_path, text, message):
+    (tmp_path / "labels.txt").write_text(text)
+    with pytest.raises(UserError, match=message):
+        sources.read_labels(tmp_path / "labels.txt")
+
+
+def test_labels_file_missing_or_binary(tmp_path):
+    with pytest.raises(DataNotFoundError):
+        sources.read_labels(tmp_path / "nope.txt")
+    (tmp_path / "labels.bin").write_bytes(b"\xff\xfe\x00\x81binary")
+    with pytest.raises(UserError, match="not a readable text file"):
+        sources.read_labels(tmp_path / "labels.bin")
+
+
+def test_imagenet_categories_ship_with_torchvision():
+    names = sources.imagenet_categories()
+    assert len(names) == 1000 and names[0] == "tench" and names[281] == "tabby"
+
+
+# ----------------------------------------------------------------------------- the notebooks' model
+
+
+def test_torchvision_classifier_falls_back_to_training_on_the_sample(offline):
+    classifier = sources.torchvision_classifier("resnet18", pretrained=True, epochs=1, max_batches=2, input_size=32,
+                                                progress=False)
+    assert classifier.categories == CIFAR10_CLASSES and classifier.preset.size == 32
+    assert isinstance(classifier.model, torchvision.models.ResNet) and classifier.model.fc.out_features == 10
+    assert "could not be downloaded" in classifier.description and "Temporary failure" in classifier.description
+    assert not classifier.model.training
