@@ -218,6 +218,7 @@ def train_one_epoch(
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        lr = optimizer.param_groups[0]["lr"]  # the rate this batch used (before the scheduler moves on)
         if scheduler is not None:
             scheduler.step()
         n = labels.size(0)
@@ -228,7 +229,7 @@ def train_one_epoch(
     bar.close()
     if seen == 0:
         raise UserError("the training loader yielded no batches: is the data set empty?")
-    return EpochStats(loss_sum / seen, correct / seen, lr=optimizer.param_groups[0]["lr"])
+    return EpochStats(loss_sum / seen, correct / seen, lr=lr)
 
 
 @torch.inference_mode()
