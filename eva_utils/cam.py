@@ -431,6 +431,25 @@ def _select_output(output: Any, output_index: int | str | None) -> torch.Tensor:
     return output
 
 
+def _batched_logits(
+    model: nn.Module, images: torch.Tensor | np.ndarray, batch_size: int, output_index: int | str | None
+) -> list[torch.Tensor]:
+    """The selected output of each batch, in eval mode under no_grad; the model is left as found."""
+    images = _as_image_batch(model, images)
+    device, dtype = _model_device_dtype(model)
+    state = _ModelState(model)
+    outputs = []
+    try:
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(images), int(batch_size)):
+                x = images[start:start + int(batch_size)].to(device, dtype)  # (B, C, H, W)
+                outputs.append(_select_output(model(x), output_index))  # (B, K)
+    finally:
+        state.restore()
+    return outputs
+
+
 def predict_targets(
     model: nn.Module,
     images: torch.Tensor | np.ndarray,
@@ -448,19 +467,8 @@ def predict_targets(
     Returns:
         int64 array (N,) of class indices.
     """
-    images = _as_image_batch(model, images)
-    device, dtype = _model_device_dtype(model)
-    state = _ModelState(model)
-    preds = []
-    try:
-        model.eval()
-        with torch.no_grad():
-            for start in range(0, len(images), int(batch_size)):
-                x = images[start:start + int(batch_size)].to(device, dtype)  # (B, C, H, W)
-                preds.append(_select_output(model(x), output_index).argmax(-1).cpu())
-    finally:
-        state.restore()
-    return torch.cat(preds).numpy().astype(np.int64)
+    logits = _batched_logits(model, images, batch_size, output_index)
+    return torch.cat([out.argmax(-1).cpu() for out in logits]).numpy().astype(np.int64)
 
 
 def class_probs(
@@ -480,21 +488,11 @@ def class_probs(
     Returns:
         float32 array (N, K); each row sums to 1.
     """
-    images = _as_image_batch(model, images)
-    device, dtype = _model_device_dtype(model)
-    state = _ModelState(model)
     probs = []
-    try:
-        model.eval()
-        with torch.no_grad():
-            for start in range(0, len(images), int(batch_size)):
-                x = images[start:start + int(batch_size)].to(device, dtype)  # (B, C, H, W)
-                logits = _select_output(model(x), output_index)
-                if logits.ndim != 2:
-                    raise UserError(f"the model returns shape {tuple(logits.shape)}, not class scores (N, K)")
-                probs.append(logits.float().softmax(-1).cpu())  # (B, K)
-    finally:
-        state.restore()
+    for logits in _batched_logits(model, images, batch_size, output_index):
+        if logits.ndim != 2:
+            raise UserError(f"the model returns shape {tuple(logits.shape)}, not class scores (N, K)")
+        probs.append(logits.float().softmax(-1).cpu())  # (B, K)
     return torch.cat(probs).numpy()
 
 

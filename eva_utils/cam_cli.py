@@ -33,22 +33,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from .cli import positive_float, positive_int
 from .errors import UserError
 
 __all__ = ["add_parser", "main", "run"]
 
 DEFAULT_SAVE_DIR = "gradcam_out"
 _NON_INTERACTIVE = {"agg", "pdf", "ps", "svg", "pgf", "cairo", "template"}
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
 
 
 def _backcount(text: str) -> int:
@@ -58,16 +49,6 @@ def _backcount(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a count from the back (1 = the last conv layer), got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"counts from the back start at 1 (1 = the last conv layer), got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
     return value
 
 
@@ -87,7 +68,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "from 'eva-utils train', a state dict (with --arch), a TorchScript file (with --arch), or a pickled "
                         "model (with --unsafe-pickle)")
     g.add_argument("--arch", metavar="NAME", help="architecture of a state dict or TorchScript file: a torchvision or eva_utils name")
-    g.add_argument("--num-classes", "--num_classes", dest="num_classes", type=_positive_int, metavar="N",
+    g.add_argument("--num-classes", "--num_classes", dest="num_classes", type=positive_int, metavar="N",
                    help="outputs of --arch (default: read off the weights)")
     g.add_argument("--weights", default="default", metavar="W",
                    help="for a model name: 'default' = the pretrained ImageNet weights (downloaded once; the default), "
@@ -104,7 +85,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g = p.add_argument_group("images and classes")
     g.add_argument("--images_path", "--images-path", dest="images_path", nargs="+", required=True, metavar="PATH",
                    help="a root folder above class folders, a folder of images, or image files")
-    g.add_argument("--n_images", "--n-images", dest="n_images", type=_positive_int, metavar="N",
+    g.add_argument("--n_images", "--n-images", dest="n_images", type=positive_int, metavar="N",
                    help="explain N images picked at random (reproducible with --seed); default all")
     g.add_argument("--seed", type=int, default=0, help="which images --n_images picks (default %(default)s)")
     g.add_argument("--labels_path", "--labels-path", dest="labels_path", metavar="FILE",
@@ -114,14 +95,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g = p.add_argument_group("preprocessing (default: the model's: ImageNet for torchvision, CIFAR-10 for eva_utils)")
     g.add_argument("--preset", choices=("imagenet", "cifar"),
                    help="imagenet: resize 256, crop 224, ImageNet mean/std; cifar: 32x32, CIFAR-10 mean/std")
-    g.add_argument("--input-size", "--input_size", dest="input_size", type=_positive_int, metavar="S",
+    g.add_argument("--input-size", "--input_size", dest="input_size", type=positive_int, metavar="S",
                    help="side of the model input (the crop); the resize scales with it")
     g.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="normalisation mean")
-    g.add_argument("--std", type=_positive_float, nargs=3, metavar=("R", "G", "B"), help="normalisation std")
+    g.add_argument("--std", type=positive_float, nargs=3, metavar=("R", "G", "B"), help="normalisation std")
     g = p.add_argument_group("CAM and output")
     g.add_argument("--method", default="gradcam", help=f"one of {', '.join(CAM_METHODS)} (default %(default)s)")
     g.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu or cuda (default %(default)s)")
-    g.add_argument("--batch-size", "--batch_size", dest="batch_size", type=_positive_int, default=4, metavar="N",
+    g.add_argument("--batch-size", "--batch_size", dest="batch_size", type=positive_int, default=4, metavar="N",
                    help="images per pass; each is explained for 4 classes at once (default %(default)s)")
     g.add_argument("--save_dir", "--save-dir", dest="save_dir", metavar="DIR",
                    help=f"where to write the figures (created if missing); default ./{DEFAULT_SAVE_DIR} unless --show")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["Parser", "build_parser", "main", "positive_float", "positive_int"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -29,7 +29,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
     try:
         value = int(text)
     except ValueError:
@@ -39,7 +40,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
     try:
         value = float(text)
     except ValueError:
@@ -53,17 +55,17 @@ def _add_training_options(p: argparse.ArgumentParser, defaults: object) -> None:
     """Options shared by ``train`` and ``demo``; defaults come from a TrainConfig."""
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default=defaults.model, help="resnet18 or resnet34 (default %(default)s)")
-    g.add_argument("--width", type=_positive_int, default=defaults.width, help="channels of the first stage (default %(default)s; 16 for CPU)")
+    g.add_argument("--width", type=positive_int, default=defaults.width, help="channels of the first stage (default %(default)s; 16 for CPU)")
     g.add_argument("--data", default=defaults.data, help="cifar10 (downloads) or sample (bundled, offline) (default %(default)s)")
     g.add_argument("--data-dir", default=defaults.data_dir, help="where CIFAR-10 is or goes (default %(default)s)")
     g.add_argument("--no-download", dest="download", action="store_false", default=defaults.download,
                    help="fail instead of downloading CIFAR-10")
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=_positive_int, default=defaults.epochs, help="default %(default)s")
-    g.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size, help="default %(default)s")
+    g.add_argument("--epochs", type=positive_int, default=defaults.epochs, help="default %(default)s")
+    g.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="default %(default)s")
     g.add_argument("--optimizer", default=defaults.optimizer, help="sgd or adam (default %(default)s)")
     g.add_argument("--scheduler", default=defaults.scheduler, help="onecycle, step, cosine or none (default %(default)s)")
-    g.add_argument("--lr", type=_positive_float, default=defaults.lr, help="peak lr for onecycle, else initial (default %(default)s)")
+    g.add_argument("--lr", type=positive_float, default=defaults.lr, help="peak lr for onecycle, else initial (default %(default)s)")
     g.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="default %(default)s")
     g.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing, help="default %(default)s")
     g.add_argument("--no-augment", dest="augment", action="store_false", default=defaults.augment,
@@ -80,7 +82,7 @@ def _add_training_options(p: argparse.ArgumentParser, defaults: object) -> None:
                    help="keep NCHW memory format on CUDA")
     g.add_argument("--workers", dest="num_workers", type=int, default=defaults.num_workers,
                    help="data-loader processes (default: 2 on a 2-core machine)")
-    g.add_argument("--max-batches", type=_positive_int, default=defaults.max_batches,
+    g.add_argument("--max-batches", type=positive_int, default=defaults.max_batches,
                    help="batches per pass, for smoke runs")
     g.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
 
@@ -152,14 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(p, TrainConfig.demo())
     p.add_argument("--figures", metavar="DIR", help="also copy the figures into DIR (e.g. images/ for the README)")
     p.set_defaults(func=_cmd_demo)
-    for module_name in ("cam_cli", "msd_cli"):
-        try:
-            module = __import__(f"{__package__}.{module_name}", fromlist=["add_parser"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{module_name}":
-                raise
-            continue
-        module.add_parser(sub)
+    from . import cam_cli, msd_cli
+
+    cam_cli.add_parser(sub)
+    msd_cli.add_parser(sub)
     return parser
 
 
