@@ -45,6 +45,7 @@ __all__ = [
     "History",
     "LRFinderResult",
     "TrainingDivergedError",
+    "amp_dtype",
     "evaluate",
     "find_lr",
     "fit",
@@ -120,10 +121,22 @@ class Precision(NamedTuple):
     scaler: torch.amp.GradScaler
 
 
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 on GPUs that run it natively (compute capability 8.0+: A100, L4, RTX 30xx...), else float16.
+
+    Not ``torch.cuda.is_bf16_supported()``: it also says yes on a T4 (Colab's free GPU, capability 7.5),
+    where bfloat16 is only emulated and several times slower than float16.
+    """
+    if torch.version.hip:
+        return torch.bfloat16
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
 def mixed_precision(device: torch.device, amp: bool) -> Precision:
-    """bf16 autocast where the GPU supports it, else fp16 with a GradScaler; nothing on the CPU."""
+    """Native bf16 autocast, or fp16 autocast with a GradScaler (see ``amp_dtype``); nothing on the CPU."""
     if amp and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        dtype = amp_dtype(device)
         return Precision(
             lambda: torch.autocast("cuda", dtype=dtype),
             torch.amp.GradScaler("cuda", enabled=dtype == torch.float16),

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from eva_utils import recipe
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 MAX_FUNCTION_LINES = 5
@@ -42,13 +46,48 @@ def test_thin_with_a_parameters_cell_and_a_colab_only_install(path):
                 assert lines <= MAX_FUNCTION_LINES, f"{path.name}: {node.name} has {lines} lines; move it into eva_utils"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_runs_in_smoke_mode(path, tmp_path):
-    nb = nbformat.read(path, as_version=4)
+def _execute_in_smoke_mode(nb, cwd: Path):
+    """Run ``nb`` in place as CI does: ``SMOKE = True`` injected after the parameters cell, in ``cwd``."""
     index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     injected = nbformat.v4.new_code_cell("SMOKE = True", metadata={"tags": ["injected-parameters"]})
     nb.cells.insert(index + 1, injected)
-    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
     client.execute()  # raises CellExecutionError, naming the cell, when a cell fails
-    install_outputs = _code_cells(nb)[0].outputs
-    assert not install_outputs, "the install cell must do nothing outside Colab"
+
+
+def _shows_a_figure(cell) -> bool:
+    last = cell.source.strip().splitlines()[-1].strip() if cell.source.strip() else ""
+    return last == "fig" or last.endswith(".figure")
+
+
+def _notebook_01_checkpoint(cwd: Path) -> None:
+    """What notebook 01 leaves in smoke mode, for notebook 02's section on it (a smaller, faster run)."""
+    config = recipe.TrainConfig.demo()
+    config = dataclasses.replace(config, width=4, epochs=1, max_batches=4, out=str(cwd / "runs" / "smoke"))
+    recipe.run_training(config)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_runs_in_smoke_mode(path, tmp_path):
+    nb = nbformat.read(path, as_version=4)
+    if path.name.startswith("02_"):
+        _notebook_01_checkpoint(tmp_path)
+    _execute_in_smoke_mode(nb, tmp_path)
+    code = _code_cells(nb)
+    assert not code[0].outputs, "the install cell must do nothing outside Colab"
+    for cell in filter(_shows_a_figure, code):
+        kinds = [kind for out in cell.outputs for kind in out.get("data", {})]
+        assert "image/png" in kinds, f"{path.name}: a cell ending in a figure showed {kinds or 'nothing'}:\n{cell.source}"
+    if path.name.startswith("01_"):  # the assignment's figures, saved for the hand-in
+        saved = {p.stem for p in (tmp_path / "images").glob("*.png")}
+        expected = {"samples", "curves", "misclassified_10", "misclassified_20", "gradcam_layers", "confusion_matrix"}
+        assert expected <= saved, f"not saved: {sorted(expected - saved)}"
+
+
+def test_a_failing_cell_fails_the_run(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("SMOKE = False", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("assert not SMOKE, 'smoke mode reached this cell'"),
+    ])
+    with pytest.raises(CellExecutionError, match="smoke mode reached this cell"):
+        _execute_in_smoke_mode(nb, tmp_path)
