@@ -19,6 +19,8 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -610,9 +612,14 @@ def find_lr(
     was_training = model.training
     dev = resolve_device(device) if device is not None else next(model.parameters()).device
     finder = LRFinder(model, optimizer, lambda out, y: multi_exit_loss(base, out, y), device=dev)
+    said = io.StringIO()  # torch-lr-finder prints "See the graph with {finder_name}.plot()": not our API
     try:
-        finder.range_test(train_loader, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter)
+        with contextlib.redirect_stdout(said):
+            finder.range_test(train_loader, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter)
     finally:
+        for line in said.getvalue().splitlines():
+            if "finder_name" not in line:
+                print(line)  # e.g. "Stopping early, the loss has diverged"
         finder.reset()  # model and optimizer back to their states before the test
         model.train(was_training)
     lrs, losses = finder.history["lr"], finder.history["loss"]

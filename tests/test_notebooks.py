@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import sys
+import types
 from pathlib import Path
 
 import nbformat
@@ -91,3 +93,19 @@ def test_a_failing_cell_fails_the_run(tmp_path):
     ])
     with pytest.raises(CellExecutionError, match="smoke mode reached this cell"):
         _execute_in_smoke_mode(nb, tmp_path)
+
+
+def test_one_install_cell_shown_in_the_readme():
+    cells = {nbformat.read(p, as_version=4).cells[1].source for p in NOTEBOOKS}
+    assert len(cells) == 1, "the notebooks' install cells differ"
+    assert cells.pop() in (Path(__file__).parents[1] / "README.md").read_text()
+
+
+def test_install_cell_in_colab_names_the_repository_it_could_not_install(tmp_path, monkeypatch):
+    source = nbformat.read(NOTEBOOKS[0], as_version=4).cells[1].source
+    wrong = f"file://{tmp_path}/no_such_repo"
+    source = source.replace('REPO_URL = "https://github.com/eva-utils/eva_utils"', f'REPO_URL = "{wrong}"')
+    assert wrong in source
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))  # as in a Colab kernel
+    with pytest.raises(RuntimeError, match=f"could not install eva_utils from {wrong}@main: check REPO_URL"):
+        exec(compile(source, "install cell", "exec"), {})

@@ -150,7 +150,7 @@ def test_onecycle_warms_up_then_decays_linearly():
     assert lrs[0] == pytest.approx(0.4 / 25) and lrs[-1] < 0.02
 
 
-def test_find_lr_restores_model_and_optimizer():
+def test_find_lr_restores_model_and_optimizer(capsys):
     training.set_seed(0)
     train_loader, _ = _loaders(batch_size=32, n_train=256)
     model = resnet18(width=4).eval()
@@ -163,6 +163,7 @@ def test_find_lr_restores_model_and_optimizer():
     assert opt.param_groups[0]["lr"] == opt_before and not model.training
     assert 1e-6 <= result.suggested_lr <= 1.0 and len(result.lrs) == 25
     assert result.figure.axes[0].get_xscale() == "log"
+    assert ".plot()" not in capsys.readouterr().out  # torch-lr-finder's pointer to its own API is dropped
 
 
 def test_resolve_device():
