@@ -2,7 +2,8 @@
 
 Modules: ``data`` and ``transforms`` (CIFAR-10, the bundled sample, albumentations presets),
 ``models`` (ResNet18/34, MSD-Net), ``training`` and ``checkpoint`` (the engine), ``recipe``
-(the default recipe), ``evaluation``, ``plots``, ``cam`` (Grad-CAM), ``report`` and ``cli``.
+(the default recipe), ``evaluation``, ``plots``, ``cam`` (Grad-CAM), ``sources`` and ``inputs`` (any CNN
+and its images), ``multiexit`` (MSD-Net's exits), ``report`` and ``cli``.
 The most used names are re-exported here.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import cam, checkpoint, data, evaluation, models, plots, recipe, training, transforms
+from . import cam, checkpoint, data, evaluation, inputs, models, multiexit, plots, recipe, sources, training, transforms
 from .cam import layer_cams, overlay, resnet_layers
 from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, denormalize, get_cifar10, load_sample, make_loader
 from .errors import CheckpointError, DataNotFoundError, UserError
@@ -42,6 +43,7 @@ __all__ = [
     "fit",
     "get_cifar10",
     "get_model",
+    "inputs",
     "layer_cams",
     "load_sample",
     "make_loader",
@@ -49,6 +51,7 @@ __all__ = [
     "make_scheduler",
     "misclassified",
     "models",
+    "multiexit",
     "overlay",
     "per_class_accuracy",
     "plot_confusion_matrix",
@@ -64,6 +67,7 @@ __all__ = [
     "show_layer_cams",
     "show_misclassified",
     "show_samples",
+    "sources",
     "summary",
     "test_transforms",
     "train_one_epoch",

@@ -54,7 +54,7 @@ def positive_float(text: str) -> float:
 def _add_training_options(p: argparse.ArgumentParser, defaults: object) -> None:
     """Options shared by ``train`` and ``demo``; defaults come from a TrainConfig."""
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", default=defaults.model, help="resnet18 or resnet34 (default %(default)s)")
+    g.add_argument("--model", default=defaults.model, help="resnet18, resnet34 or msdnet (10 exits) (default %(default)s)")
     g.add_argument("--width", type=positive_int, default=defaults.width, help="channels of the first stage (default %(default)s; 16 for CPU)")
     g.add_argument("--data", default=defaults.data, help="cifar10 (downloads) or sample (bundled, offline) (default %(default)s)")
     g.add_argument("--data-dir", default=defaults.data_dir, help="where CIFAR-10 is or goes (default %(default)s)")
