@@ -73,4 +73,5 @@ __all__ = [
     "train_one_epoch",
     "train_transforms",
     "training",
+    "transforms",
 ]

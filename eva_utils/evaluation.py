@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 
 from .errors import UserError
 
-__all__ = ["Predictions", "accuracy", "confusion_matrix", "misclassified", "per_class_accuracy", "predict"]
+__all__ = ["Predictions", "accuracy", "confusion_matrix", "misclassified", "output_probs", "per_class_accuracy", "predict"]
 
 
 class Predictions(NamedTuple):
@@ -43,6 +43,46 @@ class Predictions(NamedTuple):
 
 
 @torch.inference_mode()
+def output_probs(
+    model: nn.Module,
+    loader: DataLoader,
+    device: str | torch.device | None = None,
+    caller: str = "predict",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax of every output of ``model`` over an unshuffled ``loader``, one forward per batch.
+
+    Args:
+        model: returns logits, or a list of logits (multi-exit); run in eval mode, its mode restored after.
+        loader: yields ``(images, labels)`` in data set order (no shuffling).
+        device: default the model's own device.
+        caller: the function named in error messages.
+
+    Returns:
+        (E, N, C) float32 probabilities (E = 1 for a single output) and (N,) int64 labels.
+
+    Raises:
+        UserError: a shuffled loader (rows would not match data set indices) or an empty data set.
+    """
+    if not isinstance(loader.sampler, SequentialSampler):
+        raise UserError(f"{caller} needs an unshuffled loader (shuffle=False) so that rows match data set indices")
+    if len(loader.dataset) == 0:
+        raise UserError("the data set is empty: nothing to predict")
+    if device is None:
+        device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    probs, labels = [], []
+    try:
+        for images, targets in loader:
+            outputs = model(images.to(device))
+            outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+            probs.append(torch.stack([torch.softmax(o.float(), dim=1) for o in outputs]).cpu())  # (E, B, C)
+            labels.append(torch.as_tensor(targets))
+    finally:
+        model.train(was_training)
+    return torch.cat(probs, dim=1).numpy().astype(np.float32), torch.cat(labels).numpy().astype(np.int64)
+
+
 def predict(
     model: nn.Module,
     loader: DataLoader,
@@ -63,27 +103,9 @@ def predict(
     Raises:
         UserError: a shuffled loader (indices would be wrong) or an empty data set.
     """
-    if not isinstance(loader.sampler, SequentialSampler):
-        raise UserError("predict needs an unshuffled loader (shuffle=False) so that rows match data set indices")
-    if len(loader.dataset) == 0:
-        raise UserError("the data set is empty: nothing to predict")
-    if device is None:
-        device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    probs, labels = [], []
-    try:
-        for images, targets in loader:
-            out = model(images.to(device))
-            if isinstance(out, (list, tuple)):
-                out = out[output_index]
-            probs.append(torch.softmax(out.float(), dim=1).cpu())  # (B, C)
-            labels.append(torch.as_tensor(targets))
-    finally:
-        model.train(was_training)
-    p = torch.cat(probs).numpy().astype(np.float32)
-    y = torch.cat(labels).numpy().astype(np.int64)
-    return Predictions(p, p.argmax(1), y, np.arange(len(y)))
+    probs, labels = output_probs(model, loader, device)
+    p = probs[output_index]  # (N, C)
+    return Predictions(p, p.argmax(1), labels, np.arange(len(labels)))
 
 
 def misclassified(pred: Predictions, k: int | None = None) -> np.ndarray:

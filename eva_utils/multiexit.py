@@ -51,11 +51,11 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import nn
-from torch.utils.data import DataLoader, SequentialSampler, Subset
+from torch.utils.data import DataLoader, Subset
 
 from .data import CIFAR10_CLASSES
 from .errors import UserError, unknown_name
-from .evaluation import Predictions
+from .evaluation import Predictions, output_probs
 
 __all__ = [
     "AnytimeResult",
@@ -142,7 +142,6 @@ def _dataset_indices(loader: DataLoader, n: int) -> np.ndarray:
     return np.arange(n, dtype=np.int64)
 
 
-@torch.inference_mode()
 def predict_exits(
     model: nn.Module,
     loader: DataLoader,
@@ -164,25 +163,7 @@ def predict_exits(
     Raises:
         UserError: a shuffled loader or an empty data set.
     """
-    if not isinstance(loader.sampler, SequentialSampler):
-        raise UserError("predict_exits needs an unshuffled loader (shuffle=False) so rows match data set indices")
-    if len(loader.dataset) == 0:
-        raise UserError("the data set is empty: nothing to predict")
-    if device is None:
-        device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    probs, labels = [], []
-    try:
-        for images, targets in loader:
-            outputs = model(images.to(device))
-            outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-            probs.append(torch.stack([torch.softmax(o.float(), dim=1) for o in outputs]).cpu())  # (E, B, C)
-            labels.append(torch.as_tensor(targets))
-    finally:
-        model.train(was_training)
-    p = torch.cat(probs, dim=1).numpy().astype(np.float32)  # (E, N, C)
-    y = torch.cat(labels).numpy().astype(np.int64)
+    p, y = output_probs(model, loader, device, caller="predict_exits")  # (E, N, C), (N,)
     return ExitPredictions(p, p.argmax(2), y, _dataset_indices(loader, len(y)))
 
 
