@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError, DataNotFoundError
+from .errors import CheckpointError, DataNotFoundError, refused_global
 
 __all__ = [
     "FORMAT",
@@ -105,14 +104,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        unsafe = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+        unsafe = refused_global(exc)
         if unsafe is None:
             raise CheckpointError(
                 f"checkpoint {path} is truncated or corrupt (it is not a readable torch file); the file was left as "
                 "it is. Resume from an earlier copy or start a new run in another output folder"
             ) from exc
         raise CheckpointError(
-            f"checkpoint {path} holds a pickled Python object ({unsafe.group(1)}) that could run code when loaded, "
+            f"checkpoint {path} holds a pickled Python object ({unsafe}) that could run code when loaded, "
             "so it was refused (torch.load with weights_only=True). Only load files you trust"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:

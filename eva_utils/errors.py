@@ -8,6 +8,7 @@ and exit status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 __all__ = ["UserError", "DataNotFoundError", "CheckpointError", "unknown_name"]
@@ -40,3 +41,10 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> UserError:
     close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return UserError(f"unknown {kind} {name!r}{hint} valid {kind} names: {', '.join(valid)}")
+
+
+def refused_global(exc: BaseException) -> str | None:
+    """The pickled global that ``torch.load(weights_only=True)`` refused, or None for a file that is
+    simply not a readable torch file (corrupt, truncated, a web page...)."""
+    found = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+    return found.group(1) if found else None

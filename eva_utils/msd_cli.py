@@ -1,5 +1,6 @@
 """``eva-utils msd``: evaluate every exit of an MSD-Net checkpoint and draw each exit's Grad-CAM.
 
+    eva-utils msd --checkpoint anytime_cifar_10.pth.tar --download-checkpoint   # fetch the published model first
     eva-utils msd --checkpoint anytime_cifar_10.pth.tar                  # per-exit accuracy + which exits get each image right
     eva-utils msd --checkpoint anytime_cifar_10.pth.tar --cl dog         # the same for the dogs only
     eva-utils msd --checkpoint anytime_cifar_10.pth.tar --img-no 101 --exit 5   # heatmap of test image 101 by exit 5
@@ -69,6 +70,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--checkpoint", metavar="PATH",
                    help=f"MSDNet-GCN checkpoint, e.g. anytime_cifar_10.pth.tar from {SEED_CHECKPOINT_URL}, "
                         "or a checkpoint.pt of `eva-utils train --model msdnet`")
+    g.add_argument("--download-checkpoint", action="store_true",
+                   help="when --checkpoint names no file yet, download the published CIFAR-10 model there first")
     g.add_argument("--data", default="sample",
                    help="sample (the 1,000 bundled test images, offline) or cifar10 (10,000; downloads) (default %(default)s)")
     g.add_argument("--data-dir", default="./data", help="where CIFAR-10 is or goes (default %(default)s)")
@@ -124,6 +127,21 @@ def _load_model(path: str, device):
     return model, True
 
 
+def _fetch_if_asked(args: argparse.Namespace) -> None:
+    """Download the published model to ``--checkpoint`` with ``--download-checkpoint``; else say how."""
+    from .models.msdnet import download_msdnet_gcn_checkpoint
+
+    if Path(args.checkpoint).exists():
+        return
+    if not args.download_checkpoint:
+        raise UserError(
+            f"checkpoint {args.checkpoint!r} does not exist: check the path, or add --download-checkpoint to fetch "
+            f"the published CIFAR-10 model there ({SEED_CHECKPOINT_URL})"
+        )
+    print(f"downloading the published MSD-Net to {args.checkpoint}", file=sys.stderr)
+    download_msdnet_gcn_checkpoint(args.checkpoint)
+
+
 def _load(args: argparse.Namespace):
     """The model, the test set in the form its weights expect, and whether that form is normalised."""
     from .data import load_dataset
@@ -135,6 +153,7 @@ def _load(args: argparse.Namespace):
             "pass --checkpoint PATH, an MSDNet-GCN checkpoint such as anytime_cifar_10.pth.tar "
             f"(the published CIFAR-10 model: {SEED_CHECKPOINT_URL})"
         )
+    _fetch_if_asked(args)
     device = resolve_device(args.device)
     model, normalized = _load_model(args.checkpoint, device)
     transform = test_transforms() if normalized else None  # MSDNet-GCN weights: ToTensor() only

@@ -28,7 +28,6 @@ import difflib
 import json
 import os
 import pickle
-import re
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -40,7 +39,7 @@ from torch import nn
 
 from .checkpoint import FORMAT, load_trained_model
 from .data import CIFAR10_CLASSES
-from .errors import CheckpointError, DataNotFoundError, UserError, unknown_name
+from .errors import CheckpointError, DataNotFoundError, UserError, refused_global, unknown_name
 from .inputs import Preset, cifar_preset, imagenet_preset
 
 __all__ = [
@@ -334,12 +333,12 @@ def _torch_load(path: Path, unsafe_pickle: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        unsafe = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+        unsafe = refused_global(exc)
         if unsafe is None:
             raise CheckpointError(f"{path} is not a readable PyTorch file ({_first_line(exc)})") from exc
         if not unsafe_pickle:
             raise CheckpointError(
-                f"{path} holds a pickled Python object ({unsafe.group(1)}), such as a whole model saved with "
+                f"{path} holds a pickled Python object ({unsafe}), such as a whole model saved with "
                 f"torch.save(model): loading it runs code stored in the file, which can do anything you can "
                 f"(delete or upload files), so it was refused. Only if you trust the file's origin, pass "
                 f"--unsafe-pickle (unsafe_pickle=True); safer, save model.state_dict() and load it with --arch NAME"

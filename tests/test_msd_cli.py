@@ -134,6 +134,7 @@ class Payload:
         (["--checkpoint", "{unsafe}"], "refusing to load .* weights_only=True.*arbitrary code"),
         (["--checkpoint", "{truncated}"], "corrupt or truncated"),
         (["--checkpoint", "{resnet}"], "holds a ResNet, not an MSD-Net"),
+        (["--checkpoint", "{tmp}/anytime_cifar_10.pth.tar"], "does not exist: check the path, or add --download-checkpoint"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message) -> None:
@@ -172,3 +173,16 @@ def test_console_script_one_line_for_a_wrong_exit(tmp_path) -> None:
         "eva-utils msd: error: --exit 9 does not exist: this model has 3 exits, numbered 1..3"
     ]
     assert not (tmp_path / "msd_out").exists()
+
+
+def test_download_checkpoint_fetches_the_published_model_once(tmp_path, capsys, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setattr(sys.modules["eva_utils.models.msdnet"], "MSDNET_GCN_CIFAR10_URL", FIXTURE.resolve().as_uri())  # stands in for Dropbox
+    target = tmp_path / "anytime_cifar_10.pth.tar"
+    code, out, err = run(capsys, "--checkpoint", str(target), "--download-checkpoint", "--limit", "2")
+    assert code == 0, err
+    assert target.read_bytes() == FIXTURE.read_bytes() and "downloading" in err
+    assert "mean" in out  # the per-exit table of the downloaded model
+    code, _, err = run(capsys, "--checkpoint", str(target), "--download-checkpoint", "--limit", "2")
+    assert code == 0 and "downloading" not in err

@@ -8,9 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from eva_utils.errors import CheckpointError
 from eva_utils.models.msdnet import (
     MSDNet,
     MSDNetConfig,
+    download_msdnet_gcn_checkpoint,
     infer_msdnet_config,
     load_msdnet_gcn_checkpoint,
     msdnet,
@@ -211,3 +213,39 @@ def test_truncated_and_foreign_files_are_refused(tmp_path: Path) -> None:
 def test_invalid_config_raises(overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         MSDNetConfig.cifar10(**overrides)
+
+
+# ------------------------------------------------------------------ download
+
+
+def test_download_fetches_a_checkpoint_that_loads(tmp_path: Path, small_expected: dict) -> None:
+    target = tmp_path / "models" / "anytime_cifar_10.pth.tar"
+    got = download_msdnet_gcn_checkpoint(target, url=SMALL_CKPT.resolve().as_uri(), progress=False)
+    assert got == target and target.read_bytes() == SMALL_CKPT.read_bytes()
+    with torch.no_grad():
+        logits = load_msdnet_gcn_checkpoint(target)(small_expected["input"])
+    torch.testing.assert_close(torch.stack(logits), small_expected["logits"], atol=ATOL, rtol=0)
+
+
+def test_download_keeps_a_file_already_there(tmp_path: Path) -> None:
+    target = tmp_path / "anytime_cifar_10.pth.tar"
+    target.write_bytes(b"the user's own file")
+    download_msdnet_gcn_checkpoint(target, url=SMALL_CKPT.resolve().as_uri(), progress=False)
+    assert target.read_bytes() == b"the user's own file"
+
+
+def test_download_that_fails_says_where_to_get_it_and_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "anytime_cifar_10.pth.tar"
+    missing = (tmp_path / "gone.pth.tar").as_uri()
+    with pytest.raises(CheckpointError, match=f"could not download .*{missing}.*save it as {target}"):
+        download_msdnet_gcn_checkpoint(target, url=missing, progress=False)
+    assert not target.exists()
+
+
+def test_download_of_a_web_page_is_refused_and_removed(tmp_path: Path) -> None:
+    page = tmp_path / "moved.html"
+    page.write_text("<!DOCTYPE html><html>this link has moved</html>")
+    target = tmp_path / "anytime_cifar_10.pth.tar"
+    with pytest.raises(CheckpointError, match="not an MSDNet-GCN checkpoint.*not a checkpoint at all"):
+        download_msdnet_gcn_checkpoint(target, url=page.as_uri(), progress=False)
+    assert not target.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["moved.html"]

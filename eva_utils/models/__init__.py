@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import unknown_name
-from .msdnet import MSDNet, MSDNetConfig, load_msdnet_gcn_checkpoint, msdnet
+from .msdnet import MSDNet, MSDNetConfig, download_msdnet_gcn_checkpoint, load_msdnet_gcn_checkpoint, msdnet
 from .resnet import BasicBlock, ResNet, resnet18, resnet34
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "MSDNet",
     "MSDNetConfig",
     "ResNet",
+    "download_msdnet_gcn_checkpoint",
     "get_model",
     "load_msdnet_gcn_checkpoint",
     "msdnet",

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 import pickle
 import re
 from collections import OrderedDict
@@ -39,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from eva_utils.errors import CheckpointError, DataNotFoundError, UserError
+from eva_utils.errors import CheckpointError, DataNotFoundError, UserError, refused_global
 
 __all__ = [
     "MSDNetConfig",
@@ -47,7 +48,12 @@ __all__ = [
     "msdnet",
     "infer_msdnet_config",
     "load_msdnet_gcn_checkpoint",
+    "download_msdnet_gcn_checkpoint",
+    "MSDNET_GCN_CIFAR10_URL",
 ]
+
+# The CIFAR-10 model published with MSDNet-GCN and used by the MSD-Net Grad-CAM visualiser.
+MSDNET_GCN_CIFAR10_URL = "https://www.dropbox.com/s/kjxh1oaxkhtpbmw/anytime_cifar_10.pth.tar?dl=1"
 
 _STEP_MODES = ("even", "lin_grow")
 _PRUNE_MODES = ("max",)
@@ -625,6 +631,10 @@ def _read_checkpoint(path: str | os.PathLike[str], map_location: Any) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if refused_global(err) is None:
+            raise CheckpointError(
+                f"cannot read {os.fspath(path)!r} as a torch checkpoint (corrupt, truncated, or not a checkpoint at all)"
+            ) from err
         detail = next((line.strip() for line in str(err).splitlines() if "Unsupported global" in line), "")
         raise CheckpointError(
             f"refusing to load {os.fspath(path)!r} with weights_only=True: besides tensors and plain "
@@ -723,3 +733,42 @@ def load_msdnet_gcn_checkpoint(
     model.expects_normalized_input = False
     return model.eval()
 
+
+
+def download_msdnet_gcn_checkpoint(
+    path: str | os.PathLike[str] = "anytime_cifar_10.pth.tar",
+    url: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Fetch the published MSDNet-GCN CIFAR-10 checkpoint into ``path``, unless a file is already there.
+
+    The download goes to a temporary file renamed at the end, and is kept only if it loads as an
+    MSDNet-GCN checkpoint (a moved link may serve a web page instead).
+
+    Args:
+        path: where the checkpoint goes; an existing file is left untouched and returned.
+        url: where it comes from (default ``MSDNET_GCN_CIFAR10_URL``, the published model).
+        progress: show a progress bar.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        CheckpointError: the download failed or is not a checkpoint (nothing is left at ``path``).
+    """
+    path = Path(path).expanduser()
+    if path.exists():
+        return path
+    url = url or MSDNET_GCN_CIFAR10_URL
+    by_hand = f"download it by hand from {url.removesuffix('?dl=1')} and save it as {path}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(path), progress=progress)
+    except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors
+        raise CheckpointError(f"could not download the MSD-Net checkpoint from {url} ({exc}); {by_hand}") from exc
+    try:
+        load_msdnet_gcn_checkpoint(path)
+    except CheckpointError as exc:
+        path.unlink(missing_ok=True)
+        raise CheckpointError(f"what {url} served is not an MSDNet-GCN checkpoint ({exc}); {by_hand}") from exc
+    return path
