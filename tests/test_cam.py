@@ -128,7 +128,11 @@ def test_maps_are_in_unit_range_and_not_trivial(trained, batch):
     cams = layer_cams(trained, batch[0], resnet_layers(trained))
     for name, cam in cams.items():
         assert cam.min() >= 0.0 and cam.max() <= 1.0, name
-        assert (cam.reshape(len(cam), -1).max(1) > 0.9).all(), name  # each map reaches ~1
+        peaks = cam.reshape(len(cam), -1).max(1)
+        # each map is scaled to peak at 1, or is all zero where no location speaks for the class
+        # (pytorch-grad-cam gives the same zero map); such maps are the exception, not the rule
+        assert ((peaks > 0.99) | (peaks == 0)).all(), name
+        assert (peaks > 0.99).mean() >= 0.75, name
 
 
 def test_batching_and_single_image(trained, batch):
