@@ -17,6 +17,7 @@ from eva_utils import recipe
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 MAX_FUNCTION_LINES = 5
+MAX_CODE_LINES = 100  # read in one sitting: the teaching is in the markdown, the code in eva_utils
 
 
 def _code_cells(nb):
@@ -41,6 +42,8 @@ def test_thin_with_a_parameters_cell_and_a_colab_only_install(path):
     tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1 and "SMOKE = False" in tagged[0].source
     assert "google.colab" in code[0].source and "pip" in code[0].source
+    lines = sum(len(c.source.splitlines()) for c in code)
+    assert lines <= MAX_CODE_LINES, f"{path.name}: {lines} lines of code; move some into eva_utils"
     for cell in code:
         for node in ast.walk(ast.parse(cell.source)):
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
