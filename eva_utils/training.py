@@ -26,6 +26,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
@@ -61,6 +62,9 @@ __all__ = [
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULERS = ("onecycle", "step", "cosine", "none")
+
+
+_SKIPPED_STEP = r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`"
 
 
 class TrainingDivergedError(RuntimeError):
@@ -234,7 +238,9 @@ def train_one_epoch(
         scaler.update()
         lr = optimizer.param_groups[0]["lr"]  # the rate this batch used (before the scheduler moves on)
         if scheduler is not None:
-            scheduler.step()
+            with warnings.catch_warnings():  # fp16: GradScaler skips the optimizer's step on overflow; the
+                warnings.filterwarnings("ignore", message=_SKIPPED_STEP)  # schedule keeps its pace anyway
+                scheduler.step()
         n = labels.size(0)
         loss_sum += loss_value * n
         correct += (_as_list(outputs)[-1].argmax(1) == labels).sum().item()

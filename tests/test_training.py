@@ -189,3 +189,33 @@ def test_no_autocast_and_no_scaler_on_the_cpu():
     assert not precision.scaler.is_enabled()
     with precision.autocast():
         assert not torch.is_autocast_enabled("cpu")
+
+
+class _OverflowScaler:
+    """Stands in for fp16's GradScaler on its first batches: gradients overflow, the step is skipped."""
+
+    def scale(self, loss):
+        return loss
+
+    def step(self, optimizer):
+        return None
+
+    def update(self):
+        return None
+
+
+def test_a_skipped_fp16_step_keeps_the_schedule_and_raises_no_warning():
+    import warnings
+
+    training.set_seed(0)
+    train_loader, _ = _loaders(batch_size=16, n_train=64)
+    model = resnet18(width=4)
+    opt = training.make_optimizer(model, "sgd", lr=0.05)
+    sched = training.make_scheduler(opt, "onecycle", epochs=1, steps_per_epoch=4)
+    before = {k: v.clone() for k, v in model.state_dict().items() if "weight" in k}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "lr_scheduler.step() before optimizer.step()" would raise
+        training.train_one_epoch(model, torch.nn.CrossEntropyLoss(), opt, train_loader, torch.device("cpu"),
+                                 scheduler=sched, scaler=_OverflowScaler(), max_batches=4, progress=False)
+    assert sched.last_epoch == 4  # the schedule moved on for every batch
+    assert all(torch.equal(before[k], model.state_dict()[k]) for k in before)  # no weight was updated
