@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .cli import positive_float, positive_int
+from .argtypes import positive_float, positive_int
 from .errors import UserError
 
 __all__ = ["add_parser", "main", "run"]

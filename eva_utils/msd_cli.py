@@ -23,28 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .argtypes import non_negative_int, positive_int
 from .errors import UserError
 
 __all__ = ["add_parser", "run"]
 
 SEED_CHECKPOINT_URL = "https://www.dropbox.com/s/kjxh1oaxkhtpbmw/anytime_cifar_10.pth.tar"
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be 1 or more, got 0")
-    return value
 
 
 def _exit_list(text: str) -> list[int]:
@@ -76,21 +60,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="sample (the 1,000 bundled test images, offline) or cifar10 (10,000; downloads) (default %(default)s)")
     g.add_argument("--data-dir", default="./data", help="where CIFAR-10 is or goes (default %(default)s)")
     g.add_argument("--no-download", dest="download", action="store_false", help="fail instead of downloading CIFAR-10")
-    g.add_argument("--batch-size", type=_positive_int, default=256, help="default %(default)s")
+    g.add_argument("--batch-size", type=positive_int, default=256, help="default %(default)s")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda (default %(default)s)")
     g = p.add_argument_group("tables")
     g.add_argument("--cl", metavar="CLASS", help="only the test images of this class, e.g. dog")
-    g.add_argument("--limit", type=_non_negative_int, default=20,
+    g.add_argument("--limit", type=non_negative_int, default=20,
                    help="rows of the per-image table (0: all; default %(default)s)")
     g.add_argument("--per-class", action="store_true", help="also print accuracy per class and exit")
     g.add_argument("--budget", action="store_true",
                    help="also print the anytime curve (stop at the first confident exit) and write budget_curve.png")
     g = p.add_argument_group("Grad-CAM")
-    g.add_argument("--img-no", type=_non_negative_int, metavar="N",
+    g.add_argument("--img-no", type=non_negative_int, metavar="N",
                    help="write the heatmap of test image N (its index in the test set) instead of the tables")
     g.add_argument("--exit", type=_exit_list, metavar="K[,K...]",
                    help="exit(s) for --img-no and --grid, 1-based (default 10,5,3,1 clipped to the model's exits)")
-    g.add_argument("--grid", type=_positive_int, metavar="N",
+    g.add_argument("--grid", type=positive_int, metavar="N",
                    help="also write grid.png: N images (hardest to easiest) x the exits")
     g.add_argument("--out", default="msd_out", help="folder for the images (default %(default)s; created)")
     p.set_defaults(func=run)
