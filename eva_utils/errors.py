@@ -11,7 +11,7 @@ import difflib
 import re
 from collections.abc import Iterable
 
-__all__ = ["UserError", "DataNotFoundError", "CheckpointError", "unknown_name"]
+__all__ = ["UserError", "DataNotFoundError", "CheckpointError", "refused_global", "unknown_name"]
 
 
 class UserError(ValueError):

@@ -25,10 +25,11 @@ import numpy as np
 
 from .argtypes import non_negative_int, positive_int
 from .errors import UserError
+from .models.msdnet import MSDNET_GCN_CIFAR10_PAGE
 
 __all__ = ["add_parser", "run"]
 
-SEED_CHECKPOINT_URL = "https://www.dropbox.com/s/kjxh1oaxkhtpbmw/anytime_cifar_10.pth.tar"
+SEED_CHECKPOINT_URL = MSDNET_GCN_CIFAR10_PAGE  # where users get the published model
 
 
 def _exit_list(text: str) -> list[int]:

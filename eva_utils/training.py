@@ -219,33 +219,35 @@ def train_one_epoch(
     total = max_batches if max_batches is not None else len(train_loader)
     bar = tqdm(train_loader, total=total, desc=f"epoch {epoch + 1} train", disable=not progress, leave=False)
     loss_sum, correct, seen = 0.0, 0, 0
-    for batch, (images, labels) in enumerate(bar):
-        if max_batches is not None and batch >= max_batches:
-            break
-        images, labels = _to_device(images, labels, device, cl)  # (N, C, H, W), (N,)
-        with autocast():
-            outputs = model(images)
-            loss = multi_exit_loss(criterion, outputs, labels)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise TrainingDivergedError(
-                f"loss is {loss_value} at epoch {epoch + 1}, batch {batch + 1}: training stopped. "
-                "Lower the learning rate, or turn AMP off (--no-amp) if it only happens with mixed precision"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        lr = optimizer.param_groups[0]["lr"]  # the rate this batch used (before the scheduler moves on)
-        if scheduler is not None:
-            with warnings.catch_warnings():  # fp16: GradScaler skips the optimizer's step on overflow; the
-                warnings.filterwarnings("ignore", message=_SKIPPED_STEP)  # schedule keeps its pace anyway
+    # fp16: GradScaler skips the optimizer's step on overflow and the schedule keeps its pace anyway; torch
+    # would warn that the scheduler stepped first. One filter for the epoch, not one per batch.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_SKIPPED_STEP)
+        for batch, (images, labels) in enumerate(bar):
+            if max_batches is not None and batch >= max_batches:
+                break
+            images, labels = _to_device(images, labels, device, cl)  # (N, C, H, W), (N,)
+            with autocast():
+                outputs = model(images)
+                loss = multi_exit_loss(criterion, outputs, labels)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise TrainingDivergedError(
+                    f"loss is {loss_value} at epoch {epoch + 1}, batch {batch + 1}: training stopped. "
+                    "Lower the learning rate, or turn AMP off (--no-amp) if it only happens with mixed precision"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            lr = optimizer.param_groups[0]["lr"]  # the rate this batch used (before the scheduler moves on)
+            if scheduler is not None:
                 scheduler.step()
-        n = labels.size(0)
-        loss_sum += loss_value * n
-        correct += (_as_list(outputs)[-1].argmax(1) == labels).sum().item()
-        seen += n
-        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}%")
+            n = labels.size(0)
+            loss_sum += loss_value * n
+            correct += (_as_list(outputs)[-1].argmax(1) == labels).sum().item()
+            seen += n
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}%")
     bar.close()
     if seen == 0:
         raise UserError("the training loader yielded no batches: is the data set empty?")

@@ -49,11 +49,14 @@ __all__ = [
     "infer_msdnet_config",
     "load_msdnet_gcn_checkpoint",
     "download_msdnet_gcn_checkpoint",
+    "MSDNET_GCN_CIFAR10_PAGE",
     "MSDNET_GCN_CIFAR10_URL",
 ]
 
-# The CIFAR-10 model published with MSDNet-GCN and used by the MSD-Net Grad-CAM visualiser.
-MSDNET_GCN_CIFAR10_URL = "https://www.dropbox.com/s/kjxh1oaxkhtpbmw/anytime_cifar_10.pth.tar?dl=1"
+# The CIFAR-10 model published with MSDNet-GCN and used by the MSD-Net Grad-CAM visualiser: its page,
+# and the direct download of the file.
+MSDNET_GCN_CIFAR10_PAGE = "https://www.dropbox.com/s/kjxh1oaxkhtpbmw/anytime_cifar_10.pth.tar"
+MSDNET_GCN_CIFAR10_URL = MSDNET_GCN_CIFAR10_PAGE + "?dl=1"
 
 _STEP_MODES = ("even", "lin_grow")
 _PRUNE_MODES = ("max",)
@@ -732,7 +735,6 @@ def load_msdnet_gcn_checkpoint(
     model.load_state_dict(state_dict, strict=True)
     model.expects_normalized_input = False
     return model.eval()
-
 
 
 def download_msdnet_gcn_checkpoint(
