@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import UserError, unknown_name
+from .errors import UserError, first_line, unknown_name
 
 __all__ = [
     "CAM_METHODS",
@@ -231,7 +231,7 @@ def conv_layers(model: nn.Module, input_size: int | tuple[int, int] = 224) -> di
         with torch.no_grad():
             model(x)
     except (RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise UserError(
             f"could not run {type(model).__name__} on a dummy input of shape {tuple(x.shape)} to find its conv "
             f"layers ({first}); give the input size the model expects"

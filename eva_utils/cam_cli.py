@@ -64,7 +64,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("model")
     g.add_argument("--model_path", "--model-path", "--model", dest="model_path", required=True, metavar="MODEL",
-                   help="a torchvision model name (vgg16, resnet50, ...; eva_utils.resnet18 for eva_utils's), a checkpoint "
+                   help="a torchvision model name (vgg16, resnet50, ...; eva_utils.resnet18 for eva_utils's), pretrained:NAME for "
+                        "a model shipped with eva_utils (pretrained:resnet18_w16_cifar10), a checkpoint "
                         "from 'eva-utils train', a state dict (with --arch), a TorchScript file (with --arch), or a pickled "
                         "model (with --unsafe-pickle)")
     g.add_argument("--arch", metavar="NAME", help="architecture of a state dict or TorchScript file: a torchvision or eva_utils name")

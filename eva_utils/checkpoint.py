@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError, DataNotFoundError, refused_global
+from .errors import CheckpointError, DataNotFoundError, first_line, refused_global
 
 __all__ = [
     "FORMAT",
@@ -31,11 +31,6 @@ __all__ = [
 ]
 
 FORMAT = "eva_utils.checkpoint/1"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def save_checkpoint(
@@ -116,7 +111,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt ({_first_line(exc)}); the file was left as it is. "
+            f"checkpoint {path} is truncated or corrupt ({first_line(exc)}); the file was left as it is. "
             "Resume from an earlier copy or start a new run in another output folder"
         ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -224,7 +219,7 @@ def load_trained_model(path: str | os.PathLike, map_location: str | torch.device
     """
     from .models import get_model
 
-    ckpt = load_checkpoint(path, map_location=map_location)
+    ckpt = load_checkpoint(path, map_location="cpu")  # read on the CPU, then moved: works for any device
     config = ckpt.get("config") or {}
     if "model" not in config:
         raise CheckpointError(f"checkpoint {path} does not say which model it holds (no 'model' in its config)")

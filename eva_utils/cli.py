@@ -35,7 +35,9 @@ def _add_training_options(p: argparse.ArgumentParser, defaults: object) -> None:
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default=defaults.model, help="resnet18, resnet34 or msdnet (10 exits) (default %(default)s)")
     g.add_argument("--width", type=positive_int, default=defaults.width, help="channels of the first stage (default %(default)s; 16 for CPU)")
-    g.add_argument("--data", default=defaults.data, help="cifar10 (downloads) or sample (bundled, offline) (default %(default)s)")
+    g.add_argument("--data", default=defaults.data, help="cifar10 (downloads), sample (bundled, offline) or a path to an .npz file with "
+                        "train_images/train_labels (uint8 HWC RGB) and optionally test_images/test_labels, classes "
+                        "(default %(default)s)")
     g.add_argument("--data-dir", default=defaults.data_dir, help="where CIFAR-10 is or goes (default %(default)s)")
     g.add_argument("--no-download", dest="download", action="store_false", default=defaults.download,
                    help="fail instead of downloading CIFAR-10")
@@ -94,22 +96,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .recipe import TrainConfig, run_training
-    from .report import write_report
+    from .report import write_pretrained_report, write_report
 
     start = time.perf_counter()
     config = _config_from_args(args, TrainConfig.demo())
     result = run_training(config, resume=_resume_path(args), overwrite=args.overwrite)
-    files = write_report(result.model, result.test_loader.dataset, result.out, train_set=result.train_set)
+    files = write_report(result.model, result.test_loader.dataset, result.out, train_set=result.train_set,
+                         caption=f"the demo's small model: {len(result.history)} epochs on the bundled sample, on the CPU")
+    shipped = write_pretrained_report(result.out / "pretrained")
     if args.figures:
         figures = Path(args.figures)
         figures.mkdir(parents=True, exist_ok=True)
-        for path in sorted(result.out.glob("*.png")):
-            shutil.copyfile(path, figures / path.name)
-        print(f"copied the figures into {figures}")
+        for path in sorted(shipped.values()):
+            if path.suffix == ".png":
+                shutil.copyfile(path, figures / path.name)
+        shutil.copyfile(result.out / "samples.png", figures / "samples.png")
+        print(f"copied the shipped model's figures (and the augmented samples) into {figures}")
     h = result.history
     print(f"demo done in {time.perf_counter() - start:.0f}s: {len(h)} epochs on the bundled sample, "
           f"test accuracy {100 * h.test_acc[-1]:.1f}% (a short CPU run, not a full training)")
     for path in [result.out / "history.json", result.out / "checkpoint.pt", result.out / "curves.png", *files.values()]:
+        print(f"  {path}")
+    print(f"the shipped model's figures (trained on all 50,000 CIFAR-10 images), in {result.out / 'pretrained'}:")
+    for path in shipped.values():
         print(f"  {path}")
     return 0
 
@@ -131,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a narrow ResNet18 on the bundled CIFAR-10 sample on the CPU and write "
                                    "curves, misclassified images, a confusion matrix and per-layer Grad-CAM into --out.")
     _add_training_options(p, TrainConfig.demo())
-    p.add_argument("--figures", metavar="DIR", help="also copy the figures into DIR (e.g. images/ for the README)")
+    p.add_argument("--figures", metavar="DIR",
+                   help="also copy the shipped model's figures (and the augmented samples) into DIR (images/ for the README)")
     p.set_defaults(func=_cmd_demo)
     from . import cam_cli, msd_cli
 

@@ -11,7 +11,7 @@ import difflib
 import re
 from collections.abc import Iterable
 
-__all__ = ["UserError", "DataNotFoundError", "CheckpointError", "refused_global", "unknown_name"]
+__all__ = ["UserError", "DataNotFoundError", "CheckpointError", "first_line", "refused_global", "unknown_name"]
 
 
 class UserError(ValueError):
@@ -48,3 +48,9 @@ def refused_global(exc: BaseException) -> str | None:
     simply not a readable torch file (corrupt, truncated, a web page...)."""
     found = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
     return found.group(1) if found else None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when the message is empty."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .data import CIFAR10_MEAN, CIFAR10_STD, denormalize
-from .errors import DataNotFoundError, UserError, unknown_name
+from .errors import DataNotFoundError, UserError, first_line, unknown_name
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -101,7 +101,7 @@ def read_image(path: str | os.PathLike) -> Any:
                 image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
             return image.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise UnreadableImageError(f"{path} is not an image PIL can read ({reason})") from exc
 
 

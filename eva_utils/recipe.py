@@ -19,6 +19,7 @@ it has not been measured on a GPU by this project, see the README):
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -28,12 +29,12 @@ import torch
 from torch import nn
 
 from . import data as data_lib
-from .errors import UserError, unknown_name
+from .errors import UserError, first_line, unknown_name
 from .models import MODELS, get_model
 from .training import OPTIMIZERS, SCHEDULERS, History, fit, make_optimizer, make_scheduler, resolve_device, set_seed
 from .transforms import test_transforms, train_transforms
 
-__all__ = ["TrainConfig", "TrainResult", "run_training"]
+__all__ = ["TrainConfig", "TrainResult", "check_output_folder", "run_training"]
 
 
 @dataclass
@@ -43,7 +44,7 @@ class TrainConfig:
     model: str = "resnet18"  # resnet18 | resnet34 | msdnet
     width: int = 64  # channels of the first stage; 16 is ~16x cheaper for CPU runs
     num_classes: int = 10
-    data: str = "cifar10"  # cifar10 (downloads) | sample (bundled, offline)
+    data: str = "cifar10"  # cifar10 (downloads) | sample (bundled, offline) | path/to/file.npz
     data_dir: str = "./data"
     download: bool = True
     epochs: int = 20
@@ -82,8 +83,8 @@ class TrainConfig:
         """Raise :class:`UserError` for a setting that cannot work, saying which and why."""
         if self.model.lower() not in MODELS:
             raise unknown_name("model", self.model, MODELS)
-        if self.data not in data_lib.DATASETS:
-            raise unknown_name("dataset", self.data, data_lib.DATASETS)
+        if self.data not in data_lib.DATASETS and not data_lib.is_npz_path(self.data):
+            raise data_lib.unknown_dataset(self.data)
         if self.optimizer.lower() not in OPTIMIZERS:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
         if self.scheduler.lower() not in SCHEDULERS:
@@ -94,6 +95,15 @@ class TrainConfig:
                 raise UserError(f"{name} must be a positive integer, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise UserError(f"lr must be a positive number, got {self.lr!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UserError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        if self.num_workers is not None and (not isinstance(self.num_workers, int) or self.num_workers < 0):
+            raise UserError(f"workers must be 0 (load in the main process) or more, got {self.num_workers!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise UserError(f"seed must be a whole number from 0 to {2**32 - 1}, got {self.seed!r}")
+        if str(self.device).split(":")[0] not in ("auto", "cpu", "cuda"):
+            raise UserError(f"unknown device {self.device!r}: use auto, cpu, cuda or cuda:N "
+                            f"(this machine: cpu{', cuda' if torch.cuda.is_available() else ''})")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.max_batches is not None and self.max_batches <= 0:
@@ -145,6 +155,41 @@ def build_loaders(config: TrainConfig, device: torch.device):
     return train_loader, test_loader
 
 
+RUN_FILES = ("checkpoint.pt", "history.json", "curves.png")
+
+
+def check_output_folder(out: Path, resume: str | os.PathLike | None, overwrite: bool) -> None:
+    """Refuse an output folder that would lose another run, or that cannot be written, before any training.
+
+    A run writes into ``out`` only when it is new or empty, when ``resume`` is a checkpoint in
+    ``out`` itself (the run continues there), or with ``overwrite``.
+
+    Raises:
+        UserError: ``out`` holds another run, is a file, or is not writable; the message says what to do.
+    """
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder: choose a folder for the run")
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not overwrite:
+        if resume is None:
+            raise UserError(
+                f"{out} already holds a run ({out / held[0]}); continue it with --resume, "
+                "choose another --out, or pass --overwrite to replace it"
+            )
+        if Path(resume).resolve().parent != out.resolve():
+            raise UserError(
+                f"{out} holds another run ({out / held[0]}), and resuming {resume} there would overwrite it: "
+                f"resume into the checkpoint's own folder (--out {Path(resume).parent}), into an empty --out, "
+                "or pass --overwrite to replace that run"
+            )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output folder {out} ({first_line(exc)}): choose another --out") from exc
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UserError(f"the output folder {out} is not writable: choose another --out")
+
+
 def run_training(config: TrainConfig, resume: str | os.PathLike | None = None, overwrite: bool = False) -> TrainResult:
     """Train as ``config`` says and write ``history.json``, ``checkpoint.pt`` and ``curves.png`` into ``config.out``.
 
@@ -164,12 +209,8 @@ def run_training(config: TrainConfig, resume: str | os.PathLike | None = None, o
     config.validate()
     out = Path(config.out)
     checkpoint_path = out / "checkpoint.pt"
-    if resume is None and checkpoint_path.exists() and not overwrite:
-        raise UserError(
-            f"{out} already holds a run ({checkpoint_path}); continue it with --resume, "
-            "choose another --out, or pass --overwrite to replace it"
-        )
     device = resolve_device(config.device)
+    check_output_folder(out, resume, overwrite)
     set_seed(config.seed)
     train_loader, test_loader = build_loaders(config, device)
     model = get_model(config.model, **model_kwargs(config))
@@ -195,5 +236,5 @@ def run_training(config: TrainConfig, resume: str | os.PathLike | None = None, o
         max_batches=config.max_batches, progress=config.progress, on_epoch_end=save_progress,
     )
     history.save(out / "history.json")
-    plot_history(history, title=f"{config.model} (width {config.width}) on {config.data}").savefig(out / "curves.png", dpi=120)
+    plot_history(history, title=f"{config.model} (width {config.width}) on {Path(config.data).name}").savefig(out / "curves.png", dpi=120)
     return TrainResult(model, history, out, test_loader, train_loader.dataset)

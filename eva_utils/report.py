@@ -3,6 +3,9 @@
 ``write_report(model, test_set, out)`` predicts the test set and saves: the most confident
 misclassified images, the confusion matrix, per-layer Grad-CAM of misclassified images,
 a grid of augmented training images, and ``metrics.json`` (accuracy, per-class accuracy).
+``write_pretrained_report(out)`` does the same for the model that ships with the package, on
+the 1,000 bundled test images, and adds the curves of the run that trained it: the README's
+figures.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from .data import CIFAR10_MEAN, CIFAR10_STD, make_loader
 from .evaluation import accuracy, confusion_matrix, misclassified, per_class_accuracy, predict
 from .plots import plot_confusion_matrix, save_figure, show_layer_cams, show_misclassified, show_samples
 
-__all__ = ["write_report"]
+__all__ = ["write_pretrained_report", "write_report"]
 
 
 def write_report(
@@ -32,6 +35,7 @@ def write_report(
     n_misclassified: int = 20,
     n_cam: int = 10,
     method: str = "gradcam",
+    caption: str | None = None,
 ) -> dict[str, Path]:
     """Predict ``test_set`` and save the figures and metrics into ``out``.
 
@@ -43,26 +47,28 @@ def write_report(
         n_misclassified: images in the gallery.
         n_cam: misclassified images in the Grad-CAM grid.
         method: CAM method name.
+        caption: a line under every figure saying which model made it.
 
     Returns:
         Name -> path of every file written.
     """
     out = Path(out)
+    save = _captioned_saver(caption)
     classes = list(getattr(test_set, "classes", []))
     device = next(model.parameters()).device
     pred = predict(model, make_loader(test_set, batch_size=256, shuffle=False, num_workers=0), device=device)
     files: dict[str, Path] = {}
-    files["misclassified"] = save_figure(show_misclassified(test_set, pred, n=n_misclassified, classes=classes), out / "misclassified.png")
+    files["misclassified"] = save(show_misclassified(test_set, pred, n=n_misclassified, classes=classes), out / "misclassified.png")
     cm = confusion_matrix(pred.labels, pred.preds, len(classes))
-    files["confusion_matrix"] = save_figure(plot_confusion_matrix(cm, classes), out / "confusion_matrix.png")
+    files["confusion_matrix"] = save(plot_confusion_matrix(cm, classes), out / "confusion_matrix.png")
     if train_set is not None:
-        files["samples"] = save_figure(show_samples(train_set, n=32, classes=classes), out / "samples.png")
+        files["samples"] = save(show_samples(train_set, n=32, classes=classes), out / "samples.png")
     rows = misclassified(pred, k=n_cam)
     if len(rows):
         images = torch.stack([torch.as_tensor(test_set[int(i)][0]) for i in pred.indices[rows]])  # (n, C, H, W)
         cams = layer_cams(model, images, resnet_layers(model), targets=pred.preds[rows], method=method)
         fig = show_layer_cams(images, cams, pred.labels[rows], pred.preds[rows], pred.preds[rows], classes, CIFAR10_MEAN, CIFAR10_STD)
-        files["gradcam_layers"] = save_figure(fig, out / "gradcam_layers.png")
+        files["gradcam_layers"] = save(fig, out / "gradcam_layers.png")
     per_class = per_class_accuracy(pred.labels, pred.preds, len(classes))
     metrics = {
         "images": len(pred.labels),
@@ -72,4 +78,42 @@ def write_report(
     }
     files["metrics"] = out / "metrics.json"
     files["metrics"].write_text(json.dumps(metrics, indent=1))
+    return files
+
+
+def _captioned_saver(caption: str | None):
+    """``save_figure``, writing ``caption`` under the figure first when there is one."""
+
+    def save(fig: Any, path: Path) -> Path:
+        if caption:
+            fig.supxlabel(caption, fontsize=9, color="0.3")
+        return save_figure(fig, path)
+
+    return save
+
+
+def write_pretrained_report(out: str | os.PathLike, name: str = "resnet18_w16_cifar10") -> dict[str, Path]:
+    """The figures of a model that ships with the package, on the 1,000 bundled CIFAR-10 test images.
+
+    Writes what :func:`write_report` writes (no augmented samples) plus ``curves.png``, the
+    loss and accuracy of the run that trained the model, each figure captioned with the model
+    and its measured accuracy. ``eva-utils demo --figures images`` makes the README's figures with it.
+
+    Returns:
+        Name -> path of every file written.
+    """
+    from .data import load_sample
+    from .models.pretrained import pretrained, pretrained_info, training_history
+    from .plots import plot_history
+    from .transforms import test_transforms
+
+    info = pretrained_info(name)
+    model = pretrained(name)
+    test_set = load_sample(train=False, transform=test_transforms())
+    caption = (f"shipped model {name} ({info.arch}, width {info.width}, trained on the CPU on all 50,000 CIFAR-10 "
+               f"training images): {100 * info.test_accuracy:.1f}% on the 1,000 bundled test images")
+    files = write_report(model, test_set, out, caption=caption)
+    history = training_history(name)
+    fig = plot_history(history, title=f"the run that trained {name}: {len(history['epoch'])} epochs on 50,000 CIFAR-10 images")
+    files["curves"] = _captioned_saver(caption)(fig, Path(out) / "curves.png")
     return files

@@ -3,6 +3,8 @@
 ``load_model(source)`` returns a :class:`Classifier` (model, class names, preprocessing preset,
 a one-line description) for any of these sources:
 
+* ``"pretrained:<name>"``: a model trained by this project that ships with the package
+  (:data:`eva_utils.models.PRETRAINED`), e.g. ``"pretrained:resnet18_w16_cifar10"``;
 * a torchvision classification model name (``"vgg16"``, ``"resnet50"``): pretrained ImageNet
   weights through torchvision's weights API (downloaded once into torch.hub's cache), or random
   weights with ``weights="none"``; ``"eva_utils.resnet18"`` names an eva_utils model;
@@ -18,7 +20,7 @@ a one-line description) for any of these sources:
 ``read_labels(path)`` reads class names from a Python dict or list literal (``{0: 'cat', 1: 'dog'}``,
 parsed with ``ast.literal_eval``, never run), a JSON object or list, or one name per line.
 ``torchvision_classifier()`` is the notebooks' model: ImageNet weights when they can be
-downloaded, otherwise the same architecture trained briefly on the bundled CIFAR-10 sample.
+downloaded, otherwise the ResNet18 trained on CIFAR-10 that ships with the package.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from torch import nn
 
 from .checkpoint import FORMAT, load_trained_model
 from .data import CIFAR10_CLASSES
-from .errors import CheckpointError, DataNotFoundError, UserError, refused_global, unknown_name
+from .errors import CheckpointError, DataNotFoundError, UserError, first_line, refused_global, unknown_name
 from .inputs import Preset, cifar_preset, imagenet_preset
 
 __all__ = [
@@ -72,11 +74,6 @@ class WeightsDownloadError(UserError):
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # ----------------------------------------------------------------------------- names
@@ -186,9 +183,9 @@ def _torchvision_by_name(name: str, weights: str | None, num_classes: int | None
     except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash or blocked socket a RuntimeError
         cache = Path(torch.hub.get_dir()) / "checkpoints"
         raise WeightsDownloadError(
-            f"could not download the pretrained weights of {name} ({chosen}, {chosen.url}): {_first_line(exc)}. "
+            f"could not download the pretrained weights of {name} ({chosen}, {chosen.url}): {first_line(exc)}. "
             f"Without internet use random weights (--weights none, weights='none'), or copy the file into {cache}",
-            _first_line(exc),
+            first_line(exc),
         ) from exc
     return Classifier(model, categories, _preset_of(chosen), f"torchvision {name} with ImageNet weights {chosen}")
 
@@ -252,7 +249,7 @@ def _fit_state_dict(
         try:
             model = _new_model(family, name, num_classes or _head_size(state), width)
         except (TypeError, ValueError) as exc:
-            reasons.append(f"{family} {name} cannot be built ({_first_line(exc)})")
+            reasons.append(f"{family} {name} cannot be built ({first_line(exc)})")
             continue
         why = _misfit(state, model)
         if why is None:
@@ -309,7 +306,7 @@ def _from_torchscript(path: Path, arch: str | None, num_classes: int | None) -> 
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit.* is deprecated in favour of torch.export
             scripted = torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError, OSError) as exc:
-        raise CheckpointError(f"{path} looks like a TorchScript model but cannot be loaded ({_first_line(exc)})") from exc
+        raise CheckpointError(f"{path} looks like a TorchScript model but cannot be loaded ({first_line(exc)})") from exc
     kind = getattr(scripted, "original_name", "model")
     if arch is None:
         raise UserError(
@@ -335,7 +332,7 @@ def _torch_load(path: Path, unsafe_pickle: bool) -> Any:
     except pickle.UnpicklingError as exc:
         unsafe = refused_global(exc)
         if unsafe is None:
-            raise CheckpointError(f"{path} is not a readable PyTorch file ({_first_line(exc)})") from exc
+            raise CheckpointError(f"{path} is not a readable PyTorch file ({first_line(exc)})") from exc
         if not unsafe_pickle:
             raise CheckpointError(
                 f"{path} holds a pickled Python object ({unsafe}), such as a whole model saved with "
@@ -353,7 +350,7 @@ def _torch_load(path: Path, unsafe_pickle: bool) -> Any:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (AttributeError, ImportError) as exc:
         raise UserError(
-            f"{path} pickles a model whose class cannot be imported here ({_first_line(exc)}); run from the project "
+            f"{path} pickles a model whose class cannot be imported here ({first_line(exc)}); run from the project "
             f"that defines it, or save model.state_dict() there and load it with --arch NAME"
         ) from exc
 
@@ -382,6 +379,17 @@ def _from_file(path: Path, arch: str | None, num_classes: int | None, unsafe_pic
         )
     model, family, name = _fit_state_dict(state, arch, num_classes, str(path))
     return model, family, f"{_describe_arch(model, family, name)} with the weights of the state dict {path}"
+
+
+PRETRAINED_PREFIX = "pretrained:"
+
+
+def _shipped(name: str, device: torch.device) -> Classifier:
+    """A model that ships with eva_utils (``pretrained:<name>``), see :func:`eva_utils.models.pretrained`."""
+    from .models.pretrained import PRETRAINED, pretrained
+
+    model = pretrained(name, device=device)
+    return Classifier(model, CIFAR10_CLASSES, cifar_preset(), f"eva_utils {name}, shipped with the package: {PRETRAINED[name]}")
 
 
 def _looks_like_path(source: str) -> bool:
@@ -422,6 +430,8 @@ def load_model(
     device = resolve_device(device)
     if num_classes is not None and int(num_classes) < 1:
         raise UserError(f"num_classes must be a positive integer, got {num_classes}")
+    if str(source).startswith(PRETRAINED_PREFIX):
+        return _shipped(str(source)[len(PRETRAINED_PREFIX):], device)
     path = Path(source)
     if path.is_dir():
         raise UserError(f"{path} is a folder; the model must be a file (a checkpoint, state dict, TorchScript model) or a name")
@@ -440,7 +450,8 @@ def load_model(
         else:
             model = _new_model(family, name, num_classes)
             classifier = Classifier(model, CIFAR10_CLASSES, cifar_preset(),
-                                    f"eva_utils {name} with random weights (eva_utils has no pretrained weights; give a checkpoint file)")
+                                    f"eva_utils {name} with random weights (give a checkpoint file, or pretrained:NAME for a "
+                                    "model that ships with eva_utils)")
     return classifier._replace(model=classifier.model.to(device).eval())
 
 
@@ -536,7 +547,7 @@ def read_labels(path: str | os.PathLike) -> tuple[str, ...]:
     try:
         text = path.read_text(encoding="utf-8-sig").strip()
     except (UnicodeDecodeError, OSError) as exc:
-        raise UserError(f"labels file {path} is not a readable text file ({_first_line(exc)})") from exc
+        raise UserError(f"labels file {path} is not a readable text file ({first_line(exc)})") from exc
     if not text:
         raise UserError(f"labels file {path} is empty")
     value = _parse_literal(text, path)
@@ -551,9 +562,13 @@ def read_labels(path: str | os.PathLike) -> tuple[str, ...]:
 # ----------------------------------------------------------------------------- notebooks
 
 
+SHIPPED_FALLBACK = "resnet18_w16_cifar10"
+
+
 def torchvision_classifier(
     name: str = "resnet18",
     pretrained: bool = True,
+    fallback: str = "shipped",
     epochs: int = 3,
     max_batches: int | None = None,
     input_size: int = 64,
@@ -563,17 +578,21 @@ def torchvision_classifier(
     progress: bool = True,
     seed: int = 0,
 ) -> Classifier:
-    """A torchvision model to explain: ImageNet weights if they download, else trained briefly on CIFAR-10.
+    """A model to explain: a torchvision model with ImageNet weights if they download, else a trained CIFAR-10 one.
 
     With ``pretrained`` the ImageNet weights are tried first (preprocessing: ImageNet's, class
-    names: ImageNet's). Without them, or when the download fails (no internet), the same
-    architecture with 10 outputs is trained for ``epochs`` on the bundled CIFAR-10 sample with
-    :func:`eva_utils.training.fit`, at ``input_size`` (CIFAR's 32 pixels upsampled: torchvision's
-    ImageNet models shrink the input 32x before their last stage, so 32x32 would leave 1x1 maps).
+    names: ImageNet's). Without them, or when the download fails (no internet), ``fallback`` says
+    what comes instead: ``"shipped"`` (default) the ResNet18 trained on all of CIFAR-10 that ships
+    with eva_utils (``pretrained:resnet18_w16_cifar10``, 32x32 inputs, no training needed);
+    ``"train"`` the architecture ``name`` with 10 outputs trained for ``epochs`` on the bundled
+    CIFAR-10 sample with :func:`eva_utils.training.fit`, at ``input_size`` (CIFAR's 32 pixels
+    upsampled: torchvision's ImageNet models shrink the input 32x before their last stage, so
+    32x32 would leave 1x1 maps), a barely trained model.
 
     Args:
         name: a torchvision classification model name.
         pretrained: try the ImageNet weights first.
+        fallback: ``"shipped"`` or ``"train"``, see above.
         epochs: epochs of the fallback training.
         max_batches: batches per pass of the fallback training (smoke runs).
         input_size: side of the fallback's input.
@@ -594,6 +613,11 @@ def torchvision_classifier(
             return load_model(name, weights="default", device=device)
         except WeightsDownloadError as exc:
             why = f"the ImageNet weights could not be downloaded ({exc.reason})"
+    if fallback == "shipped":
+        shipped = load_model(PRETRAINED_PREFIX + SHIPPED_FALLBACK, device=device)
+        return shipped._replace(description=f"{shipped.description} (instead of torchvision {name}: {why})")
+    if fallback != "train":
+        raise unknown_name("fallback", fallback, ("shipped", "train"))
     if name.lower() not in torchvision_names():
         raise _unknown_model(name, "the model")
     training.set_seed(seed)

@@ -97,6 +97,10 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         raise UserError(f"unknown device {device!r}: use cpu, cuda, cuda:0 or auto") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("device 'cuda' asked for but no GPU is available: use --device cpu (in Colab: Runtime > Change runtime type > GPU)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise UserError(f"device {device!r} does not exist: this machine has {count} GPU{'s' if count != 1 else ''} "
+                        f"(cuda:0..cuda:{count - 1})")
     return dev
 
 

@@ -372,3 +372,12 @@ def test_show_cams_lays_out_images_and_maps():
         cam.show_cams(rgb, [np.zeros((3, 16, 16))])
     with pytest.raises(UserError, match="titles must be 2 rows of 2"):
         cam.show_cams(rgb, maps, titles=[["x"], ["y"]])
+
+
+def test_shipped_model_by_its_source_name(tmp_path, capsys, images):
+    code = _run(["--model_path", "pretrained:resnet18_w16_cifar10", "--images_path", images / "ship", "--layer", "layer4",
+                 "--save_dir", tmp_path])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "resnet18_w16_cifar10, shipped with the package" in out
+    assert _pngs(tmp_path) == ["image0.png", "image1.png"]

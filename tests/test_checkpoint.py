@@ -99,3 +99,11 @@ def test_other_scheduler_is_refused(tmp_path):
     opt = training.make_optimizer(model, "sgd", lr=0.1)
     with pytest.raises(CheckpointError, match="scheduler StepLR"):
         checkpoint.restore_training_state(ckpt, model, opt, training.make_scheduler(opt, "cosine"))
+
+
+def test_trained_model_goes_to_the_requested_device(tmp_path):
+    # "meta" stands in for a GPU: the model must end up there, not stay on the CPU.
+    _save(tmp_path / "ck.pt")
+    model = checkpoint.load_trained_model(tmp_path / "ck.pt", map_location="meta")
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert not model.training

@@ -54,13 +54,20 @@ def test_resume_extends_a_step_schedule_but_not_a_finished_one_cycle(tmp_path, c
     "args, message",
     [
         (["--model", "resnet19"], "did you mean resnet18"),
-        (["--data", "imagenet"], "valid dataset names: cifar10, sample"),
+        (["--data", "imagenet"], "valid dataset names: cifar10, sample, or a path to an .npz file"),
         (["--scheduler", "cyclic"], "valid scheduler names"),
         (["--optimizer", "rmsprop"], "valid optimizer names: adam, sgd"),
         (["--epochs", "0"], "--epochs: must be a positive integer"),
         (["--batch-size", "-4"], "--batch-size: must be a positive integer"),
         (["--lr", "0"], "--lr: must be a positive number"),
         (["--lr", "abc"], "--lr: expected a positive number"),
+        (["--weight-decay", "-1"], "weight_decay must be a number >= 0"),
+        (["--weight-decay", "nan"], "weight_decay must be a number >= 0"),
+        (["--workers", "-1"], "workers must be 0"),
+        (["--seed", str(10**23)], "seed must be a whole number"),
+        (["--device", "mps"], "unknown device 'mps'"),
+        (["--device", "meta"], "unknown device 'meta'"),
+        (["--device", "cuda:7"], "no GPU is available"),
     ],
 )
 def test_bad_training_settings_exit_2_with_one_line(tmp_path, capsys, args, message):
@@ -134,3 +141,83 @@ def test_demo_writes_every_file(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == 1000 and len(metrics["per_class_accuracy"]) == 10
     assert "not a full training" in capsys.readouterr().out
+
+
+def _folder_bytes(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_resume_into_another_runs_folder_is_refused_and_leaves_it_byte_identical(tmp_path):
+    a, b = tmp_path / "A", tmp_path / "B"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(a)]) == 0
+    assert main(["train", *TINY, "--epochs", "1", "--seed", "1", "--out", str(b)]) == 0
+    before = _folder_bytes(b)
+    proc = subprocess.run(
+        [sys.executable, "-m", "eva_utils", "train", *TINY, "--epochs", "2", "--out", str(b),
+         "--resume", str(a / "checkpoint.pt")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert "holds another run" in proc.stderr and "--overwrite" in proc.stderr
+    assert _folder_bytes(b) == before
+
+
+def test_resume_into_a_new_folder_or_its_own_folder_works(tmp_path):
+    a = tmp_path / "A"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(a)]) == 0
+    assert main(["train", *TINY, "--epochs", "2", "--out", str(tmp_path / "C"), "--resume", str(a / "checkpoint.pt")]) == 0
+    assert json.loads((tmp_path / "C" / "history.json").read_text())["epoch"] == [1, 2]
+    assert main(["train", *TINY, "--epochs", "2", "--out", str(a), "--resume", str(a / "checkpoint.pt")]) == 0
+    assert json.loads((a / "history.json").read_text())["epoch"] == [1, 2]
+
+
+def test_out_that_is_a_file_is_refused_before_training(tmp_path, capsys):
+    target = tmp_path / "file.txt"
+    target.write_text("mine")
+    code = main(["train", *TINY, "--out", str(target)])
+    assert "is a file, not a folder" in _one_line_error(capsys, code)
+    assert target.read_text() == "mine"
+
+
+def test_train_on_an_npz_file(tmp_path):
+    import numpy as np
+
+    from eva_utils import data
+
+    sample = data.load_sample(train=True)
+    path = tmp_path / "mine.npz"
+    np.savez(path, train_images=sample.images[::20], train_labels=sample.labels[::20])
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--data", str(path), "--epochs", "1", "--out", str(out)]) == 0
+    ckpt = checkpoint.load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["config"]["data"] == str(path)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not an archive", "not a readable .npz file"),
+    (None, "no such file"),
+])
+def test_bad_npz_through_the_command_line(tmp_path, content, message):
+    path = tmp_path / "bad.npz"
+    if content is not None:
+        path.write_bytes(content)
+    proc = subprocess.run(
+        [sys.executable, "-m", "eva_utils", "train", *TINY, "--data", str(path), "--out", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert message in proc.stderr
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_cifar10_download_without_network_is_one_line(tmp_path, capsys, monkeypatch):
+    import urllib.error
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr("torchvision.datasets.cifar.download_and_extract_archive", no_network)
+    code = main(["train", "--data", "cifar10", "--data-dir", str(tmp_path / "d"), "--device", "cpu", "--quiet",
+                 "--out", str(tmp_path / "r")])
+    err = _one_line_error(capsys, code)
+    assert "download from www.cs.toronto.edu failed" in err and "--data sample" in err and ".npz" in err

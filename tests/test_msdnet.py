@@ -249,3 +249,11 @@ def test_download_of_a_web_page_is_refused_and_removed(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not an MSDNet-GCN checkpoint.*not a checkpoint at all"):
         download_msdnet_gcn_checkpoint(target, url=page.as_uri(), progress=False)
     assert not target.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["moved.html"]
+
+
+def test_loaded_model_goes_to_the_requested_device() -> None:
+    # "meta" stands in for a GPU: a loader that forgets to move the model leaves it on the CPU.
+    model = load_msdnet_gcn_checkpoint(SMALL_CKPT, map_location="meta")
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert {b.device.type for b in model.buffers()} == {"meta"}
+    assert not model.training

@@ -252,9 +252,35 @@ def test_imagenet_categories_ship_with_torchvision():
 
 
 def test_torchvision_classifier_falls_back_to_training_on_the_sample(offline):
-    classifier = sources.torchvision_classifier("resnet18", pretrained=True, epochs=1, max_batches=2, input_size=32,
-                                                progress=False)
+    classifier = sources.torchvision_classifier("resnet18", pretrained=True, fallback="train", epochs=1, max_batches=2,
+                                                input_size=32, progress=False)
     assert classifier.categories == CIFAR10_CLASSES and classifier.preset.size == 32
     assert isinstance(classifier.model, torchvision.models.ResNet) and classifier.model.fc.out_features == 10
     assert "could not be downloaded" in classifier.description and "Temporary failure" in classifier.description
     assert not classifier.model.training
+
+
+def test_torchvision_classifier_falls_back_to_the_shipped_model(offline):
+    classifier = sources.torchvision_classifier("vgg16", pretrained=True)
+    assert isinstance(classifier.model, models.ResNet) and classifier.preset.size == 32
+    assert classifier.categories == CIFAR10_CLASSES
+    assert "resnet18_w16_cifar10" in classifier.description and "could not be downloaded" in classifier.description
+    with pytest.raises(UserError, match="valid fallback names: shipped, train"):
+        sources.torchvision_classifier("vgg16", pretrained=False, fallback="random")
+
+
+def test_shipped_model_by_source_name_on_the_requested_device():
+    classifier = sources.load_model("pretrained:resnet18_w16_cifar10", device="meta")  # meta stands in for a GPU
+    assert {p.device.type for p in classifier.model.parameters()} == {"meta"}
+    assert classifier.categories == CIFAR10_CLASSES and classifier.preset.name == "cifar"
+    with pytest.raises(UserError, match="unknown pretrained model 'resnet18_w64'"):
+        sources.load_model("pretrained:resnet18_w64")
+
+
+def test_every_loader_puts_the_model_on_the_requested_device(tmp_path, eva_model):
+    path = checkpoint.save_checkpoint(tmp_path / "checkpoint.pt", eva_model, None, None, None, None, 1,
+                                      config={"model": "resnet18", "width": 8, "num_classes": 10})
+    torch.save(eva_model.state_dict(), tmp_path / "weights.pt")
+    for source, arch in [(path, None), (tmp_path / "weights.pt", "eva_utils.resnet18"), ("eva_utils.resnet18", None)]:
+        model = sources.load_model(source, arch=arch, device="meta").model
+        assert {p.device.type for p in model.parameters()} == {"meta"}, source

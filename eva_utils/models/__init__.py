@@ -1,6 +1,7 @@
 """Models: CIFAR ResNets (kuangliu layout), MSD-Net, a name registry and a CPU/CUDA-safe summary.
 
-``get_model("resnet18", num_classes=10, width=64)`` builds by name; ``summary(model)``
+``get_model("resnet18", num_classes=10, width=64)`` builds by name; ``pretrained(name)`` loads a
+model trained by this project that ships with the package (see :data:`PRETRAINED`); ``summary(model)``
 prints layer shapes and parameter counts with torchinfo on whatever device the model is.
 """
 
@@ -13,10 +14,12 @@ from torch import nn
 
 from ..errors import unknown_name
 from .msdnet import MSDNet, MSDNetConfig, download_msdnet_gcn_checkpoint, load_msdnet_gcn_checkpoint, msdnet
+from .pretrained import PRETRAINED, pretrained
 from .resnet import BasicBlock, ResNet, resnet18, resnet34
 
 __all__ = [
     "MODELS",
+    "PRETRAINED",
     "BasicBlock",
     "MSDNet",
     "MSDNetConfig",
@@ -25,6 +28,7 @@ __all__ = [
     "get_model",
     "load_msdnet_gcn_checkpoint",
     "msdnet",
+    "pretrained",
     "resnet18",
     "resnet34",
     "summary",

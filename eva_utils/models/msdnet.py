@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from eva_utils.errors import CheckpointError, DataNotFoundError, UserError, refused_global
+from eva_utils.errors import CheckpointError, DataNotFoundError, UserError, first_line, refused_global
 
 __all__ = [
     "MSDNetConfig",
@@ -647,7 +647,7 @@ def _read_checkpoint(path: str | os.PathLike[str], map_location: Any) -> Any:
             + detail
         ) from err
     except (RuntimeError, EOFError, OSError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        first = first_line(err)
         raise CheckpointError(f"cannot read {os.fspath(path)!r} as a torch checkpoint (corrupt or truncated?): {first}") from err
 
 
@@ -713,16 +713,17 @@ def load_msdnet_gcn_checkpoint(
     Args:
         path: the checkpoint file.
         config: the architecture; ``None`` infers blocks, layers per block and classes from the keys.
-        map_location: passed to ``torch.load``.
+        map_location: the device the returned model is on (the file is read on the CPU, then the
+            model is moved there).
 
     Returns:
-        The model in eval mode.
+        The model in eval mode, on ``map_location``.
 
     Raises:
         CheckpointError: (a ``ValueError``) the file holds pickled objects, is corrupt, or
             does not match ``config``; the message says what differs.
     """
-    state_dict = _extract_state_dict(_read_checkpoint(path, map_location), path)
+    state_dict = _extract_state_dict(_read_checkpoint(path, "cpu"), path)
     if config is None:
         try:
             config = infer_msdnet_config(state_dict)
@@ -734,7 +735,7 @@ def load_msdnet_gcn_checkpoint(
         raise CheckpointError(f"{os.fspath(path)!r} does not fit this MSDNet configuration: {problems}")
     model.load_state_dict(state_dict, strict=True)
     model.expects_normalized_input = False
-    return model.eval()
+    return model.to(map_location).eval()
 
 
 def download_msdnet_gcn_checkpoint(
