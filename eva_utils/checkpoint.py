@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,8 @@ from .errors import CheckpointError, DataNotFoundError, first_line, refused_glob
 
 __all__ = [
     "FORMAT",
+    "RefusedPickleError",
+    "safe_load",
     "check_compatible",
     "load_checkpoint",
     "load_trained_model",
@@ -85,8 +86,61 @@ def save_checkpoint(
     return path
 
 
+# Modules whose functions in a pickle mean code that runs on loading (the classic os.system payload).
+_CODE_MODULES = ("posix", "nt", "os", "subprocess", "builtins", "sys", "socket", "shutil", "runpy", "importlib",
+                 "webbrowser", "pty", "commands", "code", "ctypes")
+
+
+class RefusedPickleError(CheckpointError):
+    """A file that ``weights_only=True`` refused because it pickles a Python object (``global_name``)."""
+
+    def __init__(self, message: str, global_name: str) -> None:
+        super().__init__(message)
+        self.global_name = global_name
+
+
+def safe_load(path: str | os.PathLike, refused_hint: str = "", corrupt_hint: str = "") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with one classification of every failure.
+
+    Every command reads torch files through this. Failures, each one line naming the file:
+
+    * the file does not exist: :class:`DataNotFoundError`;
+    * it contains code that would run when loaded (e.g. ``posix.system``): :class:`RefusedPickleError`;
+    * it pickles another Python object (a whole model saved with ``torch.save(model)``): :class:`RefusedPickleError`;
+    * it is not a readable PyTorch file (truncated, corrupt, a web page, any other bytes): :class:`CheckpointError`.
+
+    Args:
+        path: the file; never modified.
+        refused_hint: appended to a refused pickle's message: what the caller offers (a flag, a safer way).
+        corrupt_hint: appended to an unreadable file's message.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"{path} does not exist: check the path")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = refused_global(exc)
+        if refused is not None:
+            module = refused.split(".")[0] if "." in refused else "builtins"  # torch names builtins bare: "print"
+            if module in _CODE_MODULES:
+                what = (f"{path} contains code ({refused}) that would run when the file is loaded, so it was refused "
+                        "(torch.load with weights_only=True)")
+            else:
+                what = (f"{path} holds a pickled Python object ({refused}); loading it runs code stored in the file, "
+                        "which can do anything you can (delete or upload files), so it was refused")
+            raise RefusedPickleError(f"{what}. {refused_hint}".rstrip(". ") , refused) from exc
+        reason = first_line(exc)
+    except Exception as exc:  # arbitrary bytes reach the legacy unpickler: KeyError, IndexError, struct.error, ...
+        reason = f"{type(exc).__name__}: {first_line(exc)[:80]}"
+    raise CheckpointError(
+        f"{path} is not a readable PyTorch file: truncated or corrupt, or not a checkpoint at all ({reason}). "
+        f"{corrupt_hint}".rstrip(". ")
+    )
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`, safely (``weights_only=True``).
+    """Load a checkpoint written by :func:`save_checkpoint`, safely (``weights_only=True``, see :func:`safe_load`).
 
     Raises:
         DataNotFoundError: no such file.
@@ -96,30 +150,30 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"checkpoint {path} does not exist: check the path (eva-utils train writes <out>/checkpoint.pt)")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        unsafe = refused_global(exc)
-        if unsafe is None:
-            raise CheckpointError(
-                f"checkpoint {path} is truncated or corrupt (it is not a readable torch file); the file was left as "
-                "it is. Resume from an earlier copy or start a new run in another output folder"
-            ) from exc
-        raise CheckpointError(
-            f"checkpoint {path} holds a pickled Python object ({unsafe}) that could run code when loaded, "
-            "so it was refused (torch.load with weights_only=True). Only load files you trust"
-        ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt ({first_line(exc)}); the file was left as it is. "
-            "Resume from an earlier copy or start a new run in another output folder"
-        ) from exc
+    ckpt = safe_load(
+        path,
+        refused_hint="Only load files you trust; eva-utils train never writes such objects",
+        corrupt_hint="The file was left as it is. Resume from an earlier copy or start a new run in another output folder",
+    )
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not an eva_utils training checkpoint (no '{FORMAT}' format tag); "
             "to load bare weights use model.load_state_dict(torch.load(path, weights_only=True))"
         )
+    if str(map_location) != "cpu":
+        ckpt = _to_device(ckpt, map_location)
     return ckpt
+
+
+def _to_device(obj: Any, device: str | torch.device) -> Any:
+    """Tensors of a loaded checkpoint moved to ``device`` (nested dicts and lists followed)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
 
 
 def _shape_mismatches(saved: dict[str, torch.Tensor], current: dict[str, torch.Tensor]) -> list[str]:

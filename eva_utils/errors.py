@@ -46,7 +46,8 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> UserError:
 def refused_global(exc: BaseException) -> str | None:
     """The pickled global that ``torch.load(weights_only=True)`` refused, or None for a file that is
     simply not a readable torch file (corrupt, truncated, a web page...)."""
-    found = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+    # torch says "GLOBAL x was not an allowed global", or for os/posix/subprocess "... whose module m is blocked"
+    found = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module \S+ is blocked)", str(exc))
     return found.group(1) if found else None
 
 

@@ -29,7 +29,6 @@ import ast
 import difflib
 import json
 import os
-import pickle
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -39,9 +38,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .checkpoint import FORMAT, load_trained_model
+from .checkpoint import FORMAT, RefusedPickleError, load_trained_model, safe_load
 from .data import CIFAR10_CLASSES
-from .errors import CheckpointError, DataNotFoundError, UserError, first_line, refused_global, unknown_name
+from .errors import CheckpointError, DataNotFoundError, UserError, first_line, unknown_name
 from .inputs import Preset, cifar_preset, imagenet_preset
 
 __all__ = [
@@ -326,26 +325,17 @@ def _from_torchscript(path: Path, arch: str | None, num_classes: int | None) -> 
 
 
 def _torch_load(path: Path, unsafe_pickle: bool) -> Any:
-    """``torch.load`` with ``weights_only=True``; a pickled object only with ``unsafe_pickle``."""
+    """:func:`~eva_utils.checkpoint.safe_load`; a pickled object only with ``unsafe_pickle``."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        unsafe = refused_global(exc)
-        if unsafe is None:
-            raise CheckpointError(f"{path} is not a readable PyTorch file ({first_line(exc)})") from exc
+        return safe_load(
+            path,
+            refused_hint="Only if you trust the file's origin, pass --unsafe-pickle (unsafe_pickle=True); safer, save "
+                         "model.state_dict() and load it with --arch NAME",
+            corrupt_hint="Expected a checkpoint, a state dict, a TorchScript model or a model saved with torch.save",
+        )
+    except RefusedPickleError:
         if not unsafe_pickle:
-            raise CheckpointError(
-                f"{path} holds a pickled Python object ({unsafe}), such as a whole model saved with "
-                f"torch.save(model): loading it runs code stored in the file, which can do anything you can "
-                f"(delete or upload files), so it was refused. Only if you trust the file's origin, pass "
-                f"--unsafe-pickle (unsafe_pickle=True); safer, save model.state_dict() and load it with --arch NAME"
-            ) from exc
-    except Exception as exc:  # torch.load on arbitrary bytes: KeyError, EOFError, RuntimeError, BadZipFile, ...
-        reason = (str(exc).strip().splitlines() or ["empty or truncated"])[0][:80]
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch file ({type(exc).__name__}: {reason}); expected a checkpoint, "
-            f"a state dict, a TorchScript model or a model saved with torch.save"
-        ) from exc
+            raise
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (AttributeError, ImportError) as exc:

@@ -221,3 +221,36 @@ def test_cifar10_download_without_network_is_one_line(tmp_path, capsys, monkeypa
                  "--out", str(tmp_path / "r")])
     err = _one_line_error(capsys, code)
     assert "download from www.cs.toronto.edu failed" in err and "--data sample" in err and ".npz" in err
+
+
+@pytest.mark.parametrize("name", ["hello", "q0", "j", "truncated", "code", "object"])
+def test_every_command_refuses_a_bad_torch_file_in_one_line(tmp_path, name):
+    from test_checkpoint import bad_files
+
+    path = bad_files(tmp_path / "files")[name]
+    before = path.read_bytes()
+    sample_image = tmp_path / "img.png"
+    from PIL import Image
+
+    from eva_utils import data
+
+    Image.fromarray(data.load_sample(train=False).images[0]).save(sample_image)
+    out = tmp_path / "run"
+    (out).mkdir()
+    import shutil
+
+    shutil.copyfile(path, out / "checkpoint.pt")
+    commands = {
+        "train": ["train", *TINY, "--out", str(out), "--resume"],
+        "msd": ["msd", "--checkpoint", str(path), "--data", "sample"],
+        "cam": ["cam", "--model_path", str(path), "--arch", "eva_utils.resnet18", "--images_path", str(sample_image),
+                "--save_dir", str(tmp_path / "cam")],
+    }
+    for command, args in commands.items():
+        proc = subprocess.run([sys.executable, "-m", "eva_utils", *args], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, (command, proc.stderr)
+        assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, (command, proc.stderr)
+        expected = {"code": "contains code (posix.system)", "object": "pickled Python object"}.get(name, "truncated or corrupt")
+        assert expected in proc.stderr, (command, proc.stderr)
+    assert path.read_bytes() == before and (out / "checkpoint.pt").read_bytes() == before
+    assert not (tmp_path / "files" / "PWNED").exists()

@@ -187,7 +187,7 @@ def test_pickled_objects_are_refused(tmp_path: Path, small_model: MSDNet) -> Non
 def test_truncated_and_foreign_files_are_refused(tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(SMALL_CKPT.read_bytes()[:1000])
-    with pytest.raises(ValueError, match="corrupt or truncated"):
+    with pytest.raises(ValueError, match="truncated or corrupt"):
         load_msdnet_gcn_checkpoint(truncated)
     foreign = tmp_path / "foreign.pt"
     torch.save({"linear.weight": torch.zeros(2, 2)}, foreign)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-import pickle
 import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -40,7 +39,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from eva_utils.errors import CheckpointError, DataNotFoundError, UserError, first_line, refused_global
+from eva_utils.checkpoint import safe_load
+from eva_utils.errors import CheckpointError, UserError
 
 __all__ = [
     "MSDNetConfig",
@@ -628,27 +628,13 @@ def infer_msdnet_config(state_dict: Mapping[str, Any], **overrides: Any) -> MSDN
     return MSDNetConfig(**guess)
 
 
-def _read_checkpoint(path: str | os.PathLike[str], map_location: Any) -> Any:
-    if not os.path.exists(path):
-        raise DataNotFoundError(f"checkpoint {os.fspath(path)!r} does not exist")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if refused_global(err) is None:
-            raise CheckpointError(
-                f"cannot read {os.fspath(path)!r} as a torch checkpoint (corrupt, truncated, or not a checkpoint at all)"
-            ) from err
-        detail = next((line.strip() for line in str(err).splitlines() if "Unsupported global" in line), "")
-        raise CheckpointError(
-            f"refusing to load {os.fspath(path)!r} with weights_only=True: besides tensors and plain "
-            "containers it stores pickled Python objects, and unpickling those (weights_only=False) can "
-            "run arbitrary code from the file. Only if you trust its source, load it yourself with "
-            "torch.load(..., weights_only=False) and pass the state dict to model.load_state_dict. "
-            + detail
-        ) from err
-    except (RuntimeError, EOFError, OSError) as err:
-        first = first_line(err)
-        raise CheckpointError(f"cannot read {os.fspath(path)!r} as a torch checkpoint (corrupt or truncated?): {first}") from err
+def _read_checkpoint(path: str | os.PathLike[str]) -> Any:
+    return safe_load(
+        path,
+        refused_hint="Only if you trust its source, load it yourself with torch.load(..., weights_only=False) and "
+                     "pass the state dict to model.load_state_dict",
+        corrupt_hint="Download the checkpoint again (eva-utils msd --download-checkpoint fetches the published one)",
+    )
 
 
 def _extract_state_dict(obj: Any, path: str | os.PathLike[str]) -> dict[str, Tensor]:
@@ -723,7 +709,7 @@ def load_msdnet_gcn_checkpoint(
         CheckpointError: (a ``ValueError``) the file holds pickled objects, is corrupt, or
             does not match ``config``; the message says what differs.
     """
-    state_dict = _extract_state_dict(_read_checkpoint(path, "cpu"), path)
+    state_dict = _extract_state_dict(_read_checkpoint(path), path)
     if config is None:
         try:
             config = infer_msdnet_config(state_dict)
