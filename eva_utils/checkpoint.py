@@ -265,6 +265,36 @@ def restore_training_state(
     return History.from_dict(ckpt["history"]) if ckpt.get("history") else History()
 
 
+def _stored_architecture(config: dict[str, Any], state: Any, path: str | os.PathLike) -> tuple[str, int, int | None]:
+    """(model name, classes, width) from a checkpoint's settings, checked against its weights before anything is built.
+
+    A crafted or damaged ``config`` (``width: 10**6``, ``"abc"``) must not allocate a huge model or fail deep
+    inside a constructor: settings are checked for type and range, and the ResNets' against the weights' shapes.
+    """
+    from .models import MODELS
+
+    name = config.get("model")
+    if not isinstance(name, str) or name.lower().replace("-", "").replace("_", "") not in MODELS:
+        raise CheckpointError(f"checkpoint {path} names an unknown model {name!r} (known: {', '.join(MODELS)})")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"checkpoint {path} holds no model weights (its 'model' entry is not a state dict)")
+    values: dict[str, int | None] = {}
+    for key, default, high in (("num_classes", 10, 1_000_000), ("width", None, 4096)):
+        value = config.get(key, default)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high):
+            raise CheckpointError(f"checkpoint {path} has an impossible {key} {value!r} in its settings (damaged or crafted)")
+        values[key] = value
+    if name.lower().startswith("resnet"):
+        stored = {"width": state.get("conv1.weight"), "num_classes": state.get("linear.weight")}
+        for key, tensor in stored.items():
+            expected = values[key] if values[key] is not None else 64
+            if tensor is None or tensor.ndim < 2 or tensor.shape[0] != expected:
+                found = "missing" if tensor is None else tuple(tensor.shape)
+                raise CheckpointError(f"checkpoint {path} says {key} {expected}, but its weights do not fit "
+                                      f"({'conv1' if key == 'width' else 'linear'}.weight: {found}): damaged or crafted")
+    return name, int(values["num_classes"]), values["width"]
+
+
 def load_trained_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model saved by ``eva-utils train`` (or ``fit`` with a config naming the model).
 
@@ -277,9 +307,8 @@ def load_trained_model(path: str | os.PathLike, map_location: str | torch.device
     config = ckpt.get("config") or {}
     if "model" not in config:
         raise CheckpointError(f"checkpoint {path} does not say which model it holds (no 'model' in its config)")
-    from .recipe import TrainConfig, model_kwargs
-
-    model = get_model(config["model"], **model_kwargs(TrainConfig.from_dict(config)))
+    name, num_classes, width = _stored_architecture(config, ckpt["model"], path)
+    model = get_model(name, num_classes, width)
     check_compatible(ckpt["model"], model, f"checkpoint {path}", _describe(config))
     model.load_state_dict(ckpt["model"])
     return model.to(map_location).eval()

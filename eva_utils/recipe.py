@@ -130,14 +130,6 @@ class TrainResult(NamedTuple):
     train_set: data_lib.ArrayDataset
 
 
-def model_kwargs(config: TrainConfig) -> dict[str, Any]:
-    """Arguments of ``get_model`` for ``config``: ``width`` only applies to the ResNets."""
-    kwargs: dict[str, Any] = {"num_classes": config.num_classes}
-    if config.model.lower().startswith("resnet"):
-        kwargs["width"] = config.width
-    return kwargs
-
-
 def build_loaders(config: TrainConfig, device: torch.device):
     """Train and test loaders for ``config`` (train: augmented and shuffled)."""
     train_tf = train_transforms() if config.augment else test_transforms()
@@ -213,7 +205,7 @@ def run_training(config: TrainConfig, resume: str | os.PathLike | None = None, o
     check_output_folder(out, resume, overwrite)
     set_seed(config.seed)
     train_loader, test_loader = build_loaders(config, device)
-    model = get_model(config.model, **model_kwargs(config))
+    model = get_model(config.model, config.num_classes, config.width)
     optimizer = make_optimizer(
         model, config.optimizer, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
         weight_decay=config.weight_decay,

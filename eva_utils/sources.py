@@ -129,9 +129,7 @@ def _new_model(family: str, name: str, num_classes: int | None, width: int | Non
     if family == "eva_utils":
         from .models import get_model
 
-        if width is not None and name.startswith("resnet"):
-            kwargs["width"] = int(width)
-        return get_model(name, **kwargs)
+        return get_model(name, width=None if width is None else int(width), **kwargs)
     import torchvision
 
     with warnings.catch_warnings():  # inception_v3 / googlenet warn about their future default init

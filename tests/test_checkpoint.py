@@ -1,4 +1,6 @@
 
+import re
+
 import pytest
 import torch
 
@@ -158,3 +160,18 @@ def test_safe_load_classifies_every_failure_in_one_line(tmp_path):
     with pytest.raises(DataNotFoundError):
         checkpoint.safe_load(tmp_path / "absent.pt")
     assert checkpoint.safe_load(tmp_path / "good.pt")["w"].shape == (3,)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"width": 10**6}, "impossible width 1000000"),
+    ({"width": "abc"}, "impossible width 'abc'"),
+    ({"num_classes": True}, "impossible num_classes True"),
+    ({"width": 8}, "says width 8, but its weights do not fit"),
+    ({"model": "resnet19"}, "unknown model 'resnet19'"),
+    ({"model": ["x"]}, "unknown model"),
+])
+def test_crafted_settings_are_refused_before_building_a_model(tmp_path, settings, message):
+    config = {"model": "resnet18", "width": 4, "num_classes": 10, **settings}
+    _save(tmp_path / "ck.pt", config=config)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        checkpoint.load_trained_model(tmp_path / "ck.pt")

@@ -41,13 +41,15 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def get_model(name: str, **kwargs: object) -> nn.Module:
+def get_model(name: str, num_classes: int = 10, width: int | None = None, **kwargs: object) -> nn.Module:
     """Build a model by name, e.g. ``get_model("resnet18", num_classes=10, width=16)``.
 
     Args:
         name: one of :data:`MODELS`.
-        **kwargs: passed to the factory (``num_classes``; ``width`` for the ResNets; MSD-Net's
-            :class:`MSDNetConfig` fields such as ``blocks``).
+        num_classes: outputs.
+        width: channels of the first stage of the ResNets (``None``: 64); other models have no width
+            and ignore it, so one call serves every name.
+        **kwargs: passed to the factory (MSD-Net's :class:`MSDNetConfig` fields such as ``blocks``).
 
     Returns:
         A freshly initialised model.
@@ -58,7 +60,9 @@ def get_model(name: str, **kwargs: object) -> nn.Module:
     key = name.lower().replace("-", "").replace("_", "")
     if key not in MODELS:
         raise unknown_name("model", name, MODELS)
-    return MODELS[key](**kwargs)
+    if width is not None and key.startswith("resnet"):
+        kwargs["width"] = width
+    return MODELS[key](num_classes=num_classes, **kwargs)
 
 
 def summary(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32), verbose: int = 0) -> object:
