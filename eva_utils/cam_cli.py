@@ -107,6 +107,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="images per pass; each is explained for 4 classes at once (default %(default)s)")
     g.add_argument("--save_dir", "--save-dir", dest="save_dir", metavar="DIR",
                    help=f"where to write the figures (created if missing); default ./{DEFAULT_SAVE_DIR} unless --show")
+    g.add_argument("--overwrite", action="store_true", help="replace figures already in --save_dir")
     g.add_argument("--show", action="store_true", help="show the figures in windows (matplotlib)")
     p.set_defaults(func=run)
     return p
@@ -279,6 +280,10 @@ def _save_dir(args: argparse.Namespace) -> tuple[Path | None, bool]:
     if save_dir is not None:
         if save_dir.exists() and not save_dir.is_dir():
             raise UserError(f"--save_dir {save_dir} is a file, not a folder")
+        earlier = sorted(save_dir.glob("*.png")) if save_dir.is_dir() else []
+        if earlier and not args.overwrite:
+            raise UserError(f"--save_dir {save_dir} already holds figures ({earlier[0].name}, {len(earlier)} in all): "
+                            "choose another --save_dir, or pass --overwrite to replace them")
         save_dir.mkdir(parents=True, exist_ok=True)
     return save_dir, show
 

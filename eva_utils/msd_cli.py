@@ -32,6 +32,9 @@ __all__ = ["add_parser", "run"]
 SEED_CHECKPOINT_URL = MSDNET_GCN_CIFAR10_PAGE  # where users get the published model
 
 
+
+MAX_GRID = 24  # images in grid.png: beyond this the figure is wider than any screen
+
 def _exit_list(text: str) -> list[int]:
     try:
         exits = [int(part) for part in text.split(",") if part.strip()]
@@ -76,7 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--exit", type=_exit_list, metavar="K[,K...]",
                    help="exit(s) for --img-no and --grid, 1-based (default 10,5,3,1 clipped to the model's exits)")
     g.add_argument("--grid", type=positive_int, metavar="N",
-                   help="also write grid.png: N images (hardest to easiest) x the exits")
+                   help="also write grid.png: N images (hardest to easiest) x the exits (at most 24)")
     g.add_argument("--out", default="msd_out", help="folder for the images (default %(default)s; created)")
     p.set_defaults(func=run)
     return p
@@ -261,6 +264,9 @@ def _tables(args: argparse.Namespace, model, test_set, normalized: bool) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``eva-utils msd``; user errors are raised as :class:`UserError` (exit status 2 in ``cli.main``)."""
+    if args.grid is not None and args.grid > MAX_GRID:
+        raise UserError(f"--grid {args.grid} is too many images for one figure (at most {MAX_GRID}); "
+                        "run it per class with --cl to see more images")
     if args.img_no is not None and (args.cl is not None or args.grid or args.budget or args.per_class):
         raise UserError("--img-no N draws one image's heatmaps; leave out --cl, --grid, --budget and --per-class with it")
     if args.exit is not None and args.img_no is None and not args.grid:

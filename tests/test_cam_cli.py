@@ -381,3 +381,15 @@ def test_shipped_model_by_its_source_name(tmp_path, capsys, images):
     out = capsys.readouterr().out
     assert "resnet18_w16_cifar10, shipped with the package" in out
     assert _pngs(tmp_path) == ["image0.png", "image1.png"]
+
+
+def test_earlier_figures_are_not_overwritten_without_overwrite(tmp_path, capsys, images, eva_checkpoint):
+    args = ["--model_path", eva_checkpoint, "--images_path", images / "cat", "--save_dir", tmp_path]
+    assert _run(args) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("*.png")}
+    capsys.readouterr()
+    err = _one_line_error(capsys, _run([*args, "--method", "layercam"]))
+    assert "already holds figures" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.png")} == before
+    assert _run([*args, "--method", "layercam", "--overwrite"]) == 0
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.png")} != before

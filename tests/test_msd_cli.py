@@ -125,6 +125,7 @@ class Payload:
         (["--checkpoint", "{ckpt}", "--img-no", "3", "--cl", "dog"], "leave out --cl"),
         (["--checkpoint", "{ckpt}", "--cl", "doge"], "unknown class 'doge'; did you mean dog?"),
         (["--checkpoint", "{ckpt}", "--exit", "two", "--grid", "1"], "expected exit numbers"),
+        (["--checkpoint", "{ckpt}", "--grid", "300"], r"--grid 300 is too many images for one figure \(at most 24\)"),
         (["--checkpoint", "{ckpt}", "--data", "imagenet"], "unknown dataset 'imagenet'"),
         (["--checkpoint", "{ckpt}", "--data", "cifar10", "--no-download", "--data-dir", "{tmp}"], "CIFAR-10 not found"),
         pytest.param(["--checkpoint", "{ckpt}", "--device", "cuda"], "no GPU is available",
