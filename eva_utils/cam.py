@@ -44,6 +44,8 @@ https://github.com/jacobgil/pytorch-grad-cam
 
 from __future__ import annotations
 
+import copy
+
 import difflib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Union
@@ -53,6 +55,7 @@ import torch
 from torch import nn
 
 from .errors import UserError, first_line, unknown_name
+from .evaluation import model_device_dtype
 
 __all__ = [
     "CAM_METHODS",
@@ -220,7 +223,7 @@ def conv_layers(model: nn.Module, input_size: int | tuple[int, int] = 224) -> di
         found.setdefault(named[id(module)], module)
 
     modules = {id(m): m for m in model.modules() if id(m) in named}.values()
-    device, dtype = _model_device_dtype(model)
+    device, dtype = model_device_dtype(model)
     channels = 3 if any(m.in_channels == 3 for m in modules) else _first_conv_channels(model)  # RGB unless no conv takes it
     x = torch.zeros(1, channels, height, width, device=device, dtype=dtype)  # (1, C, H, W)
     state = _ModelState(model)
@@ -274,11 +277,21 @@ def count_from_back(layers: Mapping[str, nn.Module], counts: Iterable[int]) -> d
 # ----------------------------------------------------------------------------- inputs
 
 
-def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    for tensor in (*model.parameters(), *model.buffers()):
-        if tensor.is_floating_point():
-            return tensor.device, tensor.dtype
-    return torch.device("cpu"), torch.float32
+def _float32_model(model: nn.Module, layer_map: dict[str, nn.Module]) -> tuple[nn.Module, dict[str, nn.Module]]:
+    """``model`` itself when it computes in float32; else a float32 copy, with the same layers picked in the copy.
+
+    A float16/bfloat16 model's activations and gradients are too coarse for maps (up to 0.29 away
+    from float32's), so its CAMs are computed by a float32 copy; the caller's model is not touched.
+    """
+    _, dtype = model_device_dtype(model)
+    if dtype == torch.float32:
+        return model, layer_map
+    names = {id(module): name for name, module in model.named_modules()}
+    if not all(id(module) in names for module in layer_map.values()):
+        raise UserError("the layers to explain must be modules of the model itself (not of a copy)")
+    work = copy.deepcopy(model).float()
+    modules = dict(work.named_modules())
+    return work, {label: modules[names[id(module)]] for label, module in layer_map.items()}
 
 
 def _first_conv_channels(model: nn.Module) -> int | None:
@@ -436,7 +449,7 @@ def _batched_logits(
 ) -> list[torch.Tensor]:
     """The selected output of each batch, in eval mode under no_grad; the model is left as found."""
     images = _as_image_batch(model, images)
-    device, dtype = _model_device_dtype(model)
+    device, dtype = model_device_dtype(model)
     state = _ModelState(model)
     outputs = []
     try:
@@ -780,6 +793,7 @@ def layer_cams(
     """
     key = _method_key(method)
     layer_map = resolve_layers(model, layers)
+    model, layer_map = _float32_model(model, layer_map)
     x_all = _as_image_batch(model, images)  # (N, C, H, W)
     n, (height, width) = len(x_all), x_all.shape[-2:]
     wanted = _normalise_targets(targets, labels, n)
@@ -794,12 +808,13 @@ def layer_cams(
             _check_classes(wanted, num_classes, from_labels)
             checked.append(num_classes)
 
-    device, dtype = _model_device_dtype(model)
+    device, dtype = model_device_dtype(model)
     result = {name: np.empty((n, height, width), np.float32) for name in layer_map}  # each (N, H, W)
     state = _ModelState(model)
     try:
         model.eval()
-        with torch.inference_mode(False):  # autograd works even when called under inference_mode
+        # autograd works even when called under inference_mode; maps in float32 even under a caller's autocast
+        with torch.inference_mode(False), torch.autocast(device.type, enabled=False):
             for start in range(0, n, batch_size):
                 x = x_all[start:start + batch_size].to(device, dtype)  # (B, C, H, W)
                 if x.is_inference():

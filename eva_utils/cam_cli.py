@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .argtypes import positive_float, positive_int
-from .errors import UserError
+from .errors import UserError, first_line
 
 __all__ = ["add_parser", "main", "run"]
 
@@ -199,8 +199,8 @@ def _check_runs(model: torch.nn.Module, size: int, output_index: int | None) -> 
     except (RuntimeError, ValueError) as exc:
         if isinstance(exc, UserError):
             raise
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"the model cannot run on {size}x{size} RGB images ({first}); set --input-size or --preset") from exc
+        raise UserError(f"the model cannot run on {size}x{size} RGB images ({first_line(exc)}); "
+                        "set --input-size or --preset") from exc
 
 
 def _explain_batch(

@@ -119,24 +119,28 @@ def safe_load(path: str | os.PathLike, refused_hint: str = "", corrupt_hint: str
         raise DataNotFoundError(f"{path} does not exist: check the path")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        refused = refused_global(exc)
-        if refused is not None:
-            module = refused.split(".")[0] if "." in refused else "builtins"  # torch names builtins bare: "print"
-            if module in _CODE_MODULES:
-                what = (f"{path} contains code ({refused}) that would run when the file is loaded, so it was refused "
-                        "(torch.load with weights_only=True)")
-            else:
-                what = (f"{path} holds a pickled Python object ({refused}); loading it runs code stored in the file, "
-                        "which can do anything you can (delete or upload files), so it was refused")
-            raise RefusedPickleError(f"{what}. {refused_hint}".rstrip(". ") , refused) from exc
-        reason = first_line(exc)
+    except (PermissionError, IsADirectoryError, MemoryError) as exc:  # the file may be fine; reading it is not
+        raise CheckpointError(f"{path} cannot be read ({type(exc).__name__}: {first_line(exc)})") from exc
     except Exception as exc:  # arbitrary bytes reach the legacy unpickler: KeyError, IndexError, struct.error, ...
-        reason = f"{type(exc).__name__}: {first_line(exc)[:80]}"
-    raise CheckpointError(
-        f"{path} is not a readable PyTorch file: truncated or corrupt, or not a checkpoint at all ({reason}). "
-        f"{corrupt_hint}".rstrip(". ")
-    )
+        refused = refused_global(exc) if isinstance(exc, pickle.UnpicklingError) else None
+        if refused is not None:
+            raise RefusedPickleError(_refused_message(path, refused, refused_hint), refused) from exc
+        reason = first_line(exc) if isinstance(exc, pickle.UnpicklingError) else f"{type(exc).__name__}: {first_line(exc)[:80]}"
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch file: truncated or corrupt, or not a checkpoint at all ({reason}). "
+            f"{corrupt_hint}".rstrip(". ")
+        ) from exc
+
+
+def _refused_message(path: Path, refused: str, hint: str) -> str:
+    module = refused.split(".")[0] if "." in refused else "builtins"  # torch names builtins bare: "print"
+    if module in _CODE_MODULES:
+        what = (f"{path} contains code ({refused}) that would run when the file is loaded, so it was refused "
+                "(torch.load with weights_only=True)")
+    else:
+        what = (f"{path} holds a pickled Python object ({refused}); loading it runs code stored in the file, "
+                "which can do anything you can (delete or upload files), so it was refused")
+    return f"{what}. {hint}".rstrip(". ")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -271,10 +275,10 @@ def _stored_architecture(config: dict[str, Any], state: Any, path: str | os.Path
     A crafted or damaged ``config`` (``width: 10**6``, ``"abc"``) must not allocate a huge model or fail deep
     inside a constructor: settings are checked for type and range, and the ResNets' against the weights' shapes.
     """
-    from .models import MODELS
+    from .models import MODELS, model_key
 
     name = config.get("model")
-    if not isinstance(name, str) or name.lower().replace("-", "").replace("_", "") not in MODELS:
+    if not isinstance(name, str) or model_key(name) not in MODELS:
         raise CheckpointError(f"checkpoint {path} names an unknown model {name!r} (known: {', '.join(MODELS)})")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint {path} holds no model weights (its 'model' entry is not a state dict)")
@@ -284,6 +288,10 @@ def _stored_architecture(config: dict[str, Any], state: Any, path: str | os.Path
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high):
             raise CheckpointError(f"checkpoint {path} has an impossible {key} {value!r} in its settings (damaged or crafted)")
         values[key] = value
+    heads = [v for k, v in state.items() if k.endswith("classifier.weight") or k == "linear.weight"]
+    if heads and heads[-1].ndim == 2 and heads[-1].shape[0] != values["num_classes"]:
+        raise CheckpointError(f"checkpoint {path} says num_classes {values['num_classes']}, but its weights have "
+                              f"{heads[-1].shape[0]} outputs: damaged or crafted")
     if name.lower().startswith("resnet"):
         stored = {"width": state.get("conv1.weight"), "num_classes": state.get("linear.weight")}
         for key, tensor in stored.items():
@@ -305,9 +313,9 @@ def load_trained_model(path: str | os.PathLike, map_location: str | torch.device
 
     ckpt = load_checkpoint(path, map_location="cpu")  # read on the CPU, then moved: works for any device
     config = ckpt.get("config") or {}
-    if "model" not in config:
+    if not isinstance(config, dict) or "model" not in config:
         raise CheckpointError(f"checkpoint {path} does not say which model it holds (no 'model' in its config)")
-    name, num_classes, width = _stored_architecture(config, ckpt["model"], path)
+    name, num_classes, width = _stored_architecture(config, ckpt.get("model"), path)
     model = get_model(name, num_classes, width)
     check_compatible(ckpt["model"], model, f"checkpoint {path}", _describe(config))
     model.load_state_dict(ckpt["model"])

@@ -220,6 +220,13 @@ def _check_npz_split(path: Path, images: np.ndarray, labels: np.ndarray, split: 
                                f"(labels must be 0..{n_classes - 1}; add or fix the classes array)")
 
 
+def _class_names(path: Path, array: np.ndarray) -> tuple[str, ...]:
+    if array.ndim != 1 or not (np.issubdtype(array.dtype, np.str_) or np.issubdtype(array.dtype, np.bytes_)):
+        raise _npz_error(path, f"classes must be a 1-D array of names (np.array(names, dtype=str)), got shape "
+                               f"{array.shape} dtype {array.dtype}")
+    return tuple(c.decode() if isinstance(c, bytes) else str(c) for c in array.tolist())
+
+
 def load_npz(path: str | os.PathLike, train: bool = True, transform: Transform | None = None) -> ArrayDataset:
     """Your own images from an ``.npz`` file, as an :class:`ArrayDataset`.
 
@@ -256,7 +263,7 @@ def load_npz(path: str | os.PathLike, train: bool = True, transform: Transform |
                 raise _npz_error(path, f"has no {missing} (it holds: {', '.join(sorted(keys)) or 'nothing'}); "
                                        f"expected train_images, train_labels and optionally test_images, test_labels, classes")
             images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]
-            classes = tuple(str(c) for c in npz["classes"]) if "classes" in keys else CIFAR10_CLASSES
+            classes = _class_names(path, npz["classes"]) if "classes" in keys else CIFAR10_CLASSES
     except UserError:
         raise
     except ValueError as exc:  # object arrays need pickle, which is refused
@@ -309,7 +316,8 @@ def _lacks_test_split(path: Path) -> bool:
 
 def _bundled_test_for(path: Path, transform: Transform | None) -> ArrayDataset:
     """The bundled test images for an npz file without test arrays, if its classes are CIFAR-10's."""
-    classes = load_npz(path, train=True).classes
+    with np.load(path, allow_pickle=False) as npz:
+        classes = _class_names(path, npz["classes"]) if "classes" in npz.files else CIFAR10_CLASSES
     if classes != CIFAR10_CLASSES:
         raise _npz_error(path, "has no test_images/test_labels, and its classes are not CIFAR-10's, so the bundled "
                                "test images cannot stand in: add a test split to the file")

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 
 from .errors import UserError
 
-__all__ = ["Predictions", "accuracy", "confusion_matrix", "misclassified", "output_probs", "per_class_accuracy", "predict"]
+__all__ = ["Predictions", "accuracy", "confusion_matrix", "misclassified", "model_device_dtype", "output_probs", "per_class_accuracy", "predict"]
 
 
 class Predictions(NamedTuple):
@@ -40,6 +40,14 @@ class Predictions(NamedTuple):
     def confidence(self) -> np.ndarray:
         """(N,) probability of the predicted class."""
         return self.probs[np.arange(len(self.preds)), self.preds]
+
+
+def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where ``model`` computes and in which float type: of its first floating parameter or buffer (CPU, float32 if none)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.device, tensor.dtype
+    return torch.device("cpu"), torch.float32
 
 
 @torch.inference_mode()
@@ -67,14 +75,14 @@ def output_probs(
         raise UserError(f"{caller} needs an unshuffled loader (shuffle=False) so that rows match data set indices")
     if len(loader.dataset) == 0:
         raise UserError("the data set is empty: nothing to predict")
-    if device is None:
-        device = next(model.parameters()).device
+    model_device, dtype = model_device_dtype(model)
+    device = model_device if device is None else device
     was_training = model.training
     model.eval()
     probs, labels = [], []
     try:
         for images, targets in loader:
-            outputs = model(images.to(device))
+            outputs = model(images.to(device, dtype))  # a float16/bfloat16 model gets inputs of its own dtype
             outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
             probs.append(torch.stack([torch.softmax(o.float(), dim=1) for o in outputs]).cpu())  # (E, B, C)
             labels.append(torch.as_tensor(targets))

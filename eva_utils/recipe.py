@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from . import data as data_lib
-from .errors import UserError, first_line, unknown_name
+from .errors import DataNotFoundError, UserError, first_line, unknown_name
 from .models import MODELS, get_model
 from .training import OPTIMIZERS, SCHEDULERS, History, fit, make_optimizer, make_scheduler, resolve_device, set_seed
 from .transforms import test_transforms, train_transforms
@@ -43,7 +43,7 @@ class TrainConfig:
 
     model: str = "resnet18"  # resnet18 | resnet34 | msdnet
     width: int = 64  # channels of the first stage; 16 is ~16x cheaper for CPU runs
-    num_classes: int = 10
+    num_classes: int | None = None  # None: the data's number of classes (10 for CIFAR-10)
     data: str = "cifar10"  # cifar10 (downloads) | sample (bundled, offline) | path/to/file.npz
     data_dir: str = "./data"
     download: bool = True
@@ -91,6 +91,8 @@ class TrainConfig:
             raise unknown_name("scheduler", self.scheduler, SCHEDULERS)
         for name in ("epochs", "batch_size", "width", "num_classes"):
             value = getattr(self, name)
+            if name == "num_classes" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise UserError(f"{name} must be a positive integer, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
@@ -101,8 +103,8 @@ class TrainConfig:
             raise UserError(f"workers must be 0 (load in the main process) or more, got {self.num_workers!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
             raise UserError(f"seed must be a whole number from 0 to {2**32 - 1}, got {self.seed!r}")
-        if str(self.device).split(":")[0] not in ("auto", "cpu", "cuda"):
-            raise UserError(f"unknown device {self.device!r}: use auto, cpu, cuda or cuda:N "
+        if resolve_device(self.device).type not in ("cpu", "cuda"):  # meta, mps, ...: not for training here
+            raise UserError(f"unknown device {self.device!r} for training: use auto, cpu, cuda or cuda:N "
                             f"(this machine: cpu{', cuda' if torch.cuda.is_available() else ''})")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
@@ -135,8 +137,16 @@ def build_loaders(config: TrainConfig, device: torch.device):
     train_tf = train_transforms() if config.augment else test_transforms()
     train_set = data_lib.load_dataset(config.data, True, train_tf, config.data_dir, config.download)
     test_set = data_lib.load_dataset(config.data, False, test_transforms(), config.data_dir, config.download)
-    if len(train_set.classes) != config.num_classes:
-        raise UserError(f"the {config.data} data has {len(train_set.classes)} classes but num_classes is {config.num_classes}")
+    if train_set.classes != test_set.classes:
+        raise UserError(f"the {config.data} data's test split has other classes than its training split: "
+                        f"{list(test_set.classes)} vs {list(train_set.classes)}")
+    for split in (train_set, test_set):
+        if split.images.shape[1:3] != (32, 32):
+            raise UserError(f"the {config.data} data holds {split.images.shape[2]}x{split.images.shape[1]} images; the "
+                            "recipe's augmentations and models are for 32x32 CIFAR-style images: resize them first")
+    if config.num_classes is not None and len(train_set.classes) != config.num_classes:
+        raise UserError(f"the {config.data} data has {len(train_set.classes)} classes but num_classes is "
+                        f"{config.num_classes}: leave num_classes out (it follows the data) or fix the classes array")
     train_loader = data_lib.make_loader(
         train_set, config.batch_size, shuffle=True, num_workers=config.num_workers, seed=config.seed, device=device,
         drop_last=len(train_set) > config.batch_size,
@@ -161,6 +171,9 @@ def check_output_folder(out: Path, resume: str | os.PathLike | None, overwrite: 
     """
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder: choose a folder for the run")
+    if resume is not None and not Path(resume).is_file():
+        raise DataNotFoundError(f"checkpoint {resume} to resume from does not exist: check the path "
+                                "(eva-utils train writes <out>/checkpoint.pt)")
     held = [name for name in RUN_FILES if (out / name).exists()]
     if held and not overwrite:
         if resume is None:
@@ -205,6 +218,8 @@ def run_training(config: TrainConfig, resume: str | os.PathLike | None = None, o
     check_output_folder(out, resume, overwrite)
     set_seed(config.seed)
     train_loader, test_loader = build_loaders(config, device)
+    if config.num_classes is None:  # follows the data; stored in the checkpoint as a number
+        config = replace(config, num_classes=len(train_loader.dataset.classes))
     model = get_model(config.model, config.num_classes, config.width)
     optimizer = make_optimizer(
         model, config.optimizer, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,

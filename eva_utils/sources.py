@@ -106,7 +106,9 @@ def _candidates(arch: str, what: str = "a model") -> list[tuple[str, str]]:
     """The (family, name) pairs ``arch`` can mean: ``resnet18`` is both torchvision's and eva_utils's."""
     text = str(arch).strip()
     low = text.lower()
-    eva_key = low.removeprefix("eva_utils.").replace("-", "").replace("_", "")
+    from .models import model_key
+
+    eva_key = model_key(low.removeprefix("eva_utils."))
     if low.startswith("eva_utils."):
         if eva_key not in _eva_names():
             raise unknown_name("eva_utils model", text.split(".", 1)[1], _eva_names())
@@ -419,6 +421,9 @@ def load_model(
     if num_classes is not None and int(num_classes) < 1:
         raise UserError(f"num_classes must be a positive integer, got {num_classes}")
     if str(source).startswith(PRETRAINED_PREFIX):
+        if arch is not None or num_classes is not None:
+            raise UserError(f"{source} is a model shipped with eva_utils, with its own architecture and classes: "
+                            "leave out --arch and --num-classes")
         return _shipped(str(source)[len(PRETRAINED_PREFIX):], device)
     path = Path(source)
     if path.is_dir():
@@ -595,6 +600,8 @@ def torchvision_classifier(
     """
     from . import data, training
 
+    if fallback not in ("shipped", "train"):
+        raise unknown_name("fallback", fallback, ("shipped", "train"))
     why = "ImageNet weights not requested"
     if pretrained:
         try:
@@ -604,8 +611,6 @@ def torchvision_classifier(
     if fallback == "shipped":
         shipped = load_model(PRETRAINED_PREFIX + SHIPPED_FALLBACK, device=device)
         return shipped._replace(description=f"{shipped.description} (instead of torchvision {name}: {why})")
-    if fallback != "train":
-        raise unknown_name("fallback", fallback, ("shipped", "train"))
     if name.lower() not in torchvision_names():
         raise _unknown_model(name, "the model")
     training.set_seed(seed)

@@ -39,6 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .errors import UserError, unknown_name
+from .evaluation import model_device_dtype
 
 __all__ = [
     "OPTIMIZERS",
@@ -93,7 +94,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError) as exc:
         raise UserError(f"unknown device {device!r}: use cpu, cuda, cuda:0 or auto") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("device 'cuda' asked for but no GPU is available: use --device cpu (in Colab: Runtime > Change runtime type > GPU)")
@@ -153,9 +154,10 @@ def mixed_precision(device: torch.device, amp: bool) -> Precision:
     return Precision(nullcontext, torch.amp.GradScaler("cuda", enabled=False))
 
 
-def _to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device, channels_last: bool):
+def _to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device, channels_last: bool,
+               dtype: torch.dtype | None = None):
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    images = images.to(device, non_blocking=True, memory_format=memory_format)
+    images = images.to(device, dtype, non_blocking=True, memory_format=memory_format)
     return images, labels.to(device, non_blocking=True)
 
 
@@ -295,12 +297,13 @@ def evaluate(
     model.eval()
     autocast = mixed_precision(device, amp).autocast
     cl = _use_channels_last(device, channels_last)
+    dtype = model_device_dtype(model)[1]
     loss_sum, seen = 0.0, 0
     exit_correct: torch.Tensor | None = None
     for batch, (images, labels) in enumerate(tqdm(test_loader, desc="test", disable=not progress, leave=False)):
         if max_batches is not None and batch >= max_batches:
             break
-        images, labels = _to_device(images, labels, device, cl)
+        images, labels = _to_device(images, labels, device, cl, dtype)  # a float16/bfloat16 model: its own dtype
         with autocast():
             outs = [o.float() for o in _as_list(model(images))]
             if tta:

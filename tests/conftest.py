@@ -25,3 +25,43 @@ def _no_network(monkeypatch):
         return real_connect(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+
+
+# ----------------------------------------------------------------------------- files torch.load must refuse
+
+
+class _Payload:
+    """The classic malicious pickle: loading it would run a shell command."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def _bad_files(folder):
+    """Name -> path of files that are not loadable checkpoints, each failing differently in torch.load."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, content in {"hello": b"hello\n", "q0": b"q\x00", "j": b"j", "empty": b"",
+                          "html": b"<!DOCTYPE html><html>moved</html>"}.items():
+        files[name] = folder / f"{name}.pt"
+        files[name].write_bytes(content)
+    good = folder / "good.pt"
+    torch.save({"w": torch.zeros(3)}, good)
+    files["truncated"] = folder / "truncated.pt"
+    files["truncated"].write_bytes(good.read_bytes()[:200])
+    files["code"] = folder / "code.pt"
+    torch.save({"x": _Payload(folder / "PWNED")}, files["code"])
+    files["object"] = folder / "object.pt"
+    torch.save(torch.nn.Linear(2, 2), files["object"])
+    return files
+
+
+@pytest.fixture
+def bad_torch_files():
+    """Call with a folder: name -> path of files that are not loadable checkpoints (see ``_bad_files``)."""
+    return _bad_files

@@ -583,3 +583,38 @@ def test_pointing_game_on_synthetic_shapes():
     shuffled = pointing_game(cams, np.roll(boxes, 1, axis=0), tolerance=1)
     assert score >= 0.9, score
     assert shuffled < 0.5, shuffled
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+def _small_images(n=4):
+    ds = data.load_sample(train=False, transform=transforms.test_transforms())
+    return torch.stack([ds[i * 100][0] for i in range(n)])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_model_gets_float32_maps_and_is_left_as_it_was(dtype):
+    torch.manual_seed(0)
+    half = models.resnet18(width=8).to(dtype).eval()
+    before = {k: v.clone() for k, v in half.state_dict().items()}
+    reference = copy.deepcopy(half).float()  # the same weights, computed in float32
+    x = _small_images()
+    maps = layer_cams(half, x, resnet_layers(half))
+    expected = layer_cams(reference, x, resnet_layers(reference))
+    for name in expected:
+        assert maps[name].dtype == np.float32
+        np.testing.assert_allclose(maps[name], expected[name], atol=1e-5)
+    assert all(p.dtype == dtype for p in half.parameters())
+    assert all(torch.equal(before[k], v) for k, v in half.state_dict().items())
+
+
+def test_maps_under_a_callers_autocast_equal_float32_maps():
+    torch.manual_seed(0)
+    model = models.resnet18(width=8).eval()
+    x = _small_images()
+    expected = layer_cams(model, x, resnet_layers(model))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        maps = layer_cams(model, x, resnet_layers(model))
+    for name in expected:
+        np.testing.assert_allclose(maps[name], expected[name], atol=1e-6)

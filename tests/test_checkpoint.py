@@ -114,39 +114,8 @@ def test_trained_model_goes_to_the_requested_device(tmp_path):
 # ----------------------------------------------------------------------------- one safe loader
 
 
-class _Payload:
-    """The classic malicious pickle: loading it would run a shell command."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        import os
-
-        return os.system, (f"touch {self.marker}",)
-
-
-def bad_files(folder):
-    """Name -> path of files that are not loadable checkpoints, each failing differently in torch.load."""
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for name, content in {"hello": b"hello\n", "q0": b"q\x00", "j": b"j", "empty": b"",
-                          "html": b"<!DOCTYPE html><html>moved</html>"}.items():
-        files[name] = folder / f"{name}.pt"
-        files[name].write_bytes(content)
-    good = folder / "good.pt"
-    torch.save({"w": torch.zeros(3)}, good)
-    files["truncated"] = folder / "truncated.pt"
-    files["truncated"].write_bytes(good.read_bytes()[:200])
-    files["code"] = folder / "code.pt"
-    torch.save({"x": _Payload(folder / "PWNED")}, files["code"])
-    files["object"] = folder / "object.pt"
-    torch.save(torch.nn.Linear(2, 2), files["object"])
-    return files
-
-
-def test_safe_load_classifies_every_failure_in_one_line(tmp_path):
-    files = bad_files(tmp_path)
+def test_safe_load_classifies_every_failure_in_one_line(tmp_path, bad_torch_files):
+    files = bad_torch_files(tmp_path)
     for name in ("hello", "q0", "j", "empty", "html", "truncated"):
         with pytest.raises(CheckpointError, match="not a readable PyTorch file: truncated or corrupt") as exc:
             checkpoint.safe_load(files[name], corrupt_hint="Try again.")

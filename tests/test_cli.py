@@ -67,7 +67,6 @@ def test_resume_extends_a_step_schedule_but_not_a_finished_one_cycle(tmp_path, c
         (["--seed", str(10**23)], "seed must be a whole number"),
         (["--device", "mps"], "unknown device 'mps'"),
         (["--device", "meta"], "unknown device 'meta'"),
-        (["--device", "cuda:7"], "no GPU is available"),
     ],
 )
 def test_bad_training_settings_exit_2_with_one_line(tmp_path, capsys, args, message):
@@ -224,10 +223,8 @@ def test_cifar10_download_without_network_is_one_line(tmp_path, capsys, monkeypa
 
 
 @pytest.mark.parametrize("name", ["hello", "q0", "j", "truncated", "code", "object"])
-def test_every_command_refuses_a_bad_torch_file_in_one_line(tmp_path, name):
-    from test_checkpoint import bad_files
-
-    path = bad_files(tmp_path / "files")[name]
+def test_every_command_refuses_a_bad_torch_file_in_one_line(tmp_path, name, bad_torch_files):
+    path = bad_torch_files(tmp_path / "files")[name]
     before = path.read_bytes()
     sample_image = tmp_path / "img.png"
     from PIL import Image
@@ -254,3 +251,11 @@ def test_every_command_refuses_a_bad_torch_file_in_one_line(tmp_path, name):
         assert expected in proc.stderr, (command, proc.stderr)
     assert path.read_bytes() == before and (out / "checkpoint.pt").read_bytes() == before
     assert not (tmp_path / "files" / "PWNED").exists()
+
+
+def test_a_gpu_that_does_not_exist_is_named(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # a machine with one GPU
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    code = main(["train", *TINY, "--device", "cuda:7", "--out", str(tmp_path / "r")])
+    assert "device 'cuda:7' does not exist: this machine has 1 GPU (cuda:0..cuda:0)" in _one_line_error(capsys, code)
+    assert not (tmp_path / "r").exists()

@@ -78,3 +78,22 @@ def test_per_class_accuracy_of_an_absent_class_is_nan():
     assert acc[0] == 0.5 and np.isnan(acc[2])
     with pytest.raises(UserError, match="outside"):
         evaluation.confusion_matrix(np.array([0, 5]), np.array([0, 1]), 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_models_predict_and_evaluate(test_set, dtype):
+    from eva_utils import models, training
+
+    torch.manual_seed(0)
+    full = models.resnet18(width=8).eval()
+    half = models.resnet18(width=8).eval()
+    half.load_state_dict(full.state_dict())
+    half = half.to(dtype)
+    subset = torch.utils.data.Subset(test_set, range(0, 1000, 10))
+    loader = data.make_loader(subset, batch_size=50, num_workers=0)
+    ref, got = evaluation.predict(full, loader), evaluation.predict(half, loader)
+    assert got.probs.dtype == np.float32
+    np.testing.assert_allclose(got.probs, ref.probs, atol=0.05)  # half precision, not equality
+    stats = training.evaluate(half, loader, torch.device("cpu"))
+    assert 0.0 <= stats.acc <= 1.0 and np.isfinite(stats.loss)
+    assert stats.acc == pytest.approx(evaluation.accuracy(got), abs=0.03)

@@ -41,7 +41,7 @@ def test_shipped_model_reaches_its_recorded_accuracy_on_the_bundled_test_images(
     test_set = data.load_sample(train=False, transform=transforms.test_transforms())
     pred = evaluation.predict(model, data.make_loader(test_set, batch_size=250, num_workers=0))
     recorded = shipped.pretrained_info(NAME).test_accuracy
-    assert evaluation.accuracy(pred) == pytest.approx(recorded, abs=1e-9)
+    assert evaluation.accuracy(pred) == pytest.approx(recorded, abs=2e-3)  # 2 of 1,000 may flip with another BLAS
     assert recorded > 0.5  # a trained model, not chance (10%)
 
 
@@ -58,6 +58,7 @@ def test_unknown_name_lists_the_shipped_ones():
 
 def test_damaged_weights_are_refused_by_their_checksum(monkeypatch):
     good = shipped._read_weights(NAME)
+    assert set(shipped.load_verified(good, NAME)) == set(models.resnet18(width=16).state_dict())  # the intact file loads
     damaged = bytearray(good)
     damaged[len(damaged) // 2] ^= 0xFF  # one flipped byte deep inside a tensor: torch would load it silently
     monkeypatch.setattr(shipped, "_read_weights", lambda name: bytes(damaged))

@@ -26,6 +26,7 @@ __all__ = [
     "ResNet",
     "download_msdnet_gcn_checkpoint",
     "get_model",
+    "model_key",
     "load_msdnet_gcn_checkpoint",
     "msdnet",
     "pretrained",
@@ -39,6 +40,11 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet34": resnet34,
     "msdnet": msdnet,
 }
+
+
+def model_key(name: str) -> str:
+    """The registry key of a model name: case, ``-`` and ``_`` ignored (``ResNet-18`` is ``resnet18``)."""
+    return name.lower().replace("-", "").replace("_", "")
 
 
 def get_model(name: str, num_classes: int = 10, width: int | None = None, **kwargs: object) -> nn.Module:
@@ -57,7 +63,7 @@ def get_model(name: str, num_classes: int = 10, width: int | None = None, **kwar
     Raises:
         UserError: for an unknown name; the message lists the known ones.
     """
-    key = name.lower().replace("-", "").replace("_", "")
+    key = model_key(name)
     if key not in MODELS:
         raise unknown_name("model", name, MODELS)
     if width is not None and key.startswith("resnet"):

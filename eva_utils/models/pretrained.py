@@ -26,7 +26,6 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, unknown_name
-from .resnet import resnet18
 
 __all__ = ["PRETRAINED", "PretrainedWeights", "export_weights", "pretrained", "pretrained_info", "sha256_of", "training_history"]
 
@@ -87,7 +86,7 @@ def _read_weights(name: str) -> bytes:
     entry = _WEIGHTS[name]
     try:
         return resources.files("eva_utils.models").joinpath("weights", entry.file).read_bytes()
-    except (FileNotFoundError, OSError) as exc:
+    except OSError as exc:
         raise CheckpointError(
             f"the weights of {name} ({entry.file}) are missing from the installed package: reinstall eva-utils"
         ) from exc
@@ -121,7 +120,9 @@ def pretrained(name: str = "resnet18_w16_cifar10", device: str | torch.device = 
     """
     entry = pretrained_info(name)
     state = load_verified(_read_weights(name), name)
-    model = resnet18(num_classes=entry.num_classes, width=entry.width)
+    from . import get_model
+
+    model = get_model(entry.arch, entry.num_classes, entry.width)
     model.load_state_dict(state)  # float16 tensors are copied into the float32 parameters
     return model.to(device).eval()
 
