@@ -1,4 +1,5 @@
 
+import os
 import re
 
 import pytest
@@ -44,7 +45,7 @@ def test_save_is_atomic_and_a_failed_save_keeps_the_old_file(tmp_path, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match="disk full.*the previous checkpoint is intact.*then resume"):
         _save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temporary file left behind
@@ -144,3 +145,17 @@ def test_crafted_settings_are_refused_before_building_a_model(tmp_path, settings
     _save(tmp_path / "ck.pt", config=config)
     with pytest.raises(CheckpointError, match=re.escape(message)):
         checkpoint.load_trained_model(tmp_path / "ck.pt")
+
+
+def test_stale_temporaries_of_a_killed_save_are_removed_on_the_next_save(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".ck.pt.tmp{int(dead.stdout)}"  # what kill -9 mid-save leaves behind
+    stale.write_bytes(b"half a checkpoint")
+    live = tmp_path / f".ck.pt.tmp{os.getppid()}"  # a save in progress in a running process: kept
+    live.write_bytes(b"in progress")
+    _save(tmp_path / "ck.pt")
+    assert not stale.exists() and live.exists()
+    assert checkpoint.load_checkpoint(tmp_path / "ck.pt")["epoch"] == 1
