@@ -322,6 +322,8 @@ def _stored_architecture(config: dict[str, Any], state: Any, path: str | os.Path
             raise CheckpointError(f"checkpoint {path} has an impossible {key} {value!r} in its settings (damaged or crafted)")
         values[key] = value
     heads = [v for k, v in state.items() if k.endswith("classifier.weight") or k == "linear.weight"]
+    if values["num_classes"] is None:  # a config that left it to the data: the weights say it
+        values["num_classes"] = int(heads[-1].shape[0]) if heads and heads[-1].ndim == 2 else 10
     if heads and heads[-1].ndim == 2 and heads[-1].shape[0] != values["num_classes"]:
         raise CheckpointError(f"checkpoint {path} says num_classes {values['num_classes']}, but its weights have "
                               f"{heads[-1].shape[0]} outputs: damaged or crafted")

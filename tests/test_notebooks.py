@@ -83,8 +83,9 @@ def test_runs_in_smoke_mode(path, tmp_path):
     for cell in filter(_shows_a_figure, code):
         kinds = [kind for out in cell.outputs for kind in out.get("data", {})]
         assert "image/png" in kinds, f"{path.name}: a cell ending in a figure showed {kinds or 'nothing'}:\n{cell.source}"
-    if path.name.startswith("01_"):  # the assignment's figures, saved for the hand-in
-        saved = {p.stem for p in (tmp_path / "images").glob("*.png")}
+    if path.name.startswith("01_"):  # the assignment's figures, saved for the hand-in beside the run
+        saved = {p.stem for p in (tmp_path / "runs" / "smoke" / "figures").glob("*.png")}
+        assert not (tmp_path / "images").exists(), "notebook 01 must not write into images/ (the README's figures)"
         expected = {"samples", "curves", "misclassified_10", "misclassified_20", "gradcam_layers", "confusion_matrix"}
         assert expected <= saved, f"not saved: {sorted(expected - saved)}"
 
