@@ -136,9 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a ResNet on CIFAR-10; writes history.json, checkpoint.pt and curves.png into --out.")
     _add_training_options(p, TrainConfig())
     p.set_defaults(func=_cmd_train)
-    p = sub.add_parser("demo", help="offline CPU demo on the bundled CIFAR-10 sample (a few minutes)",
+    p = sub.add_parser("demo", help="offline CPU demo on the bundled CIFAR-10 sample (about a minute)",
                        description="Train a narrow ResNet18 on the bundled CIFAR-10 sample on the CPU and write "
-                                   "curves, misclassified images, a confusion matrix and per-layer Grad-CAM into --out.")
+                                   "curves, misclassified images, a confusion matrix and per-layer Grad-CAM into --out; "
+                                   "then the same figures of the model that ships with the package (trained on all of "
+                                   "CIFAR-10) into --out/pretrained.")
     _add_training_options(p, TrainConfig.demo())
     p.add_argument("--figures", metavar="DIR",
                    help="also copy the shipped model's figures (and the augmented samples) into DIR (images/ for the README)")
