@@ -284,7 +284,10 @@ def _save_dir(args: argparse.Namespace) -> tuple[Path | None, bool]:
         if earlier and not args.overwrite:
             raise UserError(f"--save_dir {save_dir} already holds figures ({earlier[0].name}, {len(earlier)} in all): "
                             "choose another --save_dir, or pass --overwrite to replace them")
-        save_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            save_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # under a file, read-only, ...
+            raise UserError(f"cannot create --save_dir {save_dir} ({first_line(exc)}): choose another folder") from exc
     return save_dir, show
 
 

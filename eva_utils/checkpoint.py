@@ -22,6 +22,7 @@ from .errors import CheckpointError, DataNotFoundError, first_line, refused_glob
 
 __all__ = [
     "FORMAT",
+    "NotATrainingCheckpoint",
     "RefusedPickleError",
     "safe_load",
     "check_compatible",
@@ -167,13 +168,33 @@ def safe_load(path: str | os.PathLike, refused_hint: str = "", corrupt_hint: str
 
 def _refused_message(path: Path, refused: str, hint: str) -> str:
     module = refused.split(".")[0] if "." in refused else "builtins"  # torch names builtins bare: "print"
-    if module in _CODE_MODULES:
-        what = (f"{path} contains code ({refused}) that would run when the file is loaded, so it was refused "
-                "(torch.load with weights_only=True)")
+    if module in _CODE_MODULES:  # no hint: never advise loading it anyway
+        return (f"{path} contains code ({refused}) that would run when the file is loaded, so it was refused "
+                "(torch.load with weights_only=True); it is not a model file: delete it unless you made it yourself")
     else:
         what = (f"{path} holds a pickled Python object ({refused}); loading it runs code stored in the file, "
                 "which can do anything you can (delete or upload files), so it was refused")
     return f"{what}. {hint}".rstrip(". ")
+
+
+class NotATrainingCheckpoint(CheckpointError):
+    """A readable torch file that ``eva-utils train`` did not write (no format tag)."""
+
+
+def _structure_problem(ckpt: dict[str, Any]) -> str | None:
+    """What is missing or malformed in a tagged checkpoint, or None."""
+    model = ckpt.get("model")
+    if not isinstance(model, dict) or not model or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        return "no model weights"
+    epoch = ckpt.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        return f"epoch {epoch!r} is not a count of epochs"
+    if not isinstance(ckpt.get("config") or {}, dict):
+        return "its settings are not a dict"
+    history = ckpt.get("history")
+    if history is not None and (not isinstance(history, dict) or not all(isinstance(v, list) for v in history.values())):
+        return "its history is not a dict of lists"
+    return None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -193,10 +214,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         corrupt_hint="The file was left as it is. Resume from an earlier copy or start a new run in another output folder",
     )
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(
+        raise NotATrainingCheckpoint(
             f"{path} is not an eva_utils training checkpoint (no '{FORMAT}' format tag); "
             "to load bare weights use model.load_state_dict(torch.load(path, weights_only=True))"
         )
+    problem = _structure_problem(ckpt)
+    if problem:
+        raise CheckpointError(f"checkpoint {path} is damaged or incomplete ({problem}); the file was left as it is. "
+                              "Resume from an earlier copy or start a new run in another output folder")
     if str(map_location) != "cpu":
         ckpt = _to_device(ckpt, map_location)
     return ckpt
@@ -265,13 +290,14 @@ def restore_training_state(
     scheduler: Any | None = None,
     scaler: torch.amp.GradScaler | None = None,
 ) -> Any:
-    """Load model, optimizer, scheduler and scaler states from ``ckpt``; return its History.
+    """Load model, optimizer, scheduler and scaler states from ``ckpt``; return its history as a plain dict.
+
+    Returns:
+        ``History.to_dict()`` of the epochs done (``{}`` if none were recorded); ``fit`` builds its History.
 
     Raises:
         CheckpointError: the checkpoint was made for another architecture, optimizer or scheduler.
     """
-    from .training import History
-
     config = ckpt.get("config") or {}
     check_compatible(ckpt["model"], model, "checkpoint", _describe(config))
     model.load_state_dict(ckpt["model"])
@@ -299,7 +325,7 @@ def restore_training_state(
             )
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
-    return History.from_dict(ckpt["history"]) if ckpt.get("history") else History()
+    return dict(ckpt.get("history") or {})
 
 
 def _stored_architecture(config: dict[str, Any], state: Any, path: str | os.PathLike) -> tuple[str, int, int | None]:
@@ -309,6 +335,7 @@ def _stored_architecture(config: dict[str, Any], state: Any, path: str | os.Path
     inside a constructor: settings are checked for type and range, and the ResNets' against the weights' shapes.
     """
     from .models import MODELS, model_key
+    from .models.resnet import MAX_WIDTH
 
     name = config.get("model")
     if not isinstance(name, str) or model_key(name) not in MODELS:
@@ -316,7 +343,7 @@ def _stored_architecture(config: dict[str, Any], state: Any, path: str | os.Path
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint {path} holds no model weights (its 'model' entry is not a state dict)")
     values: dict[str, int | None] = {}
-    for key, default, high in (("num_classes", 10, 1_000_000), ("width", None, 4096)):
+    for key, default, high in (("num_classes", 10, 1_000_000), ("width", None, MAX_WIDTH)):
         value = config.get(key, default)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high):
             raise CheckpointError(f"checkpoint {path} has an impossible {key} {value!r} in its settings (damaged or crafted)")

@@ -249,6 +249,8 @@ def load_npz(path: str | os.PathLike, train: bool = True, transform: Transform |
             length, or labels outside the classes; the message says which and how to fix it.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give the path of an .npz file with train_images and train_labels")
     if not path.is_file():
         raise DataNotFoundError(f"{path}: no such file; give the path of an .npz file with train_images and train_labels")
     split = "train" if train else "test"
@@ -266,11 +268,19 @@ def load_npz(path: str | os.PathLike, train: bool = True, transform: Transform |
             classes = _class_names(path, npz["classes"]) if "classes" in keys else CIFAR10_CLASSES
     except UserError:
         raise
-    except ValueError as exc:  # object arrays need pickle, which is refused
-        raise _npz_error(path, f"cannot be read without pickle ({first_line(exc)}); store classes as a str array "
-                               "(np.array(names, dtype=str)) and numbers as numeric arrays") from exc
+    except MemoryError as exc:  # a header that declares more than the machine holds
+        raise _npz_error(path, f"declares arrays larger than this machine's memory ({first_line(exc)}); "
+                               "is it damaged? Otherwise use a subset") from exc
+    except ValueError as exc:
+        if "pickle" in str(exc):  # object arrays need pickle, which is refused
+            raise _npz_error(path, f"cannot be read without pickle ({first_line(exc)}); store classes as a str array "
+                                   "(np.array(names, dtype=str)) and numbers as numeric arrays") from exc
+        raise _npz_error(path, f"is truncated or damaged ({first_line(exc)}); write it again with numpy.savez") from exc
     except (OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:  # truncated, damaged
         raise _npz_error(path, f"is not a readable .npz file ({first_line(exc)}); write it with numpy.savez") from exc
+    for name, array in ((f"{split}_images", images), (f"{split}_labels", labels)):
+        if not isinstance(array, np.ndarray):  # numpy returns the raw bytes of a member that is not an .npy array
+            raise _npz_error(path, f"{name} is not a numpy array (a damaged member); write the file again with numpy.savez")
     if len(classes) == 0 or len(set(classes)) != len(classes):
         raise _npz_error(path, f"classes must be distinct names, got {list(classes)}")
     _check_npz_split(path, images, labels, split, len(classes))

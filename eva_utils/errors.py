@@ -39,7 +39,7 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> UserError:
     """
     valid = sorted(valid)
     close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    hint = f"; did you mean {', '.join(close)}?" if close else ";"
     return UserError(f"unknown {kind} {name!r}{hint} valid {kind} names: {', '.join(valid)}")
 
 

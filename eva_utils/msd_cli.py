@@ -81,6 +81,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--grid", type=positive_int, metavar="N",
                    help="also write grid.png: N images (hardest to easiest) x the exits (at most 24)")
     g.add_argument("--out", default="msd_out", help="folder for the images (default %(default)s; created)")
+    g.add_argument("--overwrite", action="store_true", help="replace images already in --out")
     p.set_defaults(func=run)
     return p
 
@@ -99,17 +100,13 @@ def _marks() -> tuple[str, str]:
 
 def _load_model(path: str, device):
     """(model, normalised): an MSDNet-GCN checkpoint (inputs in [0, 1]) or an ``eva-utils train`` one (normalised)."""
-    from .checkpoint import load_trained_model
-    from .errors import CheckpointError
-    from .models.msdnet import MSDNet, load_msdnet_gcn_checkpoint
+    from .checkpoint import FORMAT, load_trained_model
+    from .models.msdnet import MSDNet, load_msdnet_gcn_checkpoint, read_checkpoint
 
-    try:
+    content = read_checkpoint(path)  # a file that cannot be read safely fails here, once, whatever its kind
+    if not (isinstance(content, dict) and content.get("format") == FORMAT):
         return load_msdnet_gcn_checkpoint(path, map_location=device), False
-    except CheckpointError as gcn_error:
-        try:  # perhaps written by `eva-utils train --model msdnet`
-            model = load_trained_model(path, map_location=device)
-        except UserError:
-            raise gcn_error from None
+    model = load_trained_model(path, map_location=device)  # written by `eva-utils train --model msdnet`
     if not isinstance(model, MSDNet):
         raise UserError(f"{path} holds a {type(model).__name__}, not an MSD-Net: eva-utils msd needs a multi-exit model")
     return model, True
@@ -198,11 +195,10 @@ def _heatmaps(args: argparse.Namespace, model, test_set, normalized: bool) -> in
             f"--img-no {n} is past the end of the {args.data} test set: it has {len(test_set)} images, 0..{len(test_set) - 1}"
         )
     exits = _exits(args, model.num_exits)
+    out = _output_folder(args, [f"img{n}_input.png", *(f"img{n}_exit{k}_gradcam.png" for k in exits)])
     pred = predict_exits(model, _loader(test_set, [n], args))
     image, label = test_set[n]  # (3, 32, 32), int
     cams = exit_cams(model, image[None], exits=exits)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     rgb = denormalize(image) if normalized else image.permute(1, 2, 0).numpy()  # (32, 32, 3) in [0, 1]
     classes = test_set.classes
     right = int(pred.correct[:, 0].sum())
@@ -214,6 +210,23 @@ def _heatmaps(args: argparse.Namespace, model, test_set, normalized: bool) -> in
         path = _save_rgb(overlay(rgb, cams[k][0]), out / f"img{n}_exit{k}_gradcam.png", scale=8)
         print(f"  exit {k}: predicts {classes[guess]} (p={p:.2f}, {verdict}); wrote {path} (red = most important)")
     return 0
+
+
+def _output_folder(args: argparse.Namespace, names: list[str]) -> Path:
+    """``--out``, created, after checking that none of ``names`` would replace a file there (unless --overwrite)."""
+    from .errors import first_line
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder: choose a folder for the images")
+    there = [name for name in names if (out / name).exists()]
+    if there and not args.overwrite:
+        raise UserError(f"{out / there[0]} already exists: choose another --out, or pass --overwrite to replace it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create --out {out} ({first_line(exc)}): choose another folder") from exc
+    return out
 
 
 def _tables(args: argparse.Namespace, model, test_set, normalized: bool) -> int:
@@ -232,6 +245,8 @@ def _tables(args: argparse.Namespace, model, test_set, normalized: bool) -> int:
         rows = np.flatnonzero(test_set.labels == c)
         scope = f"class {classes[c]}: {len(rows)} images of the {args.data} test set"
     exits = _exits(args, model.num_exits)
+    figures = (["budget_curve.png"] if args.budget else []) + (["grid.png"] if args.grid else [])
+    out = _output_folder(args, figures) if figures else Path(args.out)
     pred = mx.predict_exits(model, _loader(test_set, rows, args))
     costs = mx.exit_costs(model)
     print(f"accuracy of each exit ({scope})")
@@ -245,7 +260,6 @@ def _tables(args: argparse.Namespace, model, test_set, normalized: bool) -> int:
         print()
         print("accuracy per class and exit (* = the class's best exit)")
         print(mx.format_class_exit_accuracy(mx.per_class_exit_accuracy(pred, len(classes)), classes))
-    out = Path(args.out)
     if args.budget:
         curve = mx.budget_curve(pred, costs)
         print()

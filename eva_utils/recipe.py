@@ -31,6 +31,7 @@ from torch import nn
 from . import data as data_lib
 from .errors import DataNotFoundError, UserError, first_line, unknown_name
 from .models import MODELS, get_model
+from .models.resnet import MAX_WIDTH
 from .training import OPTIMIZERS, SCHEDULERS, History, fit, make_optimizer, make_scheduler, resolve_device, set_seed
 from .transforms import test_transforms, train_transforms
 
@@ -89,6 +90,8 @@ class TrainConfig:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
         if self.scheduler.lower() not in SCHEDULERS:
             raise unknown_name("scheduler", self.scheduler, SCHEDULERS)
+        if isinstance(self.width, int) and self.width > MAX_WIDTH:
+            raise UserError(f"width must be at most {MAX_WIDTH} (64 is ResNet18's own), got {self.width}")
         for name in ("epochs", "batch_size", "width", "num_classes"):
             value = getattr(self, name)
             if name == "num_classes" and value is None:

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -38,7 +39,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .errors import UserError, unknown_name
+from .errors import CheckpointError, UserError, unknown_name
 from .evaluation import model_device_dtype
 
 __all__ = [
@@ -97,7 +98,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     except (RuntimeError, TypeError) as exc:
         raise UserError(f"unknown device {device!r}: use cpu, cuda, cuda:0 or auto") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("device 'cuda' asked for but no GPU is available: use --device cpu (in Colab: Runtime > Change runtime type > GPU)")
+        raise UserError(f"device {str(device)!r} asked for but no GPU is available: use --device cpu "
+                        "(in Colab: Runtime > Change runtime type > GPU)")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         count = torch.cuda.device_count()
         raise UserError(f"device {device!r} does not exist: this machine has {count} GPU{'s' if count != 1 else ''} "
@@ -542,7 +544,13 @@ def fit(
     start = 0
     if resume is not None:
         ckpt = load_checkpoint(resume, map_location=device)
-        history = restore_training_state(ckpt, model, optimizer, scheduler, scaler)
+        try:
+            history = History.from_dict(restore_training_state(ckpt, model, optimizer, scheduler, scaler))
+        except UserError as exc:
+            if isinstance(exc, CheckpointError):
+                raise
+            raise CheckpointError(f"checkpoint {resume}: its history is damaged ({exc}); resume from an earlier copy "
+                                  "or start a new run in another output folder") from exc
         start = int(ckpt["epoch"])
         if start >= epochs:
             tqdm.write(f"checkpoint {resume} already holds {start} epochs (asked for {epochs}); nothing to do")
@@ -568,6 +576,9 @@ def fit(
             save_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, history, epoch + 1, config)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, history)
+    if resume is not None and checkpoint_path is not None and not Path(checkpoint_path).exists():
+        Path(checkpoint_path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(resume, checkpoint_path)  # resumed into a new folder with nothing left to train: it holds the run
     return history
 
 

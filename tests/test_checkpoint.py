@@ -29,7 +29,7 @@ def test_roundtrip_restores_everything(tmp_path):
     fresh_opt = training.make_optimizer(fresh, "sgd", lr=0.1)
     fresh_sched = training.make_scheduler(fresh_opt, "step")
     restored = checkpoint.restore_training_state(ckpt, fresh, fresh_opt, fresh_sched)
-    assert restored == history
+    assert training.History.from_dict(restored) == history  # plain data: checkpoint does not import training
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
     loaded = checkpoint.load_trained_model(tmp_path / "ck.pt")
     assert not loaded.training and isinstance(loaded, type(model))
@@ -123,10 +123,11 @@ def test_safe_load_classifies_every_failure_in_one_line(tmp_path, bad_torch_file
         assert "\n" not in str(exc.value) and str(files[name]) in str(exc.value) and "Try again" in str(exc.value)
     with pytest.raises(checkpoint.RefusedPickleError, match=r"contains code \(posix.system\) that would run") as exc:
         checkpoint.safe_load(files["code"], refused_hint="Pass --trust if you trust it")
-    assert exc.value.global_name == "posix.system" and "--trust" in str(exc.value)
+    assert exc.value.global_name == "posix.system" and "--trust" not in str(exc.value)  # no advice to load code
     assert not (tmp_path / "PWNED").exists()
-    with pytest.raises(checkpoint.RefusedPickleError, match=r"pickled Python object \(torch.nn.modules.linear.Linear\)"):
-        checkpoint.safe_load(files["object"])
+    with pytest.raises(checkpoint.RefusedPickleError, match=r"pickled Python object \(torch.nn.modules.linear.Linear\)"
+                                                            r".*Pass --trust"):
+        checkpoint.safe_load(files["object"], refused_hint="Pass --trust if you trust it")
     with pytest.raises(DataNotFoundError):
         checkpoint.safe_load(tmp_path / "absent.pt")
     assert checkpoint.safe_load(tmp_path / "good.pt")["w"].shape == (3,)
@@ -159,3 +160,26 @@ def test_stale_temporaries_of_a_killed_save_are_removed_on_the_next_save(tmp_pat
     _save(tmp_path / "ck.pt")
     assert not stale.exists() and live.exists()
     assert checkpoint.load_checkpoint(tmp_path / "ck.pt")["epoch"] == 1
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.pop("model"), "no model weights"),
+    (lambda c: c.pop("epoch"), "epoch None is not a count"),
+    (lambda c: c.update(epoch="abc"), "epoch 'abc' is not a count"),
+    (lambda c: c.update(config=[1, 2]), "its settings are not a dict"),
+    (lambda c: c.update(history={"x": 1}), "its history is not a dict of lists"),
+])
+def test_damaged_checkpoints_are_named_not_crashed_on(tmp_path, change, message):
+    _save(tmp_path / "ck.pt")
+    ckpt = torch.load(tmp_path / "ck.pt", weights_only=True)
+    change(ckpt)
+    torch.save(ckpt, tmp_path / "ck.pt")
+    with pytest.raises(CheckpointError, match="damaged or incomplete \\(" + re.escape(message)):
+        checkpoint.load_checkpoint(tmp_path / "ck.pt")
+
+
+def test_a_file_with_code_gets_no_advice_to_load_it_anyway(tmp_path, bad_torch_files):
+    files = bad_torch_files(tmp_path)
+    with pytest.raises(checkpoint.RefusedPickleError) as exc:
+        checkpoint.safe_load(files["code"], refused_hint="load it with weights_only=False")
+    assert "weights_only=False" not in str(exc.value) and "delete it" in str(exc.value)

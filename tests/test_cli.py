@@ -140,6 +140,22 @@ def test_demo_writes_every_file(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == 1000 and len(metrics["per_class_accuracy"]) == 10
     assert "not a full training" in capsys.readouterr().out
+    shipped = json.loads((out / "pretrained" / "metrics.json").read_text())  # the shipped model's figures, apart
+    for name in ["curves.png", "misclassified.png", "confusion_matrix.png", "gradcam_layers.png"]:
+        assert (out / "pretrained" / name).is_file(), name
+    from eva_utils.models.pretrained import pretrained_info
+
+    assert shipped["accuracy"] == pytest.approx(pretrained_info("resnet18_w16_cifar10").test_accuracy, abs=2e-3)
+
+
+def test_demo_figures_are_the_shipped_models(tmp_path):
+    figures = tmp_path / "images"
+    assert main(["demo", "--epochs", "1", "--max-batches", "1", "--out", str(tmp_path / "demo"), "--quiet",
+                 "--figures", str(figures)]) == 0
+    assert sorted(p.name for p in figures.iterdir()) == ["confusion_matrix.png", "curves.png", "gradcam_layers.png",
+                                                         "misclassified.png", "samples.png"]
+    for name in ["curves.png", "gradcam_layers.png"]:
+        assert (figures / name).read_bytes() == (tmp_path / "demo" / "pretrained" / name).read_bytes()
 
 
 def _folder_bytes(folder):
@@ -259,3 +275,16 @@ def test_a_gpu_that_does_not_exist_is_named(tmp_path, capsys, monkeypatch):
     code = main(["train", *TINY, "--device", "cuda:7", "--out", str(tmp_path / "r")])
     assert "device 'cuda:7' does not exist: this machine has 1 GPU (cuda:0..cuda:0)" in _one_line_error(capsys, code)
     assert not (tmp_path / "r").exists()
+
+
+def test_resume_into_a_new_folder_with_nothing_left_to_train_still_holds_the_run(tmp_path, capsys):
+    a, c = tmp_path / "A", tmp_path / "C"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(a)]) == 0
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(c), "--resume", str(a / "checkpoint.pt")]) == 0
+    assert (c / "checkpoint.pt").read_bytes() == (a / "checkpoint.pt").read_bytes()
+    assert main(["train", *TINY, "--epochs", "2", "--out", str(c), "--resume"]) == 0  # and it continues there
+
+
+def test_a_width_that_would_not_fit_in_memory_is_refused(tmp_path, capsys):
+    code = main(["train", *TINY, "--width", "100000", "--out", str(tmp_path / "r")])
+    assert "width must be at most 4096" in _one_line_error(capsys, code)

@@ -179,3 +179,25 @@ def test_npz_that_is_not_an_npz_or_missing(tmp_path):
         data.load_npz(fake)
     with pytest.raises(DataNotFoundError, match="no such file"):
         data.load_npz(tmp_path / "absent.npz")
+
+
+def test_damaged_npz_members_and_folders_are_one_line(tmp_path):
+    import zipfile
+
+    not_npy = tmp_path / "member.npz"
+    with zipfile.ZipFile(not_npy, "w") as z:  # a zip whose members are not .npy arrays
+        z.writestr("train_images.npy", b"not an array")
+        z.writestr("train_labels.npy", b"nor this")
+    huge = tmp_path / "huge.npz"
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 32, 32, 3), np.uint8))
+    header["shape"] = (2**40, 32, 32, 3)  # a header that declares petabytes
+    with zipfile.ZipFile(huge, "w") as z:
+        with z.open("train_images.npy", "w") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+        z.writestr("train_labels.npy", b"")
+    folder = tmp_path / "folder.npz"
+    folder.mkdir()
+    for path, message in [(not_npy, "damaged"), (huge, "larger than this machine's memory"), (folder, "is a folder")]:
+        with pytest.raises(UserError, match=message) as exc:
+            data.load_npz(path)
+        assert "\n" not in str(exc.value)

@@ -187,3 +187,12 @@ def test_download_checkpoint_fetches_the_published_model_once(tmp_path, capsys, 
     assert "mean" in out  # the per-exit table of the downloaded model
     code, _, err = run(capsys, "--checkpoint", str(target), "--download-checkpoint", "--limit", "2")
     assert code == 0 and "downloading" not in err
+
+
+def test_images_already_in_out_are_kept_without_overwrite(tmp_path, capsys) -> None:
+    (tmp_path / "grid.png").write_bytes(b"mine")
+    code, out, err = run(capsys, "--checkpoint", str(FIXTURE), "--grid", "2", "--out", str(tmp_path))
+    assert code == 2 and "grid.png already exists" in err and "--overwrite" in err
+    assert (tmp_path / "grid.png").read_bytes() == b"mine"
+    code, out, err = run(capsys, "--checkpoint", str(FIXTURE), "--grid", "2", "--out", str(tmp_path), "--overwrite")
+    assert code == 0 and (tmp_path / "grid.png").read_bytes() != b"mine"

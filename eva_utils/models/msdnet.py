@@ -628,7 +628,8 @@ def infer_msdnet_config(state_dict: Mapping[str, Any], **overrides: Any) -> MSDN
     return MSDNetConfig(**guess)
 
 
-def _read_checkpoint(path: str | os.PathLike[str]) -> Any:
+def read_checkpoint(path: str | os.PathLike[str]) -> Any:
+    """What an MSD-Net checkpoint file holds, read with :func:`eva_utils.checkpoint.safe_load` (one-line errors)."""
     return safe_load(
         path,
         refused_hint="Only if you trust its source, load it yourself with torch.load(..., weights_only=False) and "
@@ -709,7 +710,7 @@ def load_msdnet_gcn_checkpoint(
         CheckpointError: (a ``ValueError``) the file holds pickled objects, is corrupt, or
             does not match ``config``; the message says what differs.
     """
-    state_dict = _extract_state_dict(_read_checkpoint(path), path)
+    state_dict = _extract_state_dict(read_checkpoint(path), path)
     if config is None:
         try:
             config = infer_msdnet_config(state_dict)

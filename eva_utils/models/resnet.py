@@ -58,8 +58,8 @@ class ResNet(nn.Module):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if width < 1:
-            raise ValueError(f"width must be >= 1, got {width}")
+        if not 1 <= width <= MAX_WIDTH:
+            raise ValueError(f"width must be 1..{MAX_WIDTH}, got {width}")
         self.in_planes = width
         self.conv1 = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -87,6 +87,9 @@ class ResNet(nn.Module):
         out = self.layer4(out)  # (N, 8w, H/8, W/8)
         out = torch.flatten(self.pool(out), 1)  # (N, 8w)
         return self.linear(out)  # (N, num_classes)
+
+
+MAX_WIDTH = 4096  # beyond this a ResNet18 holds billions of parameters: a typo or a crafted file, not a model
 
 
 def resnet18(num_classes: int = 10, width: int = 64) -> ResNet:
