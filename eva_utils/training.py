@@ -145,15 +145,26 @@ def amp_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if major >= 8 else torch.float16
 
 
-def mixed_precision(device: torch.device, amp: bool) -> Precision:
-    """Native bf16 autocast, or fp16 autocast with a GradScaler (see ``amp_dtype``); nothing on the CPU."""
-    if amp and device.type == "cuda":
+def mixed_precision(device: torch.device, amp: bool | torch.dtype) -> Precision:
+    """The autocast context and GradScaler of a run.
+
+    ``amp=True``: on CUDA, native bf16 autocast, or fp16 autocast with a GradScaler (see ``amp_dtype``);
+    nothing on the CPU, where autocast is slower than float32. ``amp=torch.bfloat16`` or ``torch.float16``:
+    that autocast on any device, with a GradScaler for float16; this is how the CUDA path is exercised
+    on a CPU-only machine (same code, CPU kernels). ``amp=False``: float32.
+    """
+    if isinstance(amp, torch.dtype):
+        if amp not in (torch.bfloat16, torch.float16):
+            raise UserError(f"mixed precision runs in bfloat16 or float16, not {amp}")
+        dtype = amp
+    elif amp and device.type == "cuda":
         dtype = amp_dtype(device)
-        return Precision(
-            lambda: torch.autocast("cuda", dtype=dtype),
-            torch.amp.GradScaler("cuda", enabled=dtype == torch.float16),
-        )
-    return Precision(nullcontext, torch.amp.GradScaler("cuda", enabled=False))
+    else:
+        return Precision(nullcontext, torch.amp.GradScaler(device.type, enabled=False))
+    return Precision(
+        lambda: torch.autocast(device.type, dtype=dtype),
+        torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+    )
 
 
 def _to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device, channels_last: bool,
@@ -163,8 +174,9 @@ def _to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device,
     return images, labels.to(device, non_blocking=True)
 
 
-def _use_channels_last(device: torch.device, channels_last: bool) -> bool:
-    return channels_last and device.type == "cuda"
+def _use_channels_last(device: torch.device, channels_last: bool | str) -> bool:
+    """NHWC on CUDA when ``channels_last`` is true; ``"always"`` also on the CPU (to test the CUDA path there)."""
+    return channels_last == "always" or (bool(channels_last) and device.type == "cuda")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,8 +203,8 @@ def train_one_epoch(
     epoch: int = 0,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     scaler: torch.amp.GradScaler | None = None,
-    amp: bool = True,
-    channels_last: bool = True,
+    amp: bool | torch.dtype = True,
+    channels_last: bool | str = True,
     max_batches: int | None = None,
     progress: bool = True,
 ) -> EpochStats:
@@ -207,8 +219,8 @@ def train_one_epoch(
         epoch: 0-based, for the progress bar and error messages.
         scheduler: stepped after every batch (pass it only for per-batch schedules such as OneCycleLR).
         scaler: a GradScaler for fp16 autocast (``fit`` makes one).
-        amp: autocast on CUDA (ignored on the CPU).
-        channels_last: NHWC memory format on CUDA (ignored on the CPU).
+        amp: autocast on CUDA (ignored on the CPU); a dtype forces it anywhere (see ``mixed_precision``).
+        channels_last: NHWC memory format on CUDA (ignored on the CPU); ``"always"`` also on the CPU.
         max_batches: stop early, for smoke runs.
         progress: show a tqdm bar with running loss and accuracy.
 
@@ -268,8 +280,8 @@ def evaluate(
     test_loader: DataLoader,
     device: torch.device,
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    amp: bool = True,
-    channels_last: bool = True,
+    amp: bool | torch.dtype = True,
+    channels_last: bool | str = True,
     tta: bool = False,
     max_batches: int | None = None,
     progress: bool = False,
@@ -284,8 +296,8 @@ def evaluate(
         test_loader: yields ``(images, labels)``.
         device: where the model lives.
         criterion: a mean-reduced loss; default plain cross-entropy.
-        amp: autocast on CUDA.
-        channels_last: NHWC memory format on CUDA.
+        amp: autocast on CUDA; a dtype forces it anywhere (see ``mixed_precision``).
+        channels_last: NHWC memory format on CUDA; ``"always"`` also on the CPU.
         tta: average the logits of each image and its horizontal flip.
         max_batches: stop early, for smoke runs.
         progress: show a tqdm bar.
@@ -495,8 +507,8 @@ def fit(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     device: str | torch.device | None = None,
-    amp: bool = True,
-    channels_last: bool = True,
+    amp: bool | torch.dtype = True,
+    channels_last: bool | str = True,
     seed: int = 0,
     checkpoint_path: str | os.PathLike | None = None,
     resume: str | os.PathLike | None = None,
@@ -516,8 +528,9 @@ def fit(
         scheduler: OneCycleLR is stepped per batch, any other scheduler per epoch.
         criterion: training loss; default cross-entropy. The test loss uses the same one.
         device: ``None`` picks CUDA when available.
-        amp: mixed precision on CUDA (bf16 where supported, else fp16 with a GradScaler).
-        channels_last: NHWC on CUDA.
+        amp: mixed precision on CUDA (bf16 where supported, else fp16 with a GradScaler); a dtype forces
+            that autocast on any device, the CPU included (see ``mixed_precision``).
+        channels_last: NHWC on CUDA; ``"always"`` also on the CPU.
         seed: with the same seed, a run interrupted and resumed repeats the uninterrupted one (CPU).
         checkpoint_path: written atomically after every epoch.
         resume: a checkpoint to continue from (model, optimizer, scheduler, scaler, history).
@@ -537,6 +550,8 @@ def fit(
     device = resolve_device(device)
     criterion = criterion or nn.CrossEntropyLoss()
     model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed 32x32 shapes: let cuDNN pick its fastest kernels once
     if _use_channels_last(device, channels_last):
         model.to(memory_format=torch.channels_last)
     scaler = mixed_precision(device, amp).scaler

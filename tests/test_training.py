@@ -219,3 +219,49 @@ def test_a_skipped_fp16_step_keeps_the_schedule_and_raises_no_warning():
                                  scheduler=sched, scaler=_OverflowScaler(), max_batches=4, progress=False)
     assert sched.last_epoch == 4  # the schedule moved on for every batch
     assert all(torch.equal(before[k], model.state_dict()[k]) for k in before)  # no weight was updated
+
+
+# ----------------------------------------------------------------------------- the CUDA path, on the CPU
+
+
+class _Spy:
+    """Records the dtype and memory format the first conv of a model sees and produces."""
+
+    def __init__(self, model):
+        self.inputs, self.outputs = [], []
+        model.conv1.register_forward_hook(self.hook)
+
+    def hook(self, module, args, output):
+        self.inputs.append((args[0].dtype, args[0].is_contiguous(memory_format=torch.channels_last)))
+        self.outputs.append(output.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mixed_precision_and_channels_last_run_on_the_cpu(tmp_path, dtype):
+    # the branch fit takes on a GPU, with CPU kernels: autocast, a GradScaler for fp16, NHWC inputs and weights
+    training.set_seed(0)
+    train_loader, test_loader = _loaders(batch_size=16, n_train=64)
+    model = resnet18(width=4)
+    spy = _Spy(model)
+    opt = training.make_optimizer(model, "sgd", lr=0.05)
+    history = training.fit(model, train_loader, test_loader, 1, opt, device="cpu", amp=dtype, channels_last="always",
+                           max_batches=2, progress=False, checkpoint_path=tmp_path / "ck.pt")
+    assert all(out == dtype for out in spy.outputs)  # autocast was on, in training and evaluation
+    assert all(channels_last for _, channels_last in spy.inputs)
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert np.isfinite(history.train_loss[-1]) and np.isfinite(history.test_loss[-1])
+    scaler = torch.load(tmp_path / "ck.pt", weights_only=True)["scaler"]
+    assert bool(scaler) == (dtype == torch.float16)  # an enabled scaler's state is saved...
+    if scaler:  # ...and an enabled scaler is restored from it on resume
+        from eva_utils import checkpoint
+
+        ckpt = checkpoint.load_checkpoint(tmp_path / "ck.pt")
+        ckpt["scaler"]["scale"] = 1234.0
+        fresh = training.mixed_precision(torch.device("cpu"), dtype).scaler
+        checkpoint.restore_training_state(ckpt, resnet18(width=4), None, None, fresh)
+        assert fresh.get_scale() == 1234.0
+
+
+def test_precision_refuses_a_dtype_autocast_cannot_use():
+    with pytest.raises(UserError, match="bfloat16 or float16"):
+        training.mixed_precision(torch.device("cpu"), torch.float64)
