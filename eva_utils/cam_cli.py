@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .argtypes import positive_float, positive_int
+from .argtypes import finite_float, positive_float, positive_int
 from .errors import UserError, first_line
 
 __all__ = ["add_parser", "main", "run"]
@@ -98,7 +98,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="imagenet: resize 256, crop 224, ImageNet mean/std; cifar: 32x32, CIFAR-10 mean/std")
     g.add_argument("--input-size", "--input_size", dest="input_size", type=positive_int, metavar="S",
                    help="side of the model input (the crop); the resize scales with it")
-    g.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="normalisation mean")
+    g.add_argument("--mean", type=finite_float, nargs=3, metavar=("R", "G", "B"), help="normalisation mean")
     g.add_argument("--std", type=positive_float, nargs=3, metavar=("R", "G", "B"), help="normalisation std")
     g = p.add_argument_group("CAM and output")
     g.add_argument("--method", default="gradcam", help=f"one of {', '.join(CAM_METHODS)} (default %(default)s)")
