@@ -52,6 +52,14 @@ def _backcount(text: str) -> int:
     return value
 
 
+def _output_key(text: str) -> int | str:
+    """An output position (``-1``) or, for a model returning a dict, a key (``logits``)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``cam`` on the ``eva-utils`` subcommands; returns its parser."""
     from .cam import CAM_METHODS
@@ -76,8 +84,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "'none' = random weights, or a torchvision weights name such as IMAGENET1K_V1")
     g.add_argument("--unsafe-pickle", "--unsafe_pickle", dest="unsafe_pickle", action="store_true",
                    help="allow a model saved whole with torch.save(model): loading it can run any code stored in the file")
-    g.add_argument("--output-index", "--output_index", dest="output_index", type=int, metavar="K",
-                   help="for models returning several outputs (multi-exit): which one to explain (-1 = last)")
+    g.add_argument("--output-index", "--output_index", dest="output_index", type=_output_key, metavar="K",
+                   help="for models returning several outputs (multi-exit): which one to explain (-1 = last; "
+                        "a name for a model that returns a dict, e.g. logits)")
     g = p.add_argument_group("layers (default: the last conv layer)")
     g.add_argument("--conv2d_backcount", "--conv2d-backcount", dest="conv2d_backcount", type=_backcount, nargs="+",
                    metavar="K", help="conv layers counted from the back in forward order: 1 = the last nn.Conv2d; several allowed")

@@ -393,3 +393,26 @@ def test_earlier_figures_are_not_overwritten_without_overwrite(tmp_path, capsys,
     assert {p.name: p.read_bytes() for p in tmp_path.glob("*.png")} == before
     assert _run([*args, "--method", "layercam", "--overwrite"]) == 0
     assert {p.name: p.read_bytes() for p in tmp_path.glob("*.png")} != before
+
+
+class DictOutputs(nn.Module):
+    """A model that returns a dict of logits, as some detection and multi-head models do."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = models.resnet18(width=4)
+
+    def forward(self, x):
+        logits = self.net(x)
+        return {"aux": logits.flip(1), "logits": logits}
+
+
+def test_an_output_chosen_by_name(tmp_path, capsys, images):
+    torch.save(DictOutputs().eval(), tmp_path / "dict.pt")
+    args = ["--model_path", tmp_path / "dict.pt", "--unsafe-pickle", "--input-size", "32", "--preset", "cifar",
+            "--images_path", images / "ship", "--layer", "net.layer4"]
+    assert _run([*args, "--output-index", "logits", "--save_dir", tmp_path / "a"]) == 0
+    assert _pngs(tmp_path / "a") == ["image0.png", "image1.png"]
+    capsys.readouterr()
+    err = _one_line_error(capsys, _run([*args, "--output-index", "nope", "--save_dir", tmp_path / "b"]))
+    assert "output_index='nope' does not exist" in err and "'aux', 'logits'" in err
