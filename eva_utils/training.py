@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .checkpoint import load_checkpoint, restore_training_state, save_checkpoint
 from .errors import CheckpointError, UserError, unknown_name
 from .evaluation import model_device_dtype
 
@@ -544,7 +545,6 @@ def fit(
     """
     from tqdm.auto import tqdm
 
-    from .checkpoint import load_checkpoint, restore_training_state, save_checkpoint
 
     _positive("epochs", epochs)
     device = resolve_device(device)

@@ -69,21 +69,8 @@ def max_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def trained() -> nn.Module:
-    """A narrow ResNet18 after one epoch on the bundled CIFAR-10 sample (a few seconds on a CPU)."""
-    torch.manual_seed(0)
-    train_set = data.load_sample(train=True, transform=transforms.test_transforms())
-    train_loader = data.make_loader(train_set, batch_size=128, shuffle=True, num_workers=0, seed=0)
-    model = models.resnet18(num_classes=10, width=16)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    model.train()
-    for images, labels in train_loader:
-        loss = F.cross_entropy(model(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    optimizer.zero_grad(set_to_none=True)
-    return model
+    """The ResNet18 (width 16) that ships with the package, trained on all of CIFAR-10: real maps, loaded in ~0.1 s."""
+    return models.pretrained("resnet18_w16_cifar10")
 
 
 @pytest.fixture(scope="module")
