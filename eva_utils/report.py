@@ -103,7 +103,7 @@ def write_pretrained_report(out: str | os.PathLike, name: str = "resnet18_w16_ci
         Name -> path of every file written.
     """
     from .data import load_sample
-    from .models.pretrained import pretrained, pretrained_info, training_history
+    from .models.shipped import pretrained, pretrained_info, training_history
     from .plots import plot_history
     from .transforms import test_transforms
 

@@ -376,7 +376,7 @@ PRETRAINED_PREFIX = "pretrained:"
 
 def _shipped(name: str, device: torch.device) -> Classifier:
     """A model that ships with eva_utils (``pretrained:<name>``), see :func:`eva_utils.models.pretrained`."""
-    from .models.pretrained import PRETRAINED, pretrained
+    from .models.shipped import PRETRAINED, pretrained
 
     model = pretrained(name, device=device)
     return Classifier(model, CIFAR10_CLASSES, cifar_preset(), f"eva_utils {name}, shipped with the package: {PRETRAINED[name]}")

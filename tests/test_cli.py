@@ -143,7 +143,7 @@ def test_demo_writes_every_file(tmp_path, capsys):
     shipped = json.loads((out / "pretrained" / "metrics.json").read_text())  # the shipped model's figures, apart
     for name in ["curves.png", "misclassified.png", "confusion_matrix.png", "gradcam_layers.png"]:
         assert (out / "pretrained" / name).is_file(), name
-    from eva_utils.models.pretrained import pretrained_info
+    from eva_utils.models.shipped import pretrained_info
 
     assert shipped["accuracy"] == pytest.approx(pretrained_info("resnet18_w16_cifar10").test_accuracy, abs=2e-3)
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..errors import unknown_name
 from .msdnet import MSDNet, MSDNetConfig, download_msdnet_gcn_checkpoint, load_msdnet_gcn_checkpoint, msdnet
-from .pretrained import PRETRAINED, pretrained
+from .shipped import PRETRAINED, pretrained
 from .resnet import BasicBlock, ResNet, resnet18, resnet34
 
 __all__ = [

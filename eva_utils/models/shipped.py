@@ -50,9 +50,10 @@ _WEIGHTS: dict[str, PretrainedWeights] = {
         width=16,
         num_classes=10,
         file="resnet18_w16_cifar10.pt",
-        sha256="PENDING",
-        test_accuracy=0.0,
-        description="PENDING",
+        sha256="1a3ec349f8e7e9ad14445bd80f8ca35b4e6e2957918921cb8fafe36395a1f6c6",
+        test_accuracy=0.847,
+        description="ResNet18 (width 16, 0.7M parameters) trained 20 epochs on all 50,000 CIFAR-10 training images "
+                    "on a 2-core CPU (the default recipe, scaled): 84.7% on the 1,000 bundled test images",
         history="resnet18_w16_cifar10.history.json",
     ),
 }
@@ -132,7 +133,7 @@ def export_weights(model: nn.Module, path: str | os.PathLike) -> str:
 
     This is how the shipped weights were made from an ``eva-utils train`` checkpoint::
 
-        model = checkpoint.load_trained_model("runs/r18_w16/checkpoint.pt")
+        model = checkpoint.load_trained_model("runs/r18_w16_default/checkpoint.pt")
         export_weights(model, "eva_utils/models/weights/resnet18_w16_cifar10.pt")
     """
     state = {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()).clone()

@@ -12,7 +12,7 @@ import torch
 import eva_utils
 from eva_utils import data, evaluation, models, transforms
 from eva_utils.errors import CheckpointError, UserError
-from eva_utils.models import pretrained as shipped
+from eva_utils.models import shipped
 
 NAME = "resnet18_w16_cifar10"
 
