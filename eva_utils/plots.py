@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, denormalize
 from .errors import UserError
@@ -73,6 +74,7 @@ def plot_history(history: Any, title: str | None = None) -> Figure:
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers: no tick at 2.5
     if title:
         fig.suptitle(title)
     return fig
