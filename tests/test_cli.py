@@ -150,7 +150,7 @@ def test_demo_writes_every_file(tmp_path, capsys):
 
 def test_demo_figures_are_the_shipped_models(tmp_path):
     figures = tmp_path / "images"
-    assert main(["demo", "--epochs", "1", "--max-batches", "1", "--out", str(tmp_path / "demo"), "--quiet",
+    assert main(["demo", "--epochs", "2", "--max-batches", "2", "--out", str(tmp_path / "demo"), "--quiet",
                  "--figures", str(figures)]) == 0
     assert sorted(p.name for p in figures.iterdir()) == ["confusion_matrix.png", "curves.png", "gradcam_layers.png",
                                                          "misclassified.png", "samples.png"]
