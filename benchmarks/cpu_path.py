@@ -49,8 +49,9 @@ def rates(width: int, batch: int, batches: int, train_set: data.ArrayDataset) ->
     opt = _sgd(model)
     loader = data.make_loader(train_set, batch, shuffle=True, seed=0, drop_last=True)
     batches_seen = []
-    t0 = time.perf_counter()
     for i, (x, y) in enumerate(loader):  # loader alone (and keep the batches for the step timing)
+        if i == 0:
+            t0 = time.perf_counter()  # from the first batch on: worker start-up is not counted
         batches_seen.append((x, y))
         if i + 1 == batches + 1:
             break
@@ -80,7 +81,7 @@ def rates(width: int, batch: int, batches: int, train_set: data.ArrayDataset) ->
     return {
         "step": images / step_s,
         "train loop": n / loop_s,
-        "loader alone": (batches + 1) * batch / loader_s,
+        "loader alone": batches * batch / loader_s,
         "evaluation": images / eval_s,
         "loader share": max(0.0, (loop_s - step_s * n / images) / loop_s),
     }
