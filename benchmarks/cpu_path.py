@@ -62,12 +62,14 @@ def rates(width: int, batch: int, batches: int, train_set: data.ArrayDataset) ->
     for x, y in batches_seen[1:]:
         _train_step(model, opt, x, y)
     step_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
     n = 0
     for i, (x, y) in enumerate(loader):  # the real loop: loader workers and the model together
+        if i == 0:
+            t0 = time.perf_counter()  # timed from the first batch on, as the step timing
+            continue
         _train_step(model, opt, x, y)
         n += len(x)
-        if i + 1 == batches:
+        if i == batches:
             break
     loop_s = time.perf_counter() - t0
     model.eval()
