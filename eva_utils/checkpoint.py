@@ -11,14 +11,14 @@ interrupted save never leaves a half-written checkpoint. It loads with
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import CheckpointError, DataNotFoundError, first_line, refused_global
+from .errors import CheckpointError, DataNotFoundError, first_line
+from .safe_load import RefusedPickleError, safe_load  # re-exported: checkpoint.safe_load is the documented name
 
 __all__ = [
     "FORMAT",
@@ -118,63 +118,6 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
             stale.unlink(missing_ok=True)
             removed.append(stale)
     return removed
-
-
-# Modules whose functions in a pickle mean code that runs on loading (the classic os.system payload).
-_CODE_MODULES = ("posix", "nt", "os", "subprocess", "builtins", "sys", "socket", "shutil", "runpy", "importlib",
-                 "webbrowser", "pty", "commands", "code", "ctypes")
-
-
-class RefusedPickleError(CheckpointError):
-    """A file that ``weights_only=True`` refused because it pickles a Python object (``global_name``)."""
-
-    def __init__(self, message: str, global_name: str) -> None:
-        super().__init__(message)
-        self.global_name = global_name
-
-
-def safe_load(path: str | os.PathLike, refused_hint: str = "", corrupt_hint: str = "") -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU, with one classification of every failure.
-
-    Every command reads torch files through this. Failures, each one line naming the file:
-
-    * the file does not exist: :class:`DataNotFoundError`;
-    * it contains code that would run when loaded (e.g. ``posix.system``): :class:`RefusedPickleError`;
-    * it pickles another Python object (a whole model saved with ``torch.save(model)``): :class:`RefusedPickleError`;
-    * it is not a readable PyTorch file (truncated, corrupt, a web page, any other bytes): :class:`CheckpointError`.
-
-    Args:
-        path: the file; never modified.
-        refused_hint: appended to a refused pickle's message: what the caller offers (a flag, a safer way).
-        corrupt_hint: appended to an unreadable file's message.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotFoundError(f"{path} does not exist: check the path")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (PermissionError, IsADirectoryError, MemoryError) as exc:  # the file may be fine; reading it is not
-        raise CheckpointError(f"{path} cannot be read ({type(exc).__name__}: {first_line(exc)})") from exc
-    except Exception as exc:  # arbitrary bytes reach the legacy unpickler: KeyError, IndexError, struct.error, ...
-        refused = refused_global(exc) if isinstance(exc, pickle.UnpicklingError) else None
-        if refused is not None:
-            raise RefusedPickleError(_refused_message(path, refused, refused_hint), refused) from exc
-        reason = first_line(exc) if isinstance(exc, pickle.UnpicklingError) else f"{type(exc).__name__}: {first_line(exc)[:80]}"
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch file: truncated or corrupt, or not a checkpoint at all ({reason}). "
-            f"{corrupt_hint}".rstrip(". ")
-        ) from exc
-
-
-def _refused_message(path: Path, refused: str, hint: str) -> str:
-    module = refused.split(".")[0] if "." in refused else "builtins"  # torch names builtins bare: "print"
-    if module in _CODE_MODULES:  # no hint: never advise loading it anyway
-        return (f"{path} contains code ({refused}) that would run when the file is loaded, so it was refused "
-                "(torch.load with weights_only=True); it is not a model file: delete it unless you made it yourself")
-    else:
-        what = (f"{path} holds a pickled Python object ({refused}); loading it runs code stored in the file, "
-                "which can do anything you can (delete or upload files), so it was refused")
-    return f"{what}. {hint}".rstrip(". ")
 
 
 class NotATrainingCheckpoint(CheckpointError):

@@ -38,7 +38,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .checkpoint import FORMAT, RefusedPickleError, load_trained_model, safe_load
+from .checkpoint import FORMAT, load_trained_model
+from .safe_load import RefusedPickleError, safe_load
 from .data import CIFAR10_CLASSES
 from .errors import CheckpointError, DataNotFoundError, UserError, first_line, unknown_name
 from .inputs import Preset, cifar_preset, imagenet_preset
@@ -325,7 +326,7 @@ def _from_torchscript(path: Path, arch: str | None, num_classes: int | None) -> 
 
 
 def _torch_load(path: Path, unsafe_pickle: bool) -> Any:
-    """:func:`~eva_utils.checkpoint.safe_load`; a pickled object only with ``unsafe_pickle``."""
+    """:func:`~eva_utils.safe_load.safe_load`; a pickled object only with ``unsafe_pickle``."""
     try:
         return safe_load(
             path,

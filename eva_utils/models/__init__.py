@@ -7,13 +7,11 @@ prints layer shapes and parameter counts with torchinfo on whatever device the m
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
-from ..errors import unknown_name
 from .msdnet import MSDNet, MSDNetConfig, download_msdnet_gcn_checkpoint, load_msdnet_gcn_checkpoint, msdnet
+from .registry import MODELS, get_model, model_key
 from .shipped import PRETRAINED, pretrained
 from .resnet import BasicBlock, ResNet, resnet18, resnet34
 
@@ -34,42 +32,6 @@ __all__ = [
     "resnet34",
     "summary",
 ]
-
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "resnet18": resnet18,
-    "resnet34": resnet34,
-    "msdnet": msdnet,
-}
-
-
-def model_key(name: str) -> str:
-    """The registry key of a model name: case, ``-`` and ``_`` ignored (``ResNet-18`` is ``resnet18``)."""
-    return name.lower().replace("-", "").replace("_", "")
-
-
-def get_model(name: str, num_classes: int = 10, width: int | None = None, **kwargs: object) -> nn.Module:
-    """Build a model by name, e.g. ``get_model("resnet18", num_classes=10, width=16)``.
-
-    Args:
-        name: one of :data:`MODELS`.
-        num_classes: outputs.
-        width: channels of the first stage of the ResNets (``None``: 64); other models have no width
-            and ignore it, so one call serves every name.
-        **kwargs: passed to the factory (MSD-Net's :class:`MSDNetConfig` fields such as ``blocks``).
-
-    Returns:
-        A freshly initialised model.
-
-    Raises:
-        UserError: for an unknown name; the message lists the known ones.
-    """
-    key = model_key(name)
-    if key not in MODELS:
-        raise unknown_name("model", name, MODELS)
-    if width is not None and key.startswith("resnet"):
-        kwargs["width"] = width
-    return MODELS[key](num_classes=num_classes, **kwargs)
-
 
 def summary(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32), verbose: int = 0) -> object:
     """Layer-by-layer output shapes and parameter counts (torchinfo), on the model's own device.

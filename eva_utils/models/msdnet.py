@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from eva_utils.checkpoint import safe_load
+from eva_utils.safe_load import safe_load
 from eva_utils.errors import CheckpointError, UserError
 
 __all__ = [
@@ -629,7 +629,7 @@ def infer_msdnet_config(state_dict: Mapping[str, Any], **overrides: Any) -> MSDN
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> Any:
-    """What an MSD-Net checkpoint file holds, read with :func:`eva_utils.checkpoint.safe_load` (one-line errors)."""
+    """What an MSD-Net checkpoint file holds, read with :func:`eva_utils.safe_load.safe_load` (one-line errors)."""
     return safe_load(
         path,
         refused_hint="Only if you trust its source, load it yourself with torch.load(..., weights_only=False) and "

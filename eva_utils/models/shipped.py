@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, unknown_name
+from .registry import get_model
 
 __all__ = ["PRETRAINED", "PretrainedWeights", "export_weights", "pretrained", "pretrained_info", "sha256_of", "training_history"]
 
@@ -121,8 +122,6 @@ def pretrained(name: str = "resnet18_w16_cifar10", device: str | torch.device = 
     """
     entry = pretrained_info(name)
     state = load_verified(_read_weights(name), name)
-    from . import get_model
-
     model = get_model(entry.arch, entry.num_classes, entry.width)
     model.load_state_dict(state)  # float16 tensors are copied into the float32 parameters
     return model.to(device).eval()
