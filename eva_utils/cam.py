@@ -55,7 +55,8 @@ import torch
 from torch import nn
 
 from .errors import UserError, first_line, unknown_name
-from .evaluation import model_device_dtype
+from .devices import eval_mode, model_device_dtype
+from .evaluation import forward_batches
 
 __all__ = [
     "CAM_METHODS",
@@ -226,12 +227,10 @@ def conv_layers(model: nn.Module, input_size: int | tuple[int, int] = 224) -> di
     device, dtype = model_device_dtype(model)
     channels = 3 if any(m.in_channels == 3 for m in modules) else _first_conv_channels(model)  # RGB unless no conv takes it
     x = torch.zeros(1, channels, height, width, device=device, dtype=dtype)  # (1, C, H, W)
-    state = _ModelState(model)
     handles = []
     try:
         handles = [m.register_forward_hook(remember) for m in modules]
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(x)
     except (RuntimeError, ValueError) as exc:
         first = first_line(exc)
@@ -242,7 +241,6 @@ def conv_layers(model: nn.Module, input_size: int | tuple[int, int] = 224) -> di
     finally:
         for handle in handles:
             handle.remove()
-        state.restore()
     return found
 
 
@@ -449,18 +447,8 @@ def _batched_logits(
 ) -> list[torch.Tensor]:
     """The selected output of each batch, in eval mode under no_grad; the model is left as found."""
     images = _as_image_batch(model, images)
-    device, dtype = model_device_dtype(model)
-    state = _ModelState(model)
-    outputs = []
-    try:
-        model.eval()
-        with torch.no_grad():
-            for start in range(0, len(images), int(batch_size)):
-                x = images[start:start + int(batch_size)].to(device, dtype)  # (B, C, H, W)
-                outputs.append(_select_output(model(x), output_index))  # (B, K)
-    finally:
-        state.restore()
-    return outputs
+    batches = (images[start:start + int(batch_size)] for start in range(0, len(images), int(batch_size)))
+    return [_select_output(out, output_index) for out in forward_batches(model, batches)]  # each (B, K)
 
 
 def predict_targets(
@@ -510,17 +498,6 @@ def class_probs(
 
 
 # ----------------------------------------------------------------------------- model state and hooks
-
-
-class _ModelState:
-    """Remembers every module's train/eval flag, to put back after the CAM pass."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.modes = [(m, m.training) for m in model.modules()]
-
-    def restore(self) -> None:
-        for module, training in self.modes:
-            module.training = training
 
 
 class _Capture:
@@ -810,28 +787,23 @@ def layer_cams(
 
     device, dtype = model_device_dtype(model)
     result = {name: np.empty((n, height, width), np.float32) for name in layer_map}  # each (N, H, W)
-    state = _ModelState(model)
-    try:
-        model.eval()
-        # autograd works even when called under inference_mode; maps in float32 even under a caller's autocast
-        with torch.inference_mode(False), torch.autocast(device.type, enabled=False):
-            for start in range(0, n, batch_size):
-                x = x_all[start:start + batch_size].to(device, dtype)  # (B, C, H, W)
-                if x.is_inference():
-                    x = x.clone()
-                batch_targets = None if wanted is None else wanted[start:start + batch_size]
-                if key in _DELEGATED:
-                    maps = _delegated_batch(
-                        model, x, layer_map, key, batch_targets, output_index, eigen_smooth, batch_size, check_classes
-                    )
-                else:
-                    maps = _one_pass_batch(
-                        model, x, layer_map, key, batch_targets, output_index, eigen_smooth, check_classes
-                    )
-                for name, cam in maps.items():
-                    result[name][start:start + len(x)] = cam
-    finally:
-        state.restore()
+    # autograd works even when called under inference_mode; maps in float32 even under a caller's autocast
+    with eval_mode(model), torch.inference_mode(False), torch.autocast(device.type, enabled=False):
+        for start in range(0, n, batch_size):
+            x = x_all[start:start + batch_size].to(device, dtype)  # (B, C, H, W)
+            if x.is_inference():
+                x = x.clone()
+            batch_targets = None if wanted is None else wanted[start:start + batch_size]
+            if key in _DELEGATED:
+                maps = _delegated_batch(
+                    model, x, layer_map, key, batch_targets, output_index, eigen_smooth, batch_size, check_classes
+                )
+            else:
+                maps = _one_pass_batch(
+                    model, x, layer_map, key, batch_targets, output_index, eigen_smooth, check_classes
+                )
+            for name, cam in maps.items():
+                result[name][start:start + len(x)] = cam
     return result
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .argtypes import finite_float, positive_float, positive_int
+from .devices import resolve_device
 from .errors import UserError, first_line
 
 __all__ = ["add_parser", "main", "run"]
@@ -311,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     cam._method_key(args.method)  # an unknown method fails now, not after loading the model
     classifier = sources.load_model(args.model_path, arch=args.arch, num_classes=args.num_classes, weights=args.weights,
-                                    unsafe_pickle=args.unsafe_pickle, device=args.device)
+                                    unsafe_pickle=args.unsafe_pickle, device=resolve_device(args.device))
     model = classifier.model
     preset = inputs.get_preset(args.preset or classifier.preset, args.input_size, args.mean, args.std)
     device = next(iter(model.parameters()), torch.empty(0)).device

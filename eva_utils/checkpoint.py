@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, DataNotFoundError, first_line
+from .files import atomic_write
 from .safe_load import RefusedPickleError, safe_load  # re-exported: checkpoint.safe_load is the documented name
 
 __all__ = [
@@ -74,50 +75,13 @@ def save_checkpoint(
         "history": history.to_dict() if history is not None else None,
         "config": dict(config or {}),
     }
-    remove_stale_temporaries(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: torch.save(state, f))
     except OSError as exc:  # a full disk, a quota, a folder gone read-only
         kept = "the previous checkpoint is intact" if path.exists() else "no checkpoint was written"
         raise CheckpointError(f"could not save the checkpoint {path} ({first_line(exc)}); {kept}. "
                               "Free some space or choose another --out, then resume") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Delete half-written temporaries of ``path`` left by a process that was killed mid-save (``kill -9``).
-
-    Temporaries of processes still running (another save in progress) are left alone.
-
-    Returns:
-        The files removed.
-    """
-    path = Path(path)
-    removed = []
-    for stale in path.parent.glob(f".{path.name}.tmp*"):
-        pid = stale.name.rsplit(".tmp", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            stale.unlink(missing_ok=True)
-            removed.append(stale)
-    return removed
 
 
 class NotATrainingCheckpoint(CheckpointError):

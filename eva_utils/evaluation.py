@@ -9,16 +9,18 @@ Example::
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
 
+from .devices import eval_mode, model_device_dtype  # model_device_dtype re-exported (its old home)
 from .errors import UserError
 
-__all__ = ["Predictions", "accuracy", "confusion_matrix", "misclassified", "model_device_dtype", "output_probs", "per_class_accuracy", "predict"]
+__all__ = ["Predictions", "accuracy", "confusion_matrix", "misclassified", "forward_batches", "model_device_dtype", "output_probs", "per_class_accuracy", "predict"]
 
 
 class Predictions(NamedTuple):
@@ -42,12 +44,17 @@ class Predictions(NamedTuple):
         return self.probs[np.arange(len(self.preds)), self.preds]
 
 
-def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Where ``model`` computes and in which float type: of its first floating parameter or buffer (CPU, float32 if none)."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        if tensor.is_floating_point():
-            return tensor.device, tensor.dtype
-    return torch.device("cpu"), torch.float32
+@torch.inference_mode()
+def forward_batches(model: nn.Module, batches: Iterable[torch.Tensor], device: str | torch.device | None = None) -> list[Any]:
+    """What ``model`` returns for each batch, in eval mode (every module's flag put back after).
+
+    The one prediction loop of the package: inputs go to the model's device and float type (a
+    float16/bfloat16 model gets inputs of its own dtype), under ``inference_mode``.
+    """
+    model_device, dtype = model_device_dtype(model)
+    device = model_device if device is None else device
+    with eval_mode(model):
+        return [model(images.to(device, dtype)) for images in batches]
 
 
 @torch.inference_mode()
@@ -75,19 +82,16 @@ def output_probs(
         raise UserError(f"{caller} needs an unshuffled loader (shuffle=False) so that rows match data set indices")
     if len(loader.dataset) == 0:
         raise UserError("the data set is empty: nothing to predict")
-    model_device, dtype = model_device_dtype(model)
-    device = model_device if device is None else device
-    was_training = model.training
-    model.eval()
     probs, labels = [], []
-    try:
-        for images, targets in loader:
-            outputs = model(images.to(device, dtype))  # a float16/bfloat16 model gets inputs of its own dtype
-            outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-            probs.append(torch.stack([torch.softmax(o.float(), dim=1) for o in outputs]).cpu())  # (E, B, C)
+
+    def images_of(batches: Iterable[tuple[torch.Tensor, Any]]) -> Iterator[torch.Tensor]:
+        for images, targets in batches:
             labels.append(torch.as_tensor(targets))
-    finally:
-        model.train(was_training)
+            yield images
+
+    for outputs in forward_batches(model, images_of(loader), device):
+        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        probs.append(torch.stack([torch.softmax(o.float(), dim=1) for o in outputs]).cpu())  # (E, B, C)
     return torch.cat(probs, dim=1).numpy().astype(np.float32), torch.cat(labels).numpy().astype(np.int64)
 
 

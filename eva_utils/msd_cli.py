@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .argtypes import non_negative_int, positive_int
+from .devices import resolve_device
 from .errors import UserError
 from .models.msdnet import MSDNET_GCN_CIFAR10_PAGE
 
@@ -114,9 +115,10 @@ def _load_model(path: str, device):
 
 def _fetch_if_asked(args: argparse.Namespace) -> None:
     """Download the published model to ``--checkpoint`` with ``--download-checkpoint``; else say how."""
-    from .models.msdnet import download_msdnet_gcn_checkpoint
+    from .models.msdnet import download_msdnet_gcn_checkpoint, verify_msdnet_gcn_download
 
     if Path(args.checkpoint).exists():
+        verify_msdnet_gcn_download(args.checkpoint)  # against the hash recorded when it was downloaded, if any
         return
     if not args.download_checkpoint:
         raise UserError(
@@ -130,7 +132,6 @@ def _fetch_if_asked(args: argparse.Namespace) -> None:
 def _load(args: argparse.Namespace):
     """The model, the test set in the form its weights expect, and whether that form is normalised."""
     from .data import load_dataset
-    from .training import resolve_device
     from .transforms import test_transforms
 
     if not args.checkpoint:
@@ -138,8 +139,8 @@ def _load(args: argparse.Namespace):
             "pass --checkpoint PATH, an MSDNet-GCN checkpoint such as anytime_cifar_10.pth.tar "
             f"(the published CIFAR-10 model: {SEED_CHECKPOINT_URL})"
         )
+    device = resolve_device(args.device)  # before any download
     _fetch_if_asked(args)
-    device = resolve_device(args.device)
     model, normalized = _load_model(args.checkpoint, device)
     transform = test_transforms() if normalized else None  # MSDNet-GCN weights: ToTensor() only
     test_set = load_dataset(args.data, train=False, transform=transform, root=args.data_dir, download=args.download)

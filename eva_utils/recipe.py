@@ -106,9 +106,7 @@ class TrainConfig:
             raise UserError(f"workers must be 0 (load in the main process) or more, got {self.num_workers!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
             raise UserError(f"seed must be a whole number from 0 to {2**32 - 1}, got {self.seed!r}")
-        if resolve_device(self.device).type not in ("cpu", "cuda"):  # meta, mps, ...: not for training here
-            raise UserError(f"unknown device {self.device!r} for training: use auto, cpu, cuda or cuda:N "
-                            f"(this machine: cpu{', cuda' if torch.cuda.is_available() else ''})")
+        resolve_device(self.device)  # meta, mps, a missing GPU: refused with the devices that exist
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.max_batches is not None and self.max_batches <= 0:
@@ -240,7 +238,7 @@ def run_training(config: TrainConfig, resume: str | os.PathLike | None = None, o
         history.save(out / "history.json")
 
     history = fit(
-        model, train_loader, test_loader, config.epochs, optimizer, scheduler, criterion,
+        model, train_loader, test_loader, config.epochs, optimizer, scheduler, criterion=criterion,
         device=device, amp=config.amp, channels_last=config.channels_last, seed=config.seed,
         checkpoint_path=checkpoint_path, resume=resume, config=config.to_dict(),
         max_batches=config.max_batches, progress=config.progress, on_epoch_end=save_progress,

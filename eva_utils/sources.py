@@ -41,6 +41,7 @@ from torch import nn
 from .checkpoint import FORMAT, load_trained_model
 from .safe_load import RefusedPickleError, safe_load
 from .data import CIFAR10_CLASSES
+from .devices import COMPUTE_DEVICES, resolve_device
 from .errors import CheckpointError, DataNotFoundError, UserError, first_line, unknown_name
 from .inputs import Preset, cifar_preset, imagenet_preset
 
@@ -416,9 +417,7 @@ def load_model(
         WeightsDownloadError: the pretrained weights could not be downloaded.
         UserError: an unknown name, a state dict without ``arch``, and the like.
     """
-    from .training import resolve_device
-
-    device = resolve_device(device)
+    device = resolve_device(device, allow=(*COMPUTE_DEVICES, "meta"))  # meta: a stand-in GPU for tests
     if num_classes is not None and int(num_classes) < 1:
         raise UserError(f"num_classes must be a positive integer, got {num_classes}")
     if str(source).startswith(PRETRAINED_PREFIX):
@@ -615,7 +614,7 @@ def torchvision_classifier(
     if name.lower() not in torchvision_names():
         raise _unknown_model(name, "the model")
     training.set_seed(seed)
-    device = training.resolve_device(device)
+    device = resolve_device(device)
     model = _new_model("torchvision", name.lower(), num_classes=10)
     preset = cifar_preset(size=input_size)
     train_loader = data.make_loader(data.load_sample(True, preset), batch_size, shuffle=True, num_workers=0, seed=seed)

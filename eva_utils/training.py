@@ -40,6 +40,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .checkpoint import load_checkpoint, restore_training_state, save_checkpoint
+from .devices import resolve_device
+from .files import atomic_write
 from .errors import CheckpointError, UserError, unknown_name
 from .evaluation import model_device_dtype
 
@@ -47,6 +49,7 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULERS",
     "EpochStats",
+    "Precision",
     "History",
     "LRFinderResult",
     "TrainingDivergedError",
@@ -86,28 +89,6 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` or ``"auto"`` picks CUDA when present, else the CPU.
-
-    Raises:
-        UserError: for a CUDA device on a machine without one.
-    """
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise UserError(f"unknown device {device!r}: use cpu, cuda, cuda:0 or auto") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {str(device)!r} asked for but no GPU is available: use --device cpu "
-                        "(in Colab: Runtime > Change runtime type > GPU)")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        count = torch.cuda.device_count()
-        raise UserError(f"device {device!r} does not exist: this machine has {count} GPU{'s' if count != 1 else ''} "
-                        f"(cuda:0..cuda:{count - 1})")
-    return dev
-
-
 def _positive(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise UserError(f"{name} must be a positive number, got {value!r}")
@@ -129,9 +110,28 @@ def multi_exit_loss(
     return torch.stack([criterion(o, labels) for o in outs]).mean()
 
 
-class Precision(NamedTuple):
-    autocast: Any
-    scaler: torch.amp.GradScaler
+@dataclass(frozen=True)
+class Precision:
+    """How a run computes: ``dtype`` None is float32; bfloat16/float16 is autocast to that type.
+
+    ``fit`` decides it once (:func:`mixed_precision`) and hands it to every epoch.
+    """
+
+    device_type: str
+    dtype: torch.dtype | None = None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context of a forward pass (a no-op in float32)."""
+        return torch.autocast(self.device_type, dtype=self.dtype) if self.dtype is not None else nullcontext()
+
+    @property
+    def needs_scaler(self) -> bool:
+        """float16 gradients underflow without loss scaling; bfloat16 and float32 ones do not."""
+        return self.dtype == torch.float16
+
+    def new_scaler(self) -> torch.amp.GradScaler:
+        """A GradScaler for this precision (enabled for float16 only)."""
+        return torch.amp.GradScaler(self.device_type, enabled=self.needs_scaler)
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:
@@ -146,26 +146,24 @@ def amp_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if major >= 8 else torch.float16
 
 
-def mixed_precision(device: torch.device, amp: bool | torch.dtype) -> Precision:
-    """The autocast context and GradScaler of a run.
+def mixed_precision(device: torch.device, amp: bool | torch.dtype | Precision) -> Precision:
+    """The precision of a run.
 
     ``amp=True``: on CUDA, native bf16 autocast, or fp16 autocast with a GradScaler (see ``amp_dtype``);
-    nothing on the CPU, where autocast is slower than float32. ``amp=torch.bfloat16`` or ``torch.float16``:
+    float32 on the CPU, where autocast is slower than float32. ``amp=torch.bfloat16`` or ``torch.float16``:
     that autocast on any device, with a GradScaler for float16; this is how the CUDA path is exercised
-    on a CPU-only machine (same code, CPU kernels). ``amp=False``: float32.
+    on a CPU-only machine (same code, CPU kernels). ``amp=False``: float32. A ``Precision`` is returned as is.
     """
+    device = torch.device(device)
+    if isinstance(amp, Precision):
+        return amp
     if isinstance(amp, torch.dtype):
         if amp not in (torch.bfloat16, torch.float16):
             raise UserError(f"mixed precision runs in bfloat16 or float16, not {amp}")
-        dtype = amp
-    elif amp and device.type == "cuda":
-        dtype = amp_dtype(device)
-    else:
-        return Precision(nullcontext, torch.amp.GradScaler(device.type, enabled=False))
-    return Precision(
-        lambda: torch.autocast(device.type, dtype=dtype),
-        torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
-    )
+        return Precision(device.type, amp)
+    if amp and device.type == "cuda":
+        return Precision(device.type, amp_dtype(device))
+    return Precision(device.type)
 
 
 def _to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device, channels_last: bool,
@@ -177,7 +175,23 @@ def _to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device,
 
 def _use_channels_last(device: torch.device, channels_last: bool | str) -> bool:
     """NHWC on CUDA when ``channels_last`` is true; ``"always"`` also on the CPU (to test the CUDA path there)."""
-    return channels_last == "always" or (bool(channels_last) and device.type == "cuda")
+    return channels_last == "always" or (bool(channels_last) and torch.device(device).type == "cuda")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return model_device_dtype(model)[0]
+
+
+def _is_channels_last(model: nn.Module) -> bool:
+    weights = [p for p in model.parameters() if p.dim() == 4]
+    return bool(weights) and all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+
+
+def _old_argument_order(name: str, old: tuple[str, ...], args: tuple, kwargs: dict) -> dict:
+    """The keywords of a call in eva_utils 0.1.0's positional order, with a DeprecationWarning."""
+    warnings.warn(f"{name}({', '.join(old[:len(args)])}) is the order of eva_utils 0.1.0; "
+                  f"pass {name}(model, loader, criterion, ...) and the rest by name", DeprecationWarning, stacklevel=3)
+    return {**dict(zip(old, args)), **kwargs}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,32 +209,24 @@ class EpochStats:
     lr: float = float("nan")
 
 
-def train_one_epoch(
-    model: nn.Module,
-    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    optimizer: torch.optim.Optimizer,
-    train_loader: DataLoader,
-    device: torch.device,
-    epoch: int = 0,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    amp: bool | torch.dtype = True,
-    channels_last: bool | str = True,
-    max_batches: int | None = None,
-    progress: bool = True,
-) -> EpochStats:
-    """Train for one pass over ``train_loader``.
+_TRAIN_ONE_EPOCH_0_1 = ("model", "criterion", "optimizer", "train_loader", "device", "epoch", "scheduler", "scaler",
+                        "amp", "channels_last", "max_batches", "progress")
+
+
+def train_one_epoch(*args: Any, **kwargs: Any) -> EpochStats:
+    """Train for one pass over ``train_loader``: ``train_one_epoch(model, train_loader, criterion, optimizer, *, ...)``.
 
     Args:
         model: put into train mode here.
+        train_loader: yields ``(images, labels)``.
         criterion: e.g. ``nn.CrossEntropyLoss(label_smoothing=0.1)``.
         optimizer: steps once per batch.
-        train_loader: yields ``(images, labels)``.
-        device: where the model lives.
+        device: where the model lives (default: the model's own device).
         epoch: 0-based, for the progress bar and error messages.
         scheduler: stepped after every batch (pass it only for per-batch schedules such as OneCycleLR).
-        scaler: a GradScaler for fp16 autocast (``fit`` makes one).
-        amp: autocast on CUDA (ignored on the CPU); a dtype forces it anywhere (see ``mixed_precision``).
+        scaler: the run's GradScaler, needed for float16 autocast (``fit`` makes one per run).
+        amp: autocast on CUDA (ignored on the CPU); a dtype forces it anywhere; or ``fit``'s Precision
+            (see ``mixed_precision``).
         channels_last: NHWC memory format on CUDA (ignored on the CPU); ``"always"`` also on the CPU.
         max_batches: stop early, for smoke runs.
         progress: show a tqdm bar with running loss and accuracy.
@@ -230,12 +236,37 @@ def train_one_epoch(
 
     Raises:
         TrainingDivergedError: the loss is NaN or infinite; names the epoch and batch.
+        UserError: float16 autocast without a scaler, or an empty loader.
     """
+    if len(args) >= 3 and isinstance(args[2], torch.optim.Optimizer):  # (model, criterion, optimizer, loader, ...)
+        kwargs = _old_argument_order("train_one_epoch", _TRAIN_ONE_EPOCH_0_1, args, kwargs)
+        args = ()
+    return _train_one_epoch(*args, **kwargs)
+
+
+def _train_one_epoch(
+    model: nn.Module,
+    train_loader: DataLoader,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: str | torch.device | None = None,
+    epoch: int = 0,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    amp: bool | torch.dtype | Precision = True,
+    channels_last: bool | str = True,
+    max_batches: int | None = None,
+    progress: bool = True,
+) -> EpochStats:
     from tqdm.auto import tqdm
 
-    model.train()
+    device = torch.device(device) if device is not None else _model_device(model)
     precision = mixed_precision(device, amp)
-    autocast, scaler = precision.autocast, scaler or precision.scaler
+    if scaler is None and precision.needs_scaler:
+        raise UserError("float16 autocast needs the run's GradScaler: pass scaler=torch.amp.GradScaler(...) "
+                        "(fit makes one), or use bfloat16")
+    model.train()
     cl = _use_channels_last(device, channels_last)
     total = max_batches if max_batches is not None else len(train_loader)
     bar = tqdm(train_loader, total=total, desc=f"epoch {epoch + 1} train", disable=not progress, leave=False)
@@ -248,7 +279,7 @@ def train_one_epoch(
             if max_batches is not None and batch >= max_batches:
                 break
             images, labels = _to_device(images, labels, device, cl)  # (N, C, H, W), (N,)
-            with autocast():
+            with precision.autocast():
                 outputs = model(images)
                 loss = multi_exit_loss(criterion, outputs, labels)
             loss_value = loss.item()
@@ -258,9 +289,13 @@ def train_one_epoch(
                     "Lower the learning rate, or turn AMP off (--no-amp) if it only happens with mixed precision"
                 )
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
             lr = optimizer.param_groups[0]["lr"]  # the rate this batch used (before the scheduler moves on)
             if scheduler is not None:
                 scheduler.step()
@@ -275,19 +310,11 @@ def train_one_epoch(
     return EpochStats(loss_sum / seen, correct / seen, lr=lr)
 
 
-@torch.inference_mode()
-def evaluate(
-    model: nn.Module,
-    test_loader: DataLoader,
-    device: torch.device,
-    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    amp: bool | torch.dtype = True,
-    channels_last: bool | str = True,
-    tta: bool = False,
-    max_batches: int | None = None,
-    progress: bool = False,
-) -> EpochStats:
-    """Loss and accuracy over ``test_loader`` in eval mode.
+_EVALUATE_0_1 = ("model", "test_loader", "device", "criterion", "amp", "channels_last", "tta", "max_batches", "progress")
+
+
+def evaluate(*args: Any, **kwargs: Any) -> EpochStats:
+    """Loss and accuracy over ``test_loader`` in eval mode: ``evaluate(model, test_loader, criterion=None, *, ...)``.
 
     The loss is the mean over samples (each batch weighted by its size), not a sum or an
     unweighted mean of batch means, so the last, smaller batch counts for what it holds.
@@ -295,9 +322,9 @@ def evaluate(
     Args:
         model: put into eval mode here.
         test_loader: yields ``(images, labels)``.
-        device: where the model lives.
         criterion: a mean-reduced loss; default plain cross-entropy.
-        amp: autocast on CUDA; a dtype forces it anywhere (see ``mixed_precision``).
+        device: where the model lives (default: the model's own device).
+        amp: autocast on CUDA; a dtype forces it anywhere; or ``fit``'s Precision (see ``mixed_precision``).
         channels_last: NHWC memory format on CUDA; ``"always"`` also on the CPU.
         tta: average the logits of each image and its horizontal flip.
         max_batches: stop early, for smoke runs.
@@ -306,20 +333,40 @@ def evaluate(
     Returns:
         Mean loss, accuracy of the last exit, and per-exit accuracy for multi-exit models.
     """
+    if len(args) >= 3 and isinstance(args[2], (str, torch.device)):  # (model, loader, device, criterion, ...)
+        kwargs = _old_argument_order("evaluate", _EVALUATE_0_1, args, kwargs)
+        args = ()
+    return _evaluate(*args, **kwargs)
+
+
+@torch.inference_mode()
+def _evaluate(
+    model: nn.Module,
+    test_loader: DataLoader,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    *,
+    device: str | torch.device | None = None,
+    amp: bool | torch.dtype | Precision = True,
+    channels_last: bool | str = True,
+    tta: bool = False,
+    max_batches: int | None = None,
+    progress: bool = False,
+) -> EpochStats:
     from tqdm.auto import tqdm
 
     criterion = criterion or nn.CrossEntropyLoss()
-    model.eval()
-    autocast = mixed_precision(device, amp).autocast
+    device = torch.device(device) if device is not None else _model_device(model)
+    precision = mixed_precision(device, amp)
     cl = _use_channels_last(device, channels_last)
     dtype = model_device_dtype(model)[1]
+    model.eval()
     loss_sum, seen = 0.0, 0
     exit_correct: torch.Tensor | None = None
     for batch, (images, labels) in enumerate(tqdm(test_loader, desc="test", disable=not progress, leave=False)):
         if max_batches is not None and batch >= max_batches:
             break
         images, labels = _to_device(images, labels, device, cl, dtype)  # a float16/bfloat16 model: its own dtype
-        with autocast():
+        with precision.autocast():
             outs = [o.float() for o in _as_list(model(images))]
             if tta:
                 flipped = _as_list(model(torch.flip(images, dims=[3])))
@@ -384,7 +431,7 @@ class History:
     def save(self, path: str | os.PathLike) -> Path:
         """Write JSON atomically; returns the path."""
         path = Path(path)
-        _atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+        atomic_write(path, lambda f: f.write(json.dumps(self.to_dict(), indent=1).encode()))
         return path
 
     @classmethod
@@ -394,13 +441,6 @@ class History:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError) as exc:
             raise UserError(f"cannot read history {path}: {exc}") from exc
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -506,6 +546,7 @@ def fit(
     epochs: int,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    *,
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     device: str | torch.device | None = None,
     amp: bool | torch.dtype = True,
@@ -554,7 +595,8 @@ def fit(
         torch.backends.cudnn.benchmark = True  # fixed 32x32 shapes: let cuDNN pick its fastest kernels once
     if _use_channels_last(device, channels_last):
         model.to(memory_format=torch.channels_last)
-    scaler = mixed_precision(device, amp).scaler
+    precision = mixed_precision(device, amp)  # decided once for the run
+    scaler = precision.new_scaler()  # one for the run (disabled unless float16): its scale carries across epochs
     history = History()
     start = 0
     if resume is not None:
@@ -573,14 +615,15 @@ def fit(
     for epoch in range(start, int(epochs)):
         _seed_epoch(seed, epoch, train_loader)
         t0 = time.perf_counter()
-        train = train_one_epoch(
-            model, criterion, optimizer, train_loader, device, epoch,
-            scheduler=scheduler if per_batch else None, scaler=scaler, amp=amp,
+        train = _train_one_epoch(
+            model, train_loader, criterion, optimizer, device=device, epoch=epoch,
+            scheduler=scheduler if per_batch else None, scaler=scaler, amp=precision,
             channels_last=channels_last, max_batches=max_batches, progress=progress,
         )
         if scheduler is not None and not per_batch:
             scheduler.step()
-        test = evaluate(model, test_loader, device, criterion, amp=amp, channels_last=channels_last, max_batches=max_batches)
+        test = _evaluate(model, test_loader, criterion, device=device, amp=precision, channels_last=channels_last,
+                         max_batches=max_batches)
         history.append(epoch + 1, train, test, time.perf_counter() - t0)
         if progress:
             tqdm.write(
@@ -622,8 +665,13 @@ def find_lr(
     num_iter: int = 100,
     skip_start: int = 10,
     skip_end: int = 5,
+    amp: bool | torch.dtype = True,
+    channels_last: bool | str = True,
 ) -> LRFinderResult:
     """Leslie Smith's LR range test with torch-lr-finder; the model and optimizer are restored after.
+
+    The test runs in the precision and memory format ``fit`` trains in (same ``amp`` and
+    ``channels_last`` rules), so its losses are those training will see.
 
     Args:
         model: trained for ``num_iter`` batches with an exponentially rising LR, then restored.
@@ -636,12 +684,19 @@ def find_lr(
         num_iter: batches in the test.
         skip_start: points dropped at the start before choosing the suggestion.
         skip_end: points dropped at the end.
+        amp: as for :func:`fit`: mixed precision on CUDA, a dtype forces it anywhere.
+        channels_last: as for :func:`fit`; the model's memory format is put back after.
 
     Returns:
         The suggested LR (steepest loss descent), the LRs and smoothed losses, and a Figure.
     """
     from matplotlib.figure import Figure
-    from torch_lr_finder import LRFinder
+    from torch_lr_finder import LRFinder, TrainDataLoaderIter
+
+    class _ChannelsLast(TrainDataLoaderIter):  # NHWC batches, as fit feeds them
+        def inputs_labels_from_batch(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            inputs, labels = super().inputs_labels_from_batch(batch)
+            return inputs.contiguous(memory_format=torch.channels_last), labels
 
     _positive("start_lr", start_lr)
     _positive("end_lr", end_lr)
@@ -650,18 +705,30 @@ def find_lr(
     base = criterion or nn.CrossEntropyLoss()
     optimizer = optimizer or make_optimizer(model, "sgd", lr=start_lr)
     was_training = model.training
-    dev = resolve_device(device) if device is not None else next(model.parameters()).device
-    finder = LRFinder(model, optimizer, lambda out, y: multi_exit_loss(base, out, y), device=dev)
+    dev = resolve_device(device) if device is not None else _model_device(model)
+    precision = mixed_precision(dev, amp)
+    to_nhwc = _use_channels_last(dev, channels_last) and not _is_channels_last(model)
+    if to_nhwc:
+        model.to(memory_format=torch.channels_last)
+    autocast = {} if precision.dtype is None else {
+        "amp_backend": "torch", "amp_config": {"device_type": dev.type, "dtype": precision.dtype},
+        "grad_scaler": precision.new_scaler(),
+    }
+    finder = LRFinder(model, optimizer, lambda out, y: multi_exit_loss(base, out, y), device=dev, **autocast)
     said = io.StringIO()  # torch-lr-finder prints "See the graph with {finder_name}.plot()": not our API
     try:
-        with contextlib.redirect_stdout(said):
-            finder.range_test(train_loader, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter)
+        with contextlib.redirect_stdout(said), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_SKIPPED_STEP)  # fp16: a skipped step on overflow, as in training
+            batches = _ChannelsLast(train_loader) if _use_channels_last(dev, channels_last) else train_loader
+            finder.range_test(batches, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter)
     finally:
         for line in said.getvalue().splitlines():
             if "finder_name" not in line:
                 print(line)  # e.g. "Stopping early, the loss has diverged"
         finder.reset()  # model and optimizer back to their states before the test
         model.train(was_training)
+        if to_nhwc:
+            model.to(memory_format=torch.contiguous_format)
     lrs, losses = finder.history["lr"], finder.history["loss"]
     end = len(lrs) - skip_end if skip_end else len(lrs)
     xs, ys = lrs[skip_start:end], losses[skip_start:end]

@@ -94,6 +94,6 @@ def test_half_precision_models_predict_and_evaluate(test_set, dtype):
     ref, got = evaluation.predict(full, loader), evaluation.predict(half, loader)
     assert got.probs.dtype == np.float32
     np.testing.assert_allclose(got.probs, ref.probs, atol=0.05)  # half precision, not equality
-    stats = training.evaluate(half, loader, torch.device("cpu"))
+    stats = training.evaluate(half, loader, device="cpu")
     assert 0.0 <= stats.acc <= 1.0 and np.isfinite(stats.loss)
     assert stats.acc == pytest.approx(evaluation.accuracy(got), abs=0.03)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from eva_utils.models.msdnet import (
     MSDNet,
     MSDNetConfig,
     download_msdnet_gcn_checkpoint,
+    verify_msdnet_gcn_download,
     infer_msdnet_config,
     load_msdnet_gcn_checkpoint,
     msdnet,
@@ -225,6 +228,28 @@ def test_download_fetches_a_checkpoint_that_loads(tmp_path: Path, small_expected
     with torch.no_grad():
         logits = load_msdnet_gcn_checkpoint(target)(small_expected["input"])
     torch.testing.assert_close(torch.stack(logits), small_expected["logits"], atol=ATOL, rtol=0)
+
+
+def test_download_records_its_hash_and_later_uses_check_it(tmp_path: Path) -> None:
+    target = tmp_path / "anytime_cifar_10.pth.tar"
+    download_msdnet_gcn_checkpoint(target, url=SMALL_CKPT.resolve().as_uri(), progress=False)
+    digest = hashlib.sha256(SMALL_CKPT.read_bytes()).hexdigest()
+    assert (tmp_path / "anytime_cifar_10.pth.tar.sha256").read_text() == f"{digest}  anytime_cifar_10.pth.tar\n"
+    assert verify_msdnet_gcn_download(target) == digest
+    data = bytearray(target.read_bytes())
+    data[-100] ^= 0xFF  # damaged or replaced since the download
+    target.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="the file changed since; delete it"):
+        download_msdnet_gcn_checkpoint(target, url=SMALL_CKPT.resolve().as_uri(), progress=False)
+
+
+def test_download_with_a_pinned_hash_refuses_a_mismatch_and_keeps_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "anytime_cifar_10.pth.tar"
+    with pytest.raises(CheckpointError, match="does not have the sha256 asked for"):
+        download_msdnet_gcn_checkpoint(target, url=SMALL_CKPT.resolve().as_uri(), progress=False, sha256="0" * 64)
+    assert list(tmp_path.iterdir()) == []
+    digest = hashlib.sha256(SMALL_CKPT.read_bytes()).hexdigest()
+    assert download_msdnet_gcn_checkpoint(target, url=SMALL_CKPT.resolve().as_uri(), progress=False, sha256=digest) == target
 
 
 def test_download_keeps_a_file_already_there(tmp_path: Path) -> None:

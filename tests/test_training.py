@@ -57,7 +57,7 @@ def test_evaluate_loss_is_the_mean_over_samples():
     images, labels = torch.randn(5, 3, 8, 8), torch.tensor([0, 1, 2, 1, 0])
     model = nn.Sequential(nn.Flatten(), nn.Linear(192, 3))
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=2)
-    stats = training.evaluate(model, loader, torch.device("cpu"))
+    stats = training.evaluate(model, loader, device="cpu")
     expected = nn.functional.cross_entropy(model(images), labels).item()
     assert stats.loss == pytest.approx(expected, rel=1e-6)
     assert stats.acc == pytest.approx((model(images).argmax(1) == labels).float().mean().item())
@@ -81,7 +81,7 @@ def test_multi_exit_model_trains_on_mean_loss_and_reports_exit_accuracy():
     assert training.multi_exit_loss(crit, outs, labels).item() == pytest.approx(
         (crit(outs[0], labels).item() + crit(outs[1], labels).item()) / 2)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=4)
-    stats = training.evaluate(model, loader, torch.device("cpu"))
+    stats = training.evaluate(model, loader, device="cpu")
     assert len(stats.exit_acc) == 2 and stats.acc == stats.exit_acc[-1]
     opt = training.make_optimizer(model, "sgd", lr=0.1)
     history = training.fit(model, loader, loader, 2, opt, device="cpu", progress=False)
@@ -165,13 +165,6 @@ def test_find_lr_restores_model_and_optimizer(capsys):
     assert ".plot()" not in capsys.readouterr().out  # torch-lr-finder's pointer to its own API is dropped
 
 
-def test_resolve_device():
-    assert training.resolve_device("cpu").type == "cpu"
-    if not torch.cuda.is_available():
-        with pytest.raises(UserError, match="no GPU"):
-            training.resolve_device("cuda")
-
-
 @pytest.mark.parametrize(
     "capability, expected",
     [((7, 5), torch.float16), ((7, 0), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)],
@@ -186,7 +179,7 @@ def test_amp_uses_bf16_only_where_the_gpu_runs_it_natively(monkeypatch, capabili
 
 def test_no_autocast_and_no_scaler_on_the_cpu():
     precision = training.mixed_precision(torch.device("cpu"), amp=True)
-    assert not precision.scaler.is_enabled()
+    assert not precision.new_scaler().is_enabled()
     with precision.autocast():
         assert not torch.is_autocast_enabled("cpu")
 
@@ -215,7 +208,7 @@ def test_a_skipped_fp16_step_keeps_the_schedule_and_raises_no_warning():
     before = {k: v.clone() for k, v in model.state_dict().items() if "weight" in k}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch's "lr_scheduler.step() before optimizer.step()" would raise
-        training.train_one_epoch(model, torch.nn.CrossEntropyLoss(), opt, train_loader, torch.device("cpu"),
+        training.train_one_epoch(model, train_loader, torch.nn.CrossEntropyLoss(), opt, device="cpu",
                                  scheduler=sched, scaler=_OverflowScaler(), max_batches=4, progress=False)
     assert sched.last_epoch == 4  # the schedule moved on for every batch
     assert all(torch.equal(before[k], model.state_dict()[k]) for k in before)  # no weight was updated
@@ -257,7 +250,7 @@ def test_mixed_precision_and_channels_last_run_on_the_cpu(tmp_path, dtype):
 
         ckpt = checkpoint.load_checkpoint(tmp_path / "ck.pt")
         ckpt["scaler"]["scale"] = 1234.0
-        fresh = training.mixed_precision(torch.device("cpu"), dtype).scaler
+        fresh = training.mixed_precision(torch.device("cpu"), dtype).new_scaler()
         checkpoint.restore_training_state(ckpt, resnet18(width=4), None, None, fresh)
         assert fresh.get_scale() == 1234.0
 
@@ -265,3 +258,61 @@ def test_mixed_precision_and_channels_last_run_on_the_cpu(tmp_path, dtype):
 def test_precision_refuses_a_dtype_autocast_cannot_use():
     with pytest.raises(UserError, match="bfloat16 or float16"):
         training.mixed_precision(torch.device("cpu"), torch.float64)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_find_lr_runs_in_the_precision_and_memory_format_of_training(dtype):
+    training.set_seed(0)
+    train_loader, _ = _loaders(batch_size=16, n_train=64)
+    model = resnet18(width=4)
+    spy = _Spy(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    training.find_lr(model, train_loader, num_iter=20, skip_start=2, skip_end=2, end_lr=1.0,
+                     amp=dtype, channels_last="always")
+    assert spy.outputs and all(out == dtype for out in spy.outputs)  # the forward passes ran under autocast
+    assert all(channels_last for _, channels_last in spy.inputs)
+    assert not model.conv1.weight.is_contiguous(memory_format=torch.channels_last)  # memory format put back
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_find_lr_in_float32_on_the_cpu_by_default():
+    train_loader, _ = _loaders(batch_size=16, n_train=64)
+    model = resnet18(width=4)
+    spy = _Spy(model)
+    training.find_lr(model, train_loader, num_iter=12, skip_start=2, skip_end=2, end_lr=1.0)
+    assert {out for out in spy.outputs} == {torch.float32}
+    assert not any(channels_last for _, channels_last in spy.inputs)
+
+
+def test_the_old_argument_order_still_works_with_a_deprecation_warning():
+    training.set_seed(0)
+    train_loader, test_loader = _loaders(batch_size=16, n_train=32)
+    model = resnet18(width=4)
+    opt = training.make_optimizer(model, "sgd", lr=0.05)
+    with pytest.warns(DeprecationWarning, match="order of eva_utils 0.1.0"):
+        old = training.evaluate(model, test_loader, torch.device("cpu"), max_batches=1)
+    assert old == training.evaluate(model, test_loader, device="cpu", max_batches=1)
+    with pytest.warns(DeprecationWarning, match="order of eva_utils 0.1.0"):
+        stats = training.train_one_epoch(model, torch.nn.CrossEntropyLoss(), opt, train_loader, torch.device("cpu"),
+                                         max_batches=1, progress=False)
+    assert np.isfinite(stats.loss)
+
+
+def test_float16_epoch_without_the_runs_scaler_is_refused():
+    train_loader, _ = _loaders(batch_size=16, n_train=32)
+    model = resnet18(width=4)
+    opt = training.make_optimizer(model, "sgd", lr=0.05)
+    with pytest.raises(UserError, match="needs the run's GradScaler"):
+        training.train_one_epoch(model, train_loader, torch.nn.CrossEntropyLoss(), opt, amp=torch.float16, progress=False)
+
+
+def test_fit_decides_the_precision_once(monkeypatch):
+    calls = []
+    real = training.mixed_precision
+    monkeypatch.setattr(training, "mixed_precision", lambda *a: calls.append(a) or real(*a))
+    train_loader, test_loader = _loaders(batch_size=16, n_train=32)
+    model = resnet18(width=4)
+    opt = training.make_optimizer(model, "sgd", lr=0.05)
+    training.fit(model, train_loader, test_loader, 3, opt, device="cpu", amp=torch.bfloat16, max_batches=1, progress=False)
+    assert len(calls) == 1 + 2 * 3  # fit's own decision; each epoch only passes it on (a Precision is returned as is)
+    assert all(isinstance(a[1], training.Precision) for a in calls[1:])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..devices import eval_mode
 from .msdnet import MSDNet, MSDNetConfig, download_msdnet_gcn_checkpoint, load_msdnet_gcn_checkpoint, msdnet
 from .registry import MODELS, get_model, model_key
 from .shipped import PRETRAINED, pretrained
@@ -55,8 +56,7 @@ def summary(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32), verb
         device = next(model.parameters()).device
     except StopIteration:
         device = torch.device("cpu")
-    was_training = model.training
-    try:
+    with eval_mode(model):  # torchinfo runs a forward pass; batch-norm statistics stay as they were
         return torchinfo.summary(
             model,
             input_size=input_size,
@@ -65,5 +65,3 @@ def summary(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32), verb
             col_names=("output_size", "num_params"),
             row_settings=("var_names",),
         )
-    finally:
-        model.train(was_training)

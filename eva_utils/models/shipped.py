@@ -14,7 +14,6 @@ it then loads with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, unknown_name
+from ..files import sha256_of  # re-exported: models.shipped.sha256_of is public
 from .registry import get_model
 
 __all__ = ["PRETRAINED", "PretrainedWeights", "export_weights", "pretrained", "pretrained_info", "sha256_of", "training_history"]
@@ -61,11 +61,6 @@ _WEIGHTS: dict[str, PretrainedWeights] = {
 
 #: name -> one line saying what the model is and how good it is.
 PRETRAINED: dict[str, str] = {name: w.description for name, w in _WEIGHTS.items()}
-
-
-def sha256_of(data: bytes) -> str:
-    """The hex sha256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def pretrained_info(name: str) -> PretrainedWeights:
