@@ -25,10 +25,10 @@ import time
 import numpy as np
 import torch
 from torch import nn
+from train_speed import cpu_name
 
 from eva_utils import data, transforms
 from eva_utils.models import resnet18
-from train_speed import cpu_name
 
 
 def _sgd(model: nn.Module) -> torch.optim.Optimizer:

@@ -45,17 +45,16 @@ https://github.com/jacobgil/pytorch-grad-cam
 from __future__ import annotations
 
 import copy
-
 import difflib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .errors import UserError, first_line, unknown_name
 from .devices import eval_mode, model_device_dtype
+from .errors import UserError, first_line, unknown_name
 from .evaluation import forward_batches
 
 __all__ = [
@@ -83,8 +82,8 @@ _DELEGATED = ("scorecam", "ablationcam")
 CAM_METHODS: tuple[str, ...] = _ONE_PASS + _DELEGATED
 _ALIASES = {"gradcamplusplus": "gradcam++", "gradcampp": "gradcam++"}
 
-Layers = Union[Mapping[str, Union[nn.Module, str]], Sequence[Union[nn.Module, str]], nn.Module, str, None]
-Targets = Union[None, str, int, Sequence[Any], np.ndarray, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+Layers = Mapping[str, nn.Module | str] | Sequence[nn.Module | str] | nn.Module | str | None
+Targets = str | int | Sequence[Any] | np.ndarray | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None
 
 
 # ----------------------------------------------------------------------------- layers
@@ -630,7 +629,7 @@ def _target_score(output: torch.Tensor, targets: list[Any]) -> torch.Tensor:
     if all(isinstance(t, int) for t in targets):
         index = torch.as_tensor(targets, device=output.device)[:, None]  # (B, 1)
         return output.gather(1, index).sum()  # same gradient as sum(output[i, c_i])
-    return sum(t(o) for t, o in zip(_as_target_callables(targets), output))
+    return sum(t(o) for t, o in zip(_as_target_callables(targets), output, strict=False))
 
 
 def _one_pass_batch(
@@ -663,7 +662,7 @@ def _one_pass_batch(
     if uses_gradients:
         score = _target_score(output, targets)
         found = torch.autograd.grad(score, activations, allow_unused=True)  # only back to the activations
-        for module, grad in zip(modules, found):
+        for module, grad in zip(modules, found, strict=True):
             if grad is None:
                 name = capture.names[id(module)]
                 raise UserError(f"layer {name!r} does not influence the explained output; pick a layer before it")
@@ -675,7 +674,7 @@ def _one_pass_batch(
     cam_targets = _as_target_callables(targets)
     size = (x.shape[-1], x.shape[-2])  # (W, H), cv2's order, as BaseCAM.get_target_width_height
     per_module = {}
-    for module, act, grad in zip(modules, acts, grads):
+    for module, act, grad in zip(modules, acts, grads, strict=True):
         # Exactly BaseCAM.compute_cam_per_layer + aggregate_multi_layers for a single target layer.
         cam = method.get_cam_image(x, module, cam_targets, act, grad, eigen_smooth)  # (B, h, w)
         cam = np.maximum(cam, 0)
@@ -968,7 +967,7 @@ def pointing_hits(
     hits = np.zeros(n, dtype=bool)
     dy, dx = np.mgrid[-t:t + 1, -t:t + 1]
     disk = dy**2 + dx**2 <= t**2  # (2t+1, 2t+1)
-    for i, (y, x) in enumerate(zip(ys, xs)):
+    for i, (y, x) in enumerate(zip(ys, xs, strict=False)):
         window = np.zeros_like(disk)
         y0, y1, x0, x1 = max(y - t, 0), min(y + t + 1, height), max(x - t, 0), min(x + t + 1, width)
         window[y0 - y + t:y1 - y + t, x0 - x + t:x1 - x + t] = mask[i, y0:y1, x0:x1]

@@ -33,9 +33,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .argtypes import finite_float, positive_float, positive_int
+from . import cam, inputs, sources
+from .argtypes import Parser, finite_float, positive_float, positive_int, run_parsed
+from .cam import CAM_METHODS
 from .devices import resolve_device
 from .errors import UserError, first_line
+from .plots import save_figure
 
 __all__ = ["add_parser", "main", "run"]
 
@@ -63,7 +66,6 @@ def _output_key(text: str) -> int | str:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``cam`` on the ``eva-utils`` subcommands; returns its parser."""
-    from .cam import CAM_METHODS
 
     p = subparsers.add_parser(
         "cam", help="Grad-CAM for any CNN (torchvision name, state dict, TorchScript, checkpoint) on your images",
@@ -128,7 +130,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _class_names(args: argparse.Namespace, default: Sequence[str] | None, num_outputs: int) -> tuple[str, ...]:
     """Class names for the model's ``num_outputs`` outputs: from the labels file, ImageNet, the model, or numbers."""
-    from . import sources
 
     if args.labels_path and args.imagenet_labels:
         raise UserError("give either --labels_path or --imageNet_labels, not both")
@@ -149,7 +150,6 @@ def _class_names(args: argparse.Namespace, default: Sequence[str] | None, num_ou
 
 def _layers(model: torch.nn.Module, args: argparse.Namespace, input_size: int) -> dict[str, tuple[str, torch.nn.Module]]:
     """Display key -> (label, module) for the layers asked for; the last conv layer by default."""
-    from . import cam
 
     chosen: dict[str, tuple[str, torch.nn.Module]] = {}
     counts = args.conv2d_backcount or ([] if args.layer else [1])
@@ -202,7 +202,6 @@ def _file_name(idx: int, k: int, many_images: bool, many_layers: bool) -> str:
 
 def _check_runs(model: torch.nn.Module, size: int, output_index: int | None) -> int:
     """Run the model once on a dummy image; return its number of outputs (classes)."""
-    from . import cam
 
     try:
         return cam.class_probs(model, torch.zeros(1, 3, size, size), output_index=output_index).shape[1]
@@ -223,7 +222,6 @@ def _explain_batch(
     many_images: bool,
 ) -> list[tuple[str, Any, str]]:
     """Figures for one batch: [(file name, Figure, one-line note)], one per image and layer."""
-    from . import cam
 
     x = torch.stack([t for _, _, t in batch])  # (B, 3, S, S)
     probs = cam.class_probs(model, x, output_index=args.output_index)  # (B, K)
@@ -239,7 +237,7 @@ def _explain_batch(
     ranks = ["top 1", "top 2", "top 3"][: min(3, per)] + (["lowest"] if per > 3 else [])
     out = []
     for b, (idx, image_file, _) in enumerate(batch):
-        titles = [f"{rank}: {_short(classes[c])}\np = {_prob(probs[b, c])}" for rank, c in zip(ranks, targets[b])]
+        titles = [f"{rank}: {_short(classes[c])}\np = {_prob(probs[b, c])}" for rank, c in zip(ranks, targets[b], strict=False)]
         for k, (key, (label, _)) in enumerate(layers.items(), start=1):
             panels = [maps[key][b * per + t][None] for t in range(per)]  # each (1, S, S)
             fig = cam.show_cams(rgb[b:b + 1], panels, titles=[titles], row_labels=[textwrap.shorten(image_file.name, 40)],
@@ -306,8 +304,6 @@ def _save_dir(args: argparse.Namespace) -> tuple[Path | None, bool]:
 
 def run(args: argparse.Namespace) -> int:
     """Explain the images with the model as ``args`` says; print one line per image and a summary."""
-    from . import cam, inputs, sources
-    from .plots import save_figure
 
     start = time.perf_counter()
     cam._method_key(args.method)  # an unknown method fails now, not after loading the model
@@ -369,9 +365,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m eva_utils.cam_cli ...``: the same as ``eva-utils cam ...``."""
-    from .cli import main as cli_main
-
-    return cli_main(["cam", *(sys.argv[1:] if argv is None else argv)])
+    parser = Parser(prog="eva-utils")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return run_parsed(parser, ["cam", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from torch import nn
 
 from .errors import CheckpointError, DataNotFoundError, first_line
 from .files import atomic_write
+from .models import MODELS, get_model, model_key
+from .models.resnet import MAX_WIDTH
 from .safe_load import RefusedPickleError, safe_load  # re-exported: checkpoint.safe_load is the documented name
 
 __all__ = [
@@ -241,8 +243,6 @@ def _stored_architecture(config: dict[str, Any], state: Any, path: str | os.Path
     A crafted or damaged ``config`` (``width: 10**6``, ``"abc"``) must not allocate a huge model or fail deep
     inside a constructor: settings are checked for type and range, and the ResNets' against the weights' shapes.
     """
-    from .models import MODELS, model_key
-    from .models.resnet import MAX_WIDTH
 
     name = config.get("model")
     if not isinstance(name, str) or model_key(name) not in MODELS:
@@ -278,7 +278,6 @@ def load_trained_model(path: str | os.PathLike, map_location: str | torch.device
     Returns:
         The model with its trained weights, in eval mode, on ``map_location``.
     """
-    from .models import get_model
 
     ckpt = load_checkpoint(path, map_location="cpu")  # read on the CPU, then moved: works for any device
     config = ckpt.get("config") or {}

@@ -17,17 +17,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .argtypes import positive_float, positive_int
-from .errors import UserError
+from . import __version__, cam_cli, msd_cli
+from .argtypes import Parser, positive_float, positive_int, run_parsed
+from .recipe import TrainConfig, run_training
+from .report import write_pretrained_report, write_report
+from .training import TrainingDivergedError
 
 __all__ = ["Parser", "build_parser", "main"]
-
-
-class Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are one line: ``eva-utils train: error: ... (see --help)``."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _add_training_options(p: argparse.ArgumentParser, defaults: object) -> None:
@@ -69,8 +65,6 @@ def _add_training_options(p: argparse.ArgumentParser, defaults: object) -> None:
 
 
 def _config_from_args(args: argparse.Namespace, base: object) -> object:
-    from .recipe import TrainConfig
-
     settings = base.to_dict()
     settings.update({k: v for k, v in vars(args).items() if k in settings})
     return TrainConfig.from_dict(settings)
@@ -83,8 +77,6 @@ def _resume_path(args: argparse.Namespace) -> Path | None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .recipe import TrainConfig, run_training
-
     config = _config_from_args(args, TrainConfig())
     result = run_training(config, resume=_resume_path(args), overwrite=args.overwrite)
     h = result.history
@@ -95,9 +87,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .recipe import TrainConfig, run_training
-    from .report import write_pretrained_report, write_report
-
     start = time.perf_counter()
     config = _config_from_args(args, TrainConfig.demo())
     result = run_training(config, resume=_resume_path(args), overwrite=args.overwrite)
@@ -125,10 +114,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``eva-utils`` parser with its subcommands."""
-    from .recipe import TrainConfig
 
     parser = Parser(prog="eva-utils", description="Train CNNs on CIFAR-10 and look inside them with Grad-CAM.")
-    from . import __version__
 
     parser.add_argument("--version", action="version", version=f"eva-utils {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,demo,cam,msd}")
@@ -145,7 +132,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", metavar="DIR",
                    help="also copy the shipped model's figures (and the augmented samples) into DIR (images/ for the README)")
     p.set_defaults(func=_cmd_demo)
-    from . import cam_cli, msd_cli
 
     cam_cli.add_parser(sub)
     msd_cli.add_parser(sub)
@@ -153,22 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2 for user errors)."""
-    from .training import TrainingDivergedError
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"eva-utils {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except TrainingDivergedError as exc:
-        print(f"eva-utils {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"eva-utils {args.command}: interrupted", file=sys.stderr)
-        return 130
+    """Run the command line; returns the exit status (2 for user errors, 1 for a diverged training)."""
+    return run_parsed(build_parser(), argv, diverged=TrainingDivergedError)
 
 
 if __name__ == "__main__":

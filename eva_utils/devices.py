@@ -23,7 +23,7 @@ def _available() -> str:
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count == 0:
         return "this machine has no GPU"
-    return f"this machine has {count} GPU{'s' if count != 1 else ''}: cuda:0..cuda:{count - 1}"
+    return "this machine has 1 GPU: cuda:0" if count == 1 else f"this machine has {count} GPUs: cuda:0..cuda:{count - 1}"
 
 
 def resolve_device(device: str | torch.device | None = None, *, allow: tuple[str, ...] = COMPUTE_DEVICES) -> torch.device:

@@ -23,10 +23,24 @@ from pathlib import Path
 
 import numpy as np
 
+from . import multiexit as mx
 from .argtypes import non_negative_int, positive_int
+from .cam import overlay
+from .checkpoint import FORMAT, load_trained_model
+from .data import CIFAR10_MEAN, CIFAR10_STD, denormalize, load_dataset, make_loader
 from .devices import resolve_device
-from .errors import UserError
-from .models.msdnet import MSDNET_GCN_CIFAR10_PAGE
+from .errors import UserError, first_line
+from .models.msdnet import (
+    MSDNET_GCN_CIFAR10_PAGE,
+    MSDNet,
+    download_msdnet_gcn_checkpoint,
+    load_msdnet_gcn_checkpoint,
+    read_checkpoint,
+    verify_msdnet_gcn_download,
+)
+from .multiexit import default_exits, exit_cams, predict_exits
+from .plots import save_figure
+from .transforms import test_transforms
 
 __all__ = ["add_parser", "run"]
 
@@ -101,8 +115,6 @@ def _marks() -> tuple[str, str]:
 
 def _load_model(path: str, device):
     """(model, normalised): an MSDNet-GCN checkpoint (inputs in [0, 1]) or an ``eva-utils train`` one (normalised)."""
-    from .checkpoint import FORMAT, load_trained_model
-    from .models.msdnet import MSDNet, load_msdnet_gcn_checkpoint, read_checkpoint
 
     content = read_checkpoint(path)  # a file that cannot be read safely fails here, once, whatever its kind
     if not (isinstance(content, dict) and content.get("format") == FORMAT):
@@ -115,7 +127,6 @@ def _load_model(path: str, device):
 
 def _fetch_if_asked(args: argparse.Namespace) -> None:
     """Download the published model to ``--checkpoint`` with ``--download-checkpoint``; else say how."""
-    from .models.msdnet import download_msdnet_gcn_checkpoint, verify_msdnet_gcn_download
 
     if Path(args.checkpoint).exists():
         verify_msdnet_gcn_download(args.checkpoint)  # against the hash recorded when it was downloaded, if any
@@ -131,8 +142,6 @@ def _fetch_if_asked(args: argparse.Namespace) -> None:
 
 def _load(args: argparse.Namespace):
     """The model, the test set in the form its weights expect, and whether that form is normalised."""
-    from .data import load_dataset
-    from .transforms import test_transforms
 
     if not args.checkpoint:
         raise UserError(
@@ -152,8 +161,6 @@ def _load(args: argparse.Namespace):
 
 
 def _exits(args: argparse.Namespace, num_exits: int) -> tuple[int, ...]:
-    from .multiexit import default_exits
-
     if args.exit is None:
         return default_exits(num_exits)
     bad = [k for k in args.exit if not 1 <= k <= num_exits]
@@ -164,8 +171,6 @@ def _exits(args: argparse.Namespace, num_exits: int) -> tuple[int, ...]:
 
 def _loader(dataset, rows, args: argparse.Namespace):
     from torch.utils.data import Subset
-
-    from .data import make_loader
 
     subset = Subset(dataset, [int(i) for i in rows])
     return make_loader(subset, args.batch_size, num_workers=0 if args.data == "sample" else None)
@@ -186,9 +191,6 @@ def _save_rgb(rgb: np.ndarray, path: Path, scale: int = 1) -> Path:
 
 def _heatmaps(args: argparse.Namespace, model, test_set, normalized: bool) -> int:
     """Input and Grad-CAM overlays of test image ``--img-no`` for each chosen exit."""
-    from .cam import overlay
-    from .data import denormalize
-    from .multiexit import exit_cams, predict_exits
 
     n = args.img_no
     if n >= len(test_set):
@@ -215,7 +217,6 @@ def _heatmaps(args: argparse.Namespace, model, test_set, normalized: bool) -> in
 
 def _output_folder(args: argparse.Namespace, names: list[str]) -> Path:
     """``--out``, created, after checking that none of ``names`` would replace a file there (unless --overwrite)."""
-    from .errors import first_line
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -233,10 +234,6 @@ def _output_folder(args: argparse.Namespace, names: list[str]) -> Path:
 def _tables(args: argparse.Namespace, model, test_set, normalized: bool) -> int:
     """The accuracy tables, and with --budget / --grid their figures."""
     import torch
-
-    from . import multiexit as mx
-    from .data import CIFAR10_MEAN, CIFAR10_STD
-    from .plots import save_figure
 
     classes = test_set.classes
     rows = np.arange(len(test_set))

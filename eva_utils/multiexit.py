@@ -53,9 +53,11 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from .data import CIFAR10_CLASSES
+from .cam import layer_cams, overlay
+from .data import CIFAR10_CLASSES, denormalize
 from .errors import UserError, unknown_name
 from .evaluation import Predictions, output_probs
+from .models.msdnet import MSDNet
 
 __all__ = [
     "AnytimeResult",
@@ -407,7 +409,7 @@ def format_class_exit_accuracy(table: np.ndarray, classes: Sequence[str] = CIFAR
         raise UserError(f"table must be (classes={len(classes)}, exits), got shape {table.shape}")
     width = max(5, *(len(c) for c in classes))
     lines = [f"{'class':<{width}} " + "".join(f"{k:>8}" for k in range(1, table.shape[1] + 1))]
-    for name, row in zip(classes, table):
+    for name, row in zip(classes, table, strict=False):
         best = np.nanmax(row) if np.nanmin(row, initial=np.inf) < np.nanmax(row, initial=-np.inf) else np.nan
         cells = "".join(f"{_percent(a):>7}{'*' if a == best else ' '}" for a in row)
         lines.append(f"{name:<{width}} {cells}")
@@ -463,7 +465,7 @@ def format_budget_curve(curve: BudgetCurve, max_rows: int = 12) -> str:
             f"{curve.mean_flops[i] / 1e6:6.1f}"
         )
     lines.append("each exit alone:")
-    for k, (a, f) in enumerate(zip(curve.exit_accuracy, curve.exit_flops), start=1):
+    for k, (a, f) in enumerate(zip(curve.exit_accuracy, curve.exit_flops, strict=True), start=1):
         lines.append(f"{'exit ' + str(k):>9}  {100 * a:7.2f}%  {k:9d}  {f / 1e6:6.1f}")
     return "\n".join(lines)
 
@@ -530,8 +532,6 @@ def exit_cams(
     Returns:
         Dict exit -> float32 (N, H, W) maps in [0, 1], in the order of ``exits``.
     """
-    from .cam import layer_cams
-    from .models.msdnet import MSDNet
 
     num_exits = _num_exits(model)
     exits = default_exits(num_exits) if exits is None else tuple(_check_exit(k, num_exits) for k in exits)
@@ -554,7 +554,6 @@ def exit_cams(
 
 def _as_rgb(images: torch.Tensor | np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
     """(N, C, H, W) -> (N, H, W, 3) float RGB in [0, 1]; images are ToTensor() output unless mean/std are given."""
-    from .data import denormalize
 
     if mean is not None or std is not None:
         return denormalize(images, mean or (0.0, 0.0, 0.0), std or (1.0, 1.0, 1.0))
@@ -596,7 +595,6 @@ def show_exit_cams(
         std: normalisation std of ``images``.
         alpha: heatmap opacity (red = most important for the explained class).
     """
-    from .cam import overlay
 
     preds = np.asarray(preds)
     n = len(labels)
@@ -655,7 +653,7 @@ def plot_budget_curve(curve: BudgetCurve, title: str | None = None) -> Figure:
     else:
         ax_flops.plot(curve.mean_flops / 1e6, acc, "-o", ms=3, label="anytime: classifiers on the way counted")
         ax_flops.plot(curve.exit_flops / 1e6, fixed, "s", ms=6, mfc="none", label="each exit alone")
-        for k, x, y in zip(exits, curve.exit_flops / 1e6, fixed):
+        for k, x, y in zip(exits, curve.exit_flops / 1e6, fixed, strict=False):
             ax_flops.annotate(str(k), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
     ax_flops.set(xlabel="average multiply-adds per image (millions)", title="accuracy vs compute")
     for ax in (ax_exit, ax_flops):

@@ -18,6 +18,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .cam import overlay
 from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, denormalize
 from .errors import UserError
 from .evaluation import Predictions, misclassified
@@ -114,7 +115,7 @@ def show_misclassified(
         return fig
     fig, axes = _grid(len(rows), cols, (2.3, 2.6))
     images = denormalize(_images_of(dataset, pred.indices[rows]), mean, std)
-    for ax, row, image in zip(axes.flat, rows, images):
+    for ax, row, image in zip(axes.flat, rows, images, strict=False):
         ax.imshow(image, interpolation="nearest")
         ax.set_title(f"{classes[pred.labels[row]]} -> {classes[pred.preds[row]]}\n(p={pred.confidence[row]:.2f})", fontsize=9)
     title = f"{len(rows)} most confident misclassified images (true -> predicted)"
@@ -173,7 +174,7 @@ def show_samples(
     items = [dataset[int(i)] for i in rows]
     images = denormalize(torch.stack([torch.as_tensor(x) for x, _ in items]), mean, std)
     fig, axes = _grid(len(items), cols, (1.6, 1.8))
-    for ax, image, (_, label) in zip(axes.flat, images, items):
+    for ax, image, (_, label) in zip(axes.flat, images, items, strict=False):
         ax.imshow(image, interpolation="nearest")
         ax.set_title(classes[int(label)], fontsize=9)
     fig.suptitle("training images after augmentation")
@@ -204,7 +205,6 @@ def show_layer_cams(
         std: normalisation std of ``images``.
         alpha: heatmap opacity.
     """
-    from .cam import overlay
 
     n = len(images)
     targets = list(preds) if targets is None else list(targets)

@@ -32,6 +32,7 @@ from . import data as data_lib
 from .errors import DataNotFoundError, UserError, first_line, unknown_name
 from .models import MODELS, get_model
 from .models.resnet import MAX_WIDTH
+from .plots import plot_history
 from .training import OPTIMIZERS, SCHEDULERS, History, fit, make_optimizer, make_scheduler, resolve_device, set_seed
 from .transforms import test_transforms, train_transforms
 
@@ -210,7 +211,6 @@ def run_training(config: TrainConfig, resume: str | os.PathLike | None = None, o
     Raises:
         UserError: bad settings, or an output folder holding a run that would be overwritten.
     """
-    from .plots import plot_history
 
     config.validate()
     out = Path(config.out)

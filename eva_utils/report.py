@@ -20,9 +20,11 @@ import torch
 from torch import nn
 
 from .cam import layer_cams, resnet_layers
-from .data import CIFAR10_MEAN, CIFAR10_STD, make_loader
+from .data import CIFAR10_MEAN, CIFAR10_STD, load_sample, make_loader
 from .evaluation import accuracy, confusion_matrix, misclassified, per_class_accuracy, predict
-from .plots import plot_confusion_matrix, save_figure, show_layer_cams, show_misclassified, show_samples
+from .models.shipped import pretrained, pretrained_info, training_history
+from .plots import plot_confusion_matrix, plot_history, save_figure, show_layer_cams, show_misclassified, show_samples
+from .transforms import test_transforms
 
 __all__ = ["write_pretrained_report", "write_report"]
 
@@ -73,7 +75,7 @@ def write_report(
     metrics = {
         "images": len(pred.labels),
         "accuracy": accuracy(pred),
-        "per_class_accuracy": {c: (None if np.isnan(a) else float(a)) for c, a in zip(classes, per_class)},
+        "per_class_accuracy": {c: (None if np.isnan(a) else float(a)) for c, a in zip(classes, per_class, strict=True)},
         "misclassified": int((pred.preds != pred.labels).sum()),
     }
     files["metrics"] = out / "metrics.json"
@@ -102,10 +104,6 @@ def write_pretrained_report(out: str | os.PathLike, name: str = "resnet18_w16_ci
     Returns:
         Name -> path of every file written.
     """
-    from .data import load_sample
-    from .models.shipped import pretrained, pretrained_info, training_history
-    from .plots import plot_history
-    from .transforms import test_transforms
 
     info = pretrained_info(name)
     model = pretrained(name)

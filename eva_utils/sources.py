@@ -38,12 +38,15 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from . import data, training
 from .checkpoint import FORMAT, load_trained_model
-from .safe_load import RefusedPickleError, safe_load
 from .data import CIFAR10_CLASSES
 from .devices import COMPUTE_DEVICES, resolve_device
 from .errors import CheckpointError, DataNotFoundError, UserError, first_line, unknown_name
 from .inputs import Preset, cifar_preset, imagenet_preset
+from .models import MODELS, get_model, model_key
+from .models.shipped import PRETRAINED, pretrained
+from .safe_load import RefusedPickleError, safe_load
 
 __all__ = [
     "Classifier",
@@ -88,8 +91,6 @@ def torchvision_names() -> list[str]:
 
 
 def _eva_names() -> list[str]:
-    from .models import MODELS
-
     return sorted(MODELS)
 
 
@@ -108,7 +109,6 @@ def _candidates(arch: str, what: str = "a model") -> list[tuple[str, str]]:
     """The (family, name) pairs ``arch`` can mean: ``resnet18`` is both torchvision's and eva_utils's."""
     text = str(arch).strip()
     low = text.lower()
-    from .models import model_key
 
     eva_key = model_key(low.removeprefix("eva_utils."))
     if low.startswith("eva_utils."):
@@ -131,7 +131,6 @@ def _candidates(arch: str, what: str = "a model") -> list[tuple[str, str]]:
 def _new_model(family: str, name: str, num_classes: int | None, width: int | None = None, weights: Any = None) -> nn.Module:
     kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": int(num_classes)}
     if family == "eva_utils":
-        from .models import get_model
 
         return get_model(name, width=None if width is None else int(width), **kwargs)
     import torchvision
@@ -378,7 +377,6 @@ PRETRAINED_PREFIX = "pretrained:"
 
 def _shipped(name: str, device: torch.device) -> Classifier:
     """A model that ships with eva_utils (``pretrained:<name>``), see :func:`eva_utils.models.pretrained`."""
-    from .models.shipped import PRETRAINED, pretrained
 
     model = pretrained(name, device=device)
     return Classifier(model, CIFAR10_CLASSES, cifar_preset(), f"eva_utils {name}, shipped with the package: {PRETRAINED[name]}")
@@ -598,7 +596,6 @@ def torchvision_classifier(
     Returns:
         A :class:`Classifier`; its ``description`` says which way it was made, and why.
     """
-    from . import data, training
 
     if fallback not in ("shipped", "train"):
         raise unknown_name("fallback", fallback, ("shipped", "train"))

@@ -41,9 +41,9 @@ from torch.utils.data import DataLoader
 
 from .checkpoint import load_checkpoint, restore_training_state, save_checkpoint
 from .devices import resolve_device
-from .files import atomic_write
 from .errors import CheckpointError, UserError, unknown_name
 from .evaluation import model_device_dtype
+from .files import atomic_write
 
 __all__ = [
     "OPTIMIZERS",
@@ -191,7 +191,7 @@ def _old_argument_order(name: str, old: tuple[str, ...], args: tuple, kwargs: di
     """The keywords of a call in eva_utils 0.1.0's positional order, with a DeprecationWarning."""
     warnings.warn(f"{name}({', '.join(old[:len(args)])}) is the order of eva_utils 0.1.0; "
                   f"pass {name}(model, loader, criterion, ...) and the rest by name", DeprecationWarning, stacklevel=3)
-    return {**dict(zip(old, args)), **kwargs}
+    return {**dict(zip(old, args, strict=False)), **kwargs}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,7 +370,7 @@ def _evaluate(
             outs = [o.float() for o in _as_list(model(images))]
             if tta:
                 flipped = _as_list(model(torch.flip(images, dims=[3])))
-                outs = [(o + f.float()) / 2 for o, f in zip(outs, flipped)]
+                outs = [(o + f.float()) / 2 for o, f in zip(outs, flipped, strict=True)]
         n = labels.size(0)
         loss_sum += multi_exit_loss(criterion, outs, labels).item() * n
         hits = torch.stack([(o.argmax(1) == labels).sum() for o in outs]).cpu()  # (exits,)
@@ -585,7 +585,6 @@ def fit(
         The history, including epochs loaded from ``resume``.
     """
     from tqdm.auto import tqdm
-
 
     _positive("epochs", epochs)
     device = resolve_device(device)

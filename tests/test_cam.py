@@ -193,10 +193,10 @@ def assert_same(before: dict, after: dict) -> None:
     assert before["modes"] == after["modes"]
     assert before["requires_grad"] == after["requires_grad"]
     assert before["hooks"] == after["hooks"]
-    for a, b in zip(before["grads"], after["grads"]):
+    for a, b in zip(before["grads"], after["grads"], strict=True):
         assert (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
     for key in ("params", "buffers"):
-        assert all(torch.equal(a, b) for a, b in zip(before[key], after[key])), key
+        assert all(torch.equal(a, b) for a, b in zip(before[key], after[key], strict=True)), key
 
 
 def prepare(mode: str) -> nn.Module:
@@ -358,7 +358,7 @@ def test_tuple_outputs():
     names = ["base.layer1", "base.layer2", "base.layer4"]
     final = layer_cams(model, images, names, output_index=-1)
     plain = layer_cams(base, images, ["layer1", "layer2", "layer4"])
-    for ours, theirs in zip(names, ["layer1", "layer2", "layer4"]):
+    for ours, theirs in zip(names, ["layer1", "layer2", "layer4"], strict=True):
         assert max_diff(final[ours], plain[theirs]) <= ATOL
     early = layer_cams(model, images, names[:2], output_index=0, targets=[0, 1, 2])
     ref = reference(GradCAM, FirstOutput(model), base.layer2, images, [0, 1, 2])
@@ -562,7 +562,7 @@ def test_pointing_game_on_synthetic_shapes():
     assert (predict_targets(model, test_images) == test_labels.numpy()).mean() >= 0.95
 
     boxes = np.zeros_like(test_masks)
-    for box, mask in zip(boxes, test_masks):
+    for box, mask in zip(boxes, test_masks, strict=True):
         ys, xs = np.nonzero(mask)
         box[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
     cams = layer_cams(model, test_images, {"last": model[8]}, targets="true", labels=test_labels)["last"]

@@ -416,3 +416,15 @@ def test_an_output_chosen_by_name(tmp_path, capsys, images):
     capsys.readouterr()
     err = _one_line_error(capsys, _run([*args, "--output-index", "nope", "--save_dir", tmp_path / "b"]))
     assert "output_index='nope' does not exist" in err and "'aux', 'logits'" in err
+
+
+def test_running_out_of_gpu_memory_says_what_to_lower(monkeypatch, tmp_path, capsys, images, eva_checkpoint):
+    # the CUDA allocator's error, raised where a GPU would run out: inside the CAM computation
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(cam, "layer_cams", out_of_memory)
+    code = _run(["--model_path", eva_checkpoint, "--images_path", images / "ship", "--save_dir", tmp_path / "o"])
+    err = _one_line_error(capsys, code)
+    assert "out of memory while computing the CAMs: lower --batch-size" in err
+    assert not list((tmp_path / "o").glob("*.png"))  # nothing half-written

@@ -30,7 +30,7 @@ def test_roundtrip_restores_everything(tmp_path):
     fresh_sched = training.make_scheduler(fresh_opt, "step")
     restored = checkpoint.restore_training_state(ckpt, fresh, fresh_opt, fresh_sched)
     assert training.History.from_dict(restored) == history  # plain data: checkpoint does not import training
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True))
     loaded = checkpoint.load_trained_model(tmp_path / "ck.pt")
     assert not loaded.training and isinstance(loaded, type(model))
 

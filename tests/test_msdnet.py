@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-
 from pathlib import Path
 
 import pytest
@@ -15,10 +14,10 @@ from eva_utils.models.msdnet import (
     MSDNet,
     MSDNetConfig,
     download_msdnet_gcn_checkpoint,
-    verify_msdnet_gcn_download,
     infer_msdnet_config,
     load_msdnet_gcn_checkpoint,
     msdnet,
+    verify_msdnet_gcn_download,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -105,7 +104,7 @@ def test_num_exits_runs_a_prefix(small_model: MSDNet, small_expected: dict) -> N
         for k in range(1, small_model.num_exits + 1):
             part = small_model(x, num_exits=k)
             assert len(part) == k
-            for a, b in zip(part, full[:k]):
+            for a, b in zip(part, full[:k], strict=False):
                 torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
@@ -138,7 +137,7 @@ def test_exit_flops_increase() -> None:
     model = msdnet(blocks=3)
     flops = model.exit_flops()
     assert len(flops) == 3
-    assert all(0 < a < b for a, b in zip(flops, flops[1:]))
+    assert all(0 < a < b for a, b in zip(flops, flops[1:], strict=False))
     assert model.training  # mode restored
 
 

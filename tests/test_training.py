@@ -47,7 +47,7 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path):
     resumed, resumed_model, sched = _run(3, checkpoint=tmp_path / "ck2.pt", resume=tmp_path / "ck.pt")
     for key in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr"):
         assert getattr(resumed, key) == getattr(full, key), key
-    for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
+    for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert sched.last_epoch == 9  # OneCycleLR stepped once per batch: 3 epochs x 3 batches
 

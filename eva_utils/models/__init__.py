@@ -13,8 +13,8 @@ from torch import nn
 from ..devices import eval_mode
 from .msdnet import MSDNet, MSDNetConfig, download_msdnet_gcn_checkpoint, load_msdnet_gcn_checkpoint, msdnet
 from .registry import MODELS, get_model, model_key
-from .shipped import PRETRAINED, pretrained
 from .resnet import BasicBlock, ResNet, resnet18, resnet34
+from .shipped import PRETRAINED, pretrained
 
 __all__ = [
     "MODELS",

@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -282,7 +282,7 @@ class _Stem(nn.Module):
         in_widths = [config.image_channels, *widths[:-1]]
         self.subnets = nn.ModuleList(
             _conv_bn_relu(c_in, c_out, 3, stride=1 if s == 0 else 2)
-            for s, (c_in, c_out) in enumerate(zip(in_widths, widths))
+            for s, (c_in, c_out) in enumerate(zip(in_widths, widths, strict=True))
         )
 
     def forward(self, x: Tensor) -> list[Tensor]:
@@ -502,7 +502,7 @@ class MSDNet(nn.Module):
         k = self._check_num_exits(num_exits)
         logits = []
         features: Tensor | list[Tensor] = x
-        for block, tap, head in zip(self.blocks[:k], self.exit_features, self.classifiers):
+        for block, tap, head in zip(self.blocks[:k], self.exit_features, self.classifiers, strict=False):
             features = block(features)  # list of scales, finest first; coarsest (N, C_k, 8, 8)
             logits.append(head(tap(features[-1])))  # (N, num_classes)
         return logits
