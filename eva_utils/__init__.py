@@ -12,12 +12,12 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import cam, checkpoint, data, evaluation, inputs, models, multiexit, plots, recipe, sources, training, transforms
-from .cam import layer_cams, overlay, resnet_layers
+from .cam import layer_cams, resnet_layers
 from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, denormalize, get_cifar10, load_sample, make_loader
 from .errors import CheckpointError, DataNotFoundError, UserError
 from .evaluation import confusion_matrix, misclassified, per_class_accuracy, predict
 from .models import get_model, resnet18, resnet34, summary
-from .plots import plot_confusion_matrix, plot_history, show_layer_cams, show_misclassified, show_samples
+from .plots import overlay, plot_confusion_matrix, plot_history, show_layer_cams, show_misclassified, show_samples
 from .recipe import TrainConfig, run_training
 from .training import History, evaluate, find_lr, fit, make_optimizer, make_scheduler, set_seed, train_one_epoch
 from .transforms import test_transforms, train_transforms

@@ -53,8 +53,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import evaluation, plots
 from .devices import eval_mode, model_device_dtype
-from .errors import UserError, first_line, unknown_name
+from .errors import UserError, first_line, moved, unknown_name
 from .evaluation import forward_batches
 
 __all__ = [
@@ -63,13 +64,10 @@ __all__ = [
     "conv_layers",
     "count_from_back",
     "layer_cams",
-    "overlay",
-    "pointing_game",
-    "pointing_hits",
+    "method_key",
     "predict_targets",
     "resnet_layers",
     "resolve_layers",
-    "show_cams",
 ]
 
 # Methods that need one forward and (except eigencam) one backward for all layers together.
@@ -556,13 +554,6 @@ class _Capture:
         self.handles.clear()
 
 
-class _NoHooks:
-    """Stands in for ``ActivationsAndGradients`` on a method object built without ``__init__``."""
-
-    def release(self) -> None:
-        pass
-
-
 def _method_class(key: str) -> type:
     import pytorch_grad_cam as pgc
 
@@ -580,20 +571,22 @@ def _method_class(key: str) -> type:
     }[key]
 
 
-def _bare_method(key: str) -> Any:
-    """An instance of the pytorch-grad-cam class whose ``__init__`` never ran: no hooks, no ``model.eval()``.
+def _method(key: str) -> Any:
+    """pytorch-grad-cam's own object for a one-pass method, built by its constructor over no layers.
 
-    The one-pass methods' ``get_cam_image`` / ``get_cam_weights`` / ``aggregate_multi_layers``
-    read no attributes of ``self`` (checked against pytorch-grad-cam 1.5.7), so calling them on
-    this object runs exactly their code.
+    Its ``get_cam_image`` / ``get_cam_weights`` / ``aggregate_multi_layers`` then run on the activations
+    and gradients captured here; with no target layers it registers no hooks, and the placeholder
+    model it is given (not the user's) is the one its constructor puts in eval mode.
     """
-    cls = _method_class(key)
-    obj = cls.__new__(cls)
-    obj.activations_and_grads = _NoHooks()  # BaseCAM.__del__ calls .release() on it
-    return obj
+    return _method_class(key)(model=nn.Linear(1, 1), target_layers=[])
 
 
-def _method_key(method: str) -> str:
+def method_key(method: str) -> str:
+    """The canonical name of a CAM method (``Grad-CAM++`` -> ``gradcam++``).
+
+    Raises:
+        UserError: not one of :data:`CAM_METHODS` (close matches are suggested).
+    """
     if not isinstance(method, str):
         raise UserError(f"method must be a name, one of {', '.join(CAM_METHODS)}; got {type(method).__name__}")
     key = method.lower().replace("-", "").replace("_", "").replace(" ", "")
@@ -670,7 +663,7 @@ def _one_pass_batch(
     acts = [a.detach().float().cpu().numpy() for a in activations]
     del activations, output
 
-    method = _bare_method(key)
+    method = _method(key)
     cam_targets = _as_target_callables(targets)
     size = (x.shape[-1], x.shape[-2])  # (W, H), cv2's order, as BaseCAM.get_target_width_height
     per_module = {}
@@ -767,7 +760,7 @@ def layer_cams(
         UserError: unknown method or layer, images that are not normalised float (N, C, H, W),
             the wrong number of targets, a class index outside the model's classes.
     """
-    key = _method_key(method)
+    key = method_key(method)
     layer_map = resolve_layers(model, layers)
     model, layer_map = _float32_model(model, layer_map)
     x_all = _as_image_batch(model, images)  # (N, C, H, W)
@@ -806,188 +799,9 @@ def layer_cams(
     return result
 
 
-# ----------------------------------------------------------------------------- display and quality
+# ----------------------------------------------------------------------------- 0.1.0 names
 
-
-def overlay(
-    image: np.ndarray | torch.Tensor,
-    cam: np.ndarray | torch.Tensor,
-    alpha: float = 0.5,
-    colormap: str = "jet",
-) -> np.ndarray:
-    """Blend a heatmap over an image, in RGB order, for ``plt.imshow``.
-
-    pytorch-grad-cam's ``show_cam_on_image`` returns a BGR heatmap unless ``use_rgb=True``
-    (red and blue swapped under matplotlib); this uses matplotlib colormaps, RGB throughout.
-
-    Args:
-        image: float RGB in [0, 1], (H, W, 3) or a batch (N, H, W, 3), e.g. from
-            ``eva_utils.data.denormalize``. A (H, W) grey image is repeated to RGB.
-        cam: (H, W) or (N, H, W) in [0, 1], e.g. one entry of :func:`layer_cams`.
-        alpha: weight of the heatmap: ``(1 - alpha) * image + alpha * colormap(cam)``.
-        colormap: a matplotlib colormap name ("jet": blue = 0, red = 1).
-
-    Returns:
-        float32 (H, W, 3) or (N, H, W, 3) in [0, 1].
-    """
-    import matplotlib
-
-    img = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    heat = cam.detach().cpu().numpy() if isinstance(cam, torch.Tensor) else np.asarray(cam)
-    if img.dtype == np.uint8:
-        raise UserError("image is uint8 (0..255); overlay needs float RGB in [0, 1]: use image / 255.0")
-    img = img.astype(np.float32)
-    if img.ndim in (3, 4) and img.shape[-1] != 3 and img.shape[-3] == 3:
-        raise UserError(
-            f"image has shape {img.shape}, channels first; overlay needs channels last (H, W, 3): "
-            f"use eva_utils.data.denormalize(images) (undoes Normalize and moves channels last)"
-        )
-    if img.ndim == heat.ndim:  # grey (H, W) / (N, H, W)
-        img = np.repeat(img[..., None], 3, axis=-1)
-    if img.ndim not in (3, 4) or img.shape[-1] != 3:
-        raise UserError(f"image must be (H, W, 3) or (N, H, W, 3) RGB, got shape {img.shape}")
-    if img.shape[:-1] != heat.shape:
-        raise UserError(
-            f"cam shape {heat.shape} does not match image shape {img.shape[:-1]}; layer_cams returns maps at "
-            f"input resolution (N, H, W): pass cams[name] for the whole batch or cams[name][i] for one image"
-        )
-    low, high = float(img.min()), float(img.max())
-    if high > 1.0 + 1e-3:
-        raise UserError(
-            f"image values reach {high:.1f}: looks like 0..255 pixels; overlay needs [0, 1]: use image / 255.0"
-        )
-    if low < -1e-3:
-        raise UserError(
-            f"image values go down to {low:.2f}: looks normalised; undo it with eva_utils.data.denormalize(images)"
-        )
-    if heat.size and (float(heat.min()) < -1e-3 or float(heat.max()) > 1.0 + 1e-3):
-        raise UserError(
-            f"cam values span [{float(heat.min()):.3g}, {float(heat.max()):.3g}]; overlay needs [0, 1] "
-            f"(layer_cams returns such maps; otherwise scale with (cam - cam.min()) / (cam.max() - cam.min()))"
-        )
-    if not 0.0 <= float(alpha) <= 1.0:
-        raise UserError(f"alpha must be in [0, 1], got {alpha}")
-    if colormap not in matplotlib.colormaps:
-        raise unknown_name("colormap", colormap, list(matplotlib.colormaps))
-    colours = matplotlib.colormaps[colormap](np.clip(heat, 0.0, 1.0))[..., :3].astype(np.float32)  # (..., H, W, 3)
-    return np.clip((1.0 - alpha) * img + alpha * colours, 0.0, 1.0).astype(np.float32)
-
-
-def show_cams(
-    images: np.ndarray | torch.Tensor,
-    cams: Mapping[str, np.ndarray] | Sequence[np.ndarray],
-    titles: Sequence[Sequence[str]] | None = None,
-    row_labels: Sequence[str] | None = None,
-    title: str | None = None,
-    alpha: float = 0.5,
-) -> Any:
-    """Rows = images; columns = the image, then one CAM overlay per entry of ``cams``.
-
-    One figure for any comparison on the same images: layers (``layer_cams`` output), methods
-    (``{"gradcam": ..., "layercam": ...}``) or target classes (a list of maps, one per class).
-
-    Args:
-        images: float RGB in [0, 1], (N, H, W, 3), e.g. ``eva_utils.data.denormalize(x, mean, std)``.
-        cams: column name -> (N, H, W) maps in [0, 1]; or a sequence of such maps (no column names).
-        titles: optional (N, K) panel titles, e.g. ``"cat\\np=0.83"``; they replace the column names.
-        row_labels: optional text left of each row (the image's name, its true class, ...).
-        title: the figure's title.
-        alpha: heatmap opacity.
-
-    Returns:
-        A ``matplotlib.figure.Figure`` (built without pyplot).
-    """
-    from matplotlib.figure import Figure
-
-    rgb = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-    if rgb.ndim == 3:
-        rgb = rgb[None]  # one image
-    names = list(cams) if isinstance(cams, Mapping) else [None] * len(cams)
-    maps = [np.asarray(m) for m in (cams.values() if isinstance(cams, Mapping) else cams)]
-    maps = [m[None] if m.ndim == 2 else m for m in maps]
-    n = len(rgb)
-    if not maps:
-        raise UserError("cams is empty: pass at least one (N, H, W) map")
-    for m in maps:
-        if len(m) != n:
-            raise UserError(f"got {n} images but a CAM entry holds {len(m)} maps; pass one map per image")
-    if titles is not None and (len(titles) != n or any(len(row) != len(maps) for row in titles)):
-        raise UserError(f"titles must be {n} rows of {len(maps)} panel titles")
-    if row_labels is not None and len(row_labels) != n:
-        raise UserError(f"got {len(row_labels)} row labels for {n} images")
-    ncols = 1 + len(maps)
-    fig = Figure(figsize=(2.3 * ncols + 0.4, 2.5 * n + (0.5 if title else 0.1)), layout="constrained")
-    axes = fig.subplots(n, ncols, squeeze=False)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for i in range(n):
-        axes[i, 0].imshow(rgb[i], interpolation="bilinear")
-        if i == 0:
-            axes[0, 0].set_title("image", fontsize=9)
-        if row_labels is not None:
-            axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
-        for k, m in enumerate(maps):
-            axes[i, k + 1].imshow(overlay(rgb[i], m[i], alpha=alpha), interpolation="bilinear")
-            text = titles[i][k] if titles is not None else (names[k] if i == 0 else None)
-            if text:
-                axes[i, k + 1].set_title(text, fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
-
-
-def pointing_hits(
-    cams: np.ndarray | torch.Tensor,
-    masks: np.ndarray | torch.Tensor,
-    tolerance: int = 0,
-) -> np.ndarray:
-    """For each map, whether its maximum lies on the object (the pointing game, per image).
-
-    Args:
-        cams: (N, H, W) maps; the first argmax pixel counts when several pixels tie.
-        masks: (N, H, W) booleans, True on the object.
-        tolerance: also count a hit when the maximum is within this many pixels (Euclidean)
-            of the object; Zhang et al. use 15 pixels at ImageNet scale.
-
-    Returns:
-        bool array (N,).
-    """
-    heat = cams.detach().cpu().numpy() if isinstance(cams, torch.Tensor) else np.asarray(cams)
-    mask = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
-    if heat.ndim == 2:
-        heat, mask = heat[None], mask[None]
-    if heat.ndim != 3 or heat.shape != mask.shape:
-        raise UserError(f"cams and masks must both be (N, H, W) of equal shape, got {heat.shape} and {mask.shape}")
-    mask = mask.astype(bool)
-    n, height, width = heat.shape
-    flat = heat.reshape(n, -1).argmax(axis=1)
-    ys, xs = np.divmod(flat, width)  # (N,), (N,)
-    t = max(int(tolerance), 0)
-    hits = np.zeros(n, dtype=bool)
-    dy, dx = np.mgrid[-t:t + 1, -t:t + 1]
-    disk = dy**2 + dx**2 <= t**2  # (2t+1, 2t+1)
-    for i, (y, x) in enumerate(zip(ys, xs, strict=False)):
-        window = np.zeros_like(disk)
-        y0, y1, x0, x1 = max(y - t, 0), min(y + t + 1, height), max(x - t, 0), min(x + t + 1, width)
-        window[y0 - y + t:y1 - y + t, x0 - x + t:x1 - x + t] = mask[i, y0:y1, x0:x1]
-        hits[i] = bool((window & disk).any())
-    return hits
-
-
-def pointing_game(
-    cams: np.ndarray | torch.Tensor,
-    masks: np.ndarray | torch.Tensor,
-    tolerance: int = 0,
-) -> float:
-    """Fraction of maps whose maximum lies on the object: a CAM localisation score in [0, 1].
-
-    Args:
-        cams: (N, H, W) maps, e.g. ``layer_cams(...)["layer4"]``.
-        masks: (N, H, W) booleans, True on the object.
-        tolerance: pixels of slack around the object, see :func:`pointing_hits`.
-
-    Returns:
-        The hit rate; see :func:`pointing_hits` for the per-image hits.
-    """
-    return float(pointing_hits(cams, masks, tolerance).mean())
+overlay = moved(plots.overlay, "eva_utils.cam.overlay")
+show_cams = moved(plots.show_cams, "eva_utils.cam.show_cams")
+pointing_hits = moved(evaluation.pointing_hits, "eva_utils.cam.pointing_hits")
+pointing_game = moved(evaluation.pointing_game, "eva_utils.cam.pointing_game")

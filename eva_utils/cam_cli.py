@@ -38,7 +38,8 @@ from .argtypes import Parser, finite_float, positive_float, positive_int, run_pa
 from .cam import CAM_METHODS
 from .devices import resolve_device
 from .errors import UserError, first_line
-from .plots import save_figure
+from .labels import imagenet_classes, read_labels
+from .plots import save_figure, show_cams
 
 __all__ = ["add_parser", "main", "run"]
 
@@ -134,9 +135,9 @@ def _class_names(args: argparse.Namespace, default: Sequence[str] | None, num_ou
     if args.labels_path and args.imagenet_labels:
         raise UserError("give either --labels_path or --imageNet_labels, not both")
     if args.labels_path:
-        names, origin = sources.read_labels(args.labels_path), f"labels file {args.labels_path}"
+        names, origin = read_labels(args.labels_path), f"labels file {args.labels_path}"
     elif args.imagenet_labels:
-        names, origin = sources.imagenet_categories(), "--imageNet_labels"
+        names, origin = imagenet_classes(), "--imageNet_labels"
     elif default is not None and len(default) == num_outputs:
         return tuple(default)
     else:
@@ -240,7 +241,7 @@ def _explain_batch(
         titles = [f"{rank}: {_short(classes[c])}\np = {_prob(probs[b, c])}" for rank, c in zip(ranks, targets[b], strict=False)]
         for k, (key, (label, _)) in enumerate(layers.items(), start=1):
             panels = [maps[key][b * per + t][None] for t in range(per)]  # each (1, S, S)
-            fig = cam.show_cams(rgb[b:b + 1], panels, titles=[titles], row_labels=[textwrap.shorten(image_file.name, 40)],
+            fig = show_cams(rgb[b:b + 1], panels, titles=[titles], row_labels=[textwrap.shorten(image_file.name, 40)],
                                 title=f"{args.method} at {label}; red = high")
             top = targets[b, 0]
             note = f"{image_file.name}: {textwrap.shorten(classes[top], 60)} (p = {_prob(probs[b, top])})"
@@ -306,14 +307,14 @@ def run(args: argparse.Namespace) -> int:
     """Explain the images with the model as ``args`` says; print one line per image and a summary."""
 
     start = time.perf_counter()
-    cam._method_key(args.method)  # an unknown method fails now, not after loading the model
+    cam.method_key(args.method)  # an unknown method fails now, not after loading the model
     classifier = sources.load_model(args.model_path, arch=args.arch, num_classes=args.num_classes, weights=args.weights,
                                     unsafe_pickle=args.unsafe_pickle, device=resolve_device(args.device))
     model = classifier.model
     preset = inputs.get_preset(args.preset or classifier.preset, args.input_size, args.mean, args.std)
     device = next(iter(model.parameters()), torch.empty(0)).device
     print(f"model: {classifier.description}; on {device.type}")
-    classes = _class_names(args, classifier.categories, _check_runs(model, preset.size, args.output_index))
+    classes = _class_names(args, classifier.classes, _check_runs(model, preset.size, args.output_index))
     layers = _layers(model, args, preset.size)
     files = inputs.find_images(args.images_path)
     save_dir, show = _save_dir(args)

@@ -8,10 +8,15 @@ and exit status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
-__all__ = ["UserError", "DataNotFoundError", "CheckpointError", "first_line", "refused_global", "unknown_name"]
+__all__ = ["UserError", "DataNotFoundError", "CheckpointError", "first_line", "moved", "refused_global", "unknown_name"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class UserError(ValueError):
@@ -55,3 +60,16 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, or its type's name when the message is empty."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def moved(func: _F, old: str) -> _F:
+    """A deprecation alias: ``old`` (e.g. ``"eva_utils.cam.overlay"``) still calls ``func``, with a
+    DeprecationWarning that names the new home."""
+
+    @functools.wraps(func)
+    def alias(*args: Any, **kwargs: Any) -> Any:
+        warnings.warn(f"{old} moved to {func.__module__}.{func.__name__}; the old name will be removed",
+                      DeprecationWarning, stacklevel=2)
+        return func(*args, **kwargs)
+
+    return alias  # type: ignore[return-value]

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 from .devices import eval_mode, model_device_dtype  # model_device_dtype re-exported (its old home)
 from .errors import UserError
 
-__all__ = ["Predictions", "accuracy", "confusion_matrix", "misclassified", "forward_batches", "model_device_dtype", "output_probs", "per_class_accuracy", "predict"]
+__all__ = ["Predictions", "accuracy", "confusion_matrix", "misclassified", "forward_batches", "model_device_dtype", "output_probs", "per_class_accuracy", "pointing_game", "pointing_hits", "predict"]
 
 
 class Predictions(NamedTuple):
@@ -157,3 +157,62 @@ def per_class_accuracy(labels: np.ndarray, preds: np.ndarray, num_classes: int) 
     totals = cm.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(totals > 0, np.diag(cm) / totals, np.nan)
+
+
+# ----------------------------------------------------------------------------- how well a map points at the object
+
+
+def pointing_hits(
+    cams: np.ndarray | torch.Tensor,
+    masks: np.ndarray | torch.Tensor,
+    tolerance: int = 0,
+) -> np.ndarray:
+    """For each map, whether its maximum lies on the object (the pointing game, per image).
+
+    Args:
+        cams: (N, H, W) maps; the first argmax pixel counts when several pixels tie.
+        masks: (N, H, W) booleans, True on the object.
+        tolerance: also count a hit when the maximum is within this many pixels (Euclidean)
+            of the object; Zhang et al. use 15 pixels at ImageNet scale.
+
+    Returns:
+        bool array (N,).
+    """
+    heat = cams.detach().cpu().numpy() if isinstance(cams, torch.Tensor) else np.asarray(cams)
+    mask = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
+    if heat.ndim == 2:
+        heat, mask = heat[None], mask[None]
+    if heat.ndim != 3 or heat.shape != mask.shape:
+        raise UserError(f"cams and masks must both be (N, H, W) of equal shape, got {heat.shape} and {mask.shape}")
+    mask = mask.astype(bool)
+    n, height, width = heat.shape
+    flat = heat.reshape(n, -1).argmax(axis=1)
+    ys, xs = np.divmod(flat, width)  # (N,), (N,)
+    t = max(int(tolerance), 0)
+    hits = np.zeros(n, dtype=bool)
+    dy, dx = np.mgrid[-t:t + 1, -t:t + 1]
+    disk = dy**2 + dx**2 <= t**2  # (2t+1, 2t+1)
+    for i, (y, x) in enumerate(zip(ys, xs, strict=False)):
+        window = np.zeros_like(disk)
+        y0, y1, x0, x1 = max(y - t, 0), min(y + t + 1, height), max(x - t, 0), min(x + t + 1, width)
+        window[y0 - y + t:y1 - y + t, x0 - x + t:x1 - x + t] = mask[i, y0:y1, x0:x1]
+        hits[i] = bool((window & disk).any())
+    return hits
+
+
+def pointing_game(
+    cams: np.ndarray | torch.Tensor,
+    masks: np.ndarray | torch.Tensor,
+    tolerance: int = 0,
+) -> float:
+    """Fraction of maps whose maximum lies on the object: a CAM localisation score in [0, 1].
+
+    Args:
+        cams: (N, H, W) maps, e.g. ``layer_cams(...)["layer4"]``.
+        masks: (N, H, W) booleans, True on the object.
+        tolerance: pixels of slack around the object, see :func:`pointing_hits`.
+
+    Returns:
+        The hit rate; see :func:`pointing_hits` for the per-image hits.
+    """
+    return float(pointing_hits(cams, masks, tolerance).mean())

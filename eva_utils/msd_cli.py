@@ -25,7 +25,6 @@ import numpy as np
 
 from . import multiexit as mx
 from .argtypes import non_negative_int, positive_int
-from .cam import overlay
 from .checkpoint import FORMAT, load_trained_model
 from .data import CIFAR10_MEAN, CIFAR10_STD, denormalize, load_dataset, make_loader
 from .devices import resolve_device
@@ -39,7 +38,7 @@ from .models.msdnet import (
     verify_msdnet_gcn_download,
 )
 from .multiexit import default_exits, exit_cams, predict_exits
-from .plots import save_figure
+from .plots import overlay, plot_budget_curve, save_figure, show_exit_cams
 from .transforms import test_transforms
 
 __all__ = ["add_parser", "run"]
@@ -262,14 +261,14 @@ def _tables(args: argparse.Namespace, model, test_set, normalized: bool) -> int:
         curve = mx.budget_curve(pred, costs)
         print()
         print(mx.format_budget_curve(curve))
-        print(f"wrote {save_figure(mx.plot_budget_curve(curve), out / 'budget_curve.png')}")
+        print(f"wrote {save_figure(plot_budget_curve(curve), out / 'budget_curve.png')}")
     if args.grid:
         picked = mx.examples_by_difficulty(pred, args.grid)
         sub = pred.subset(picked)
         images = torch.stack([test_set[int(i)][0] for i in sub.indices])  # (N, 3, 32, 32)
         cams = mx.exit_cams(model, images, exits=exits)
         stats = dict(mean=CIFAR10_MEAN, std=CIFAR10_STD) if normalized else {}
-        fig = mx.show_exit_cams(images, cams, sub.labels, sub.preds, mx.difficulty(sub), sub.indices, classes, **stats)
+        fig = show_exit_cams(images, cams, sub, classes, **stats)
         print(f"wrote {save_figure(fig, out / 'grid.png')}")
     return 0
 

@@ -13,8 +13,8 @@ strings and Figures (the command line ``eva-utils msd`` and notebook 03 print an
   first exit whose softmax confidence reaches a threshold, and accuracy against the average
   number of exits and multiply-adds used, swept over thresholds;
 * ``exit_cams(model, images)``: Grad-CAM of each exit for its own prediction, on the
-  classifier's input (``model.exit_feature_modules()``), and ``show_exit_cams`` to draw
-  the image x exit grid.
+  classifier's input (``model.exit_feature_modules()``); ``plots.show_exit_cams`` draws the
+  image x exit grid and ``plots.plot_budget_curve`` the budget curve (figures live in ``plots``).
 
 Exits are numbered from 1 (shallowest) wherever a person reads or passes them: tables,
 titles, ``exits=``, the command line. Arrays have one row per exit, so exit ``k`` is row
@@ -29,13 +29,13 @@ one image (BN, ReLU and pooling are left out, as in the MSD-Net paper's FLOP cou
 
 Example::
 
-    from eva_utils import data, models, multiexit
+    from eva_utils import data, models, multiexit, plots
     model = models.load_msdnet_gcn_checkpoint("anytime_cifar_10.pth.tar")
     test_set = data.load_sample(train=False)                      # ToTensor() images in [0, 1]
     pred = multiexit.predict_exits(model, data.make_loader(test_set, 256))
     print(multiexit.format_exit_accuracy(multiexit.exit_accuracy(pred)))
     curve = multiexit.budget_curve(pred, multiexit.exit_costs(model))
-    fig = multiexit.plot_budget_curve(curve)
+    fig = plots.plot_budget_curve(curve)
 
 References: Huang et al., "Multi-Scale Dense Networks for Resource Efficient Image
 Classification", ICLR 2018 (anytime and budgeted batch classification); Selvaraju et al.,
@@ -49,13 +49,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from .cam import layer_cams, overlay
-from .data import CIFAR10_CLASSES, denormalize
-from .errors import UserError, unknown_name
+from . import plots
+from .cam import layer_cams
+from .data import CIFAR10_CLASSES
+from .errors import UserError, moved, unknown_name
 from .evaluation import Predictions, output_probs
 from .models.msdnet import MSDNet
 
@@ -549,116 +549,21 @@ def exit_cams(
     return maps
 
 
-# ----------------------------------------------------------------------------- figures
+# ----------------------------------------------------------------------------- 0.1.0 names of the figures
+
+plot_budget_curve = moved(plots.plot_budget_curve, "eva_utils.multiexit.plot_budget_curve")
 
 
-def _as_rgb(images: torch.Tensor | np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
-    """(N, C, H, W) -> (N, H, W, 3) float RGB in [0, 1]; images are ToTensor() output unless mean/std are given."""
-
-    if mean is not None or std is not None:
-        return denormalize(images, mean or (0.0, 0.0, 0.0), std or (1.0, 1.0, 1.0))
-    x = images.detach().cpu().float().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise UserError(f"images must be (N, 3, H, W), got shape {x.shape}")
-    if x.min() < -1e-3 or x.max() > 1 + 1e-3:
-        raise UserError("images are not in [0, 1]: they look normalised; pass mean= and std= to undo it")
-    return np.clip(np.moveaxis(x, 1, -1), 0.0, 1.0)
-
-
-def show_exit_cams(
-    images: torch.Tensor | np.ndarray,
-    cams: dict[int, np.ndarray],
-    labels: Sequence[int] | np.ndarray,
-    preds: np.ndarray,
-    difficulty: Sequence[int] | np.ndarray | None = None,
-    indices: Sequence[int] | np.ndarray | None = None,
-    classes: Sequence[str] = CIFAR10_CLASSES,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    alpha: float = 0.5,
-) -> Figure:
-    """Rows = images, columns = the image then one Grad-CAM overlay per exit (the blog's grid).
-
-    Each overlay is titled with that exit's prediction, green with a tick when right, red with
-    a cross when wrong; each row is labelled with the true class, the number of exits that get
-    the image right and its data set index.
-
-    Args:
-        images: (N, 3, H, W), ``ToTensor()`` images in [0, 1] unless ``mean``/``std`` are given.
-        cams: exit (1-based) -> (N, H, W) maps, e.g. from :func:`exit_cams`.
-        labels: (N,) true classes.
-        preds: (E, N) every exit's predictions for these images (``pred.preds[:, rows]``).
-        difficulty: (N,) exits right per image (``difficulty(pred)[rows]``), shown as "k/E exits right".
-        indices: (N,) data set indices, shown in the row label.
-        classes: class names.
-        mean: normalisation mean of ``images`` (``None``: not normalised).
-        std: normalisation std of ``images``.
-        alpha: heatmap opacity (red = most important for the explained class).
-    """
-
-    preds = np.asarray(preds)
-    n = len(labels)
-    if preds.ndim != 2 or preds.shape[1] != n or len(images) != n:
-        raise UserError(f"need (E, N) preds for N={n} images; got {len(images)} images and preds {preds.shape}")
-    for k, cam in cams.items():
-        _check_exit(k, preds.shape[0])
-        if len(cam) != n:
-            raise UserError(f"cams[{k}] holds {len(cam)} maps for {n} images")
-    rgb = _as_rgb(images, mean, std)  # (N, H, W, 3)
-    ncols = 1 + len(cams)
-    fig = Figure(figsize=(1.75 * ncols + 0.9, 1.95 * n + 0.5), layout="constrained")
-    axes = fig.subplots(n, ncols, squeeze=False)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for i in range(n):
-        axes[i, 0].imshow(rgb[i], interpolation="nearest")
-        label = [f"true {classes[labels[i]]}"]
-        if difficulty is not None:
-            label.append(f"{difficulty[i]}/{preds.shape[0]} exits right")
-        if indices is not None:
-            label.append(f"image {indices[i]}")
-        axes[i, 0].set_ylabel("\n".join(label), fontsize=8)
-        for col, (k, cam) in enumerate(cams.items(), start=1):
-            ax = axes[i, col]
-            ax.imshow(overlay(rgb[i], cam[i], alpha=alpha), interpolation="bilinear")
-            guess = int(preds[k - 1, i])
-            right = guess == int(labels[i])
-            ax.set_title(f"{classes[guess]} {'✓' if right else '✗'}", fontsize=8,
-                         color="tab:green" if right else "tab:red", pad=2)
-    for col, name in enumerate(["image", *(f"exit {k}" for k in cams)]):
-        axes[0, col].annotate(name, (0.5, 1.22), xycoords="axes fraction", ha="center", va="bottom",
-                              fontsize=10, fontweight="bold")
-    fig.suptitle("Grad-CAM of each exit for its own prediction (red = most important)", fontsize=10)
-    return fig
+def _show_exit_cams_0_1(images: Any, cams: Any, labels: Any, preds: Any, difficulty: Any = None,
+                        indices: Any = None, classes: Sequence[str] = CIFAR10_CLASSES, mean: Any = None,
+                        std: Any = None, alpha: float = 0.5) -> Any:
+    """0.1.0's ``show_exit_cams(images, cams, labels, preds, ...)``; ``plots.show_exit_cams`` takes the predictions."""
+    preds, labels = np.asarray(preds), np.asarray(labels)
+    if preds.ndim != 2 or preds.shape[1] != len(labels):
+        raise UserError(f"need (E, N) preds for N={len(labels)} images; got preds {preds.shape}")
+    rows = np.arange(len(labels)) if indices is None else np.asarray(indices)
+    pred = ExitPredictions(np.zeros((*preds.shape, 0), np.float32), preds, labels, rows)
+    return plots.show_exit_cams(images, cams, pred, classes, mean, std, alpha)
 
 
-def plot_budget_curve(curve: BudgetCurve, title: str | None = None) -> Figure:
-    """Anytime accuracy against the average exit used (left) and average multiply-adds (right).
-
-    The line is the early-exit cascade swept over thresholds; the squares are each exit run
-    alone (on the left, the per-exit accuracy of the published table).
-    """
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    ax_exit, ax_flops = fig.subplots(1, 2, sharey=True)
-    exits = np.arange(1, len(curve.exit_accuracy) + 1)
-    acc, fixed = 100 * curve.accuracy, 100 * curve.exit_accuracy
-    ax_exit.plot(curve.mean_exit, acc, "-o", ms=3, label="anytime (confidence threshold)")
-    ax_exit.plot(exits, fixed, "s", ms=6, mfc="none", label="each exit alone")
-    ax_exit.set(xlabel="average exit used", ylabel="accuracy (%)", title="accuracy vs exits used")
-    ax_exit.set_xticks(exits)
-    if np.all(np.isnan(curve.mean_flops)):
-        ax_flops.text(0.5, 0.5, "no costs given:\nbudget_curve(pred, exit_costs(model))", ha="center", va="center",
-                      transform=ax_flops.transAxes)
-    else:
-        ax_flops.plot(curve.mean_flops / 1e6, acc, "-o", ms=3, label="anytime: classifiers on the way counted")
-        ax_flops.plot(curve.exit_flops / 1e6, fixed, "s", ms=6, mfc="none", label="each exit alone")
-        for k, x, y in zip(exits, curve.exit_flops / 1e6, fixed, strict=False):
-            ax_flops.annotate(str(k), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
-    ax_flops.set(xlabel="average multiply-adds per image (millions)", title="accuracy vs compute")
-    for ax in (ax_exit, ax_flops):
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle(title or "budgeted prediction: stop at the first confident exit")
-    return fig
+show_exit_cams = moved(_show_exit_cams_0_1, "eva_utils.multiexit.show_exit_cams")

@@ -1,4 +1,4 @@
-"""Where a model and its class names come from: torchvision names, model files, labels files.
+"""Where a model comes from: the shipped model, torchvision names, model files.
 
 ``load_model(source)`` returns a :class:`Classifier` (model, class names, preprocessing preset,
 a one-line description) for any of these sources:
@@ -17,17 +17,13 @@ a one-line description) for any of these sources:
 * a fully pickled model (``torch.save(model, path)``), only with ``unsafe_pickle=True``: unpickling
   runs code stored in the file. Everything else loads with ``torch.load(weights_only=True)``.
 
-``read_labels(path)`` reads class names from a Python dict or list literal (``{0: 'cat', 1: 'dog'}``,
-parsed with ``ast.literal_eval``, never run), a JSON object or list, or one name per line.
-``torchvision_classifier()`` is the notebooks' model: ImageNet weights when they can be
-downloaded, otherwise the ResNet18 trained on CIFAR-10 that ships with the package.
+Labels files are read by :mod:`eva_utils.labels`; the notebooks' model (ImageNet weights when they
+download, else the shipped CIFAR-10 ResNet18) is :func:`eva_utils.recipe.torchvision_classifier`.
 """
 
 from __future__ import annotations
 
-import ast
 import difflib
-import json
 import os
 import warnings
 import zipfile
@@ -38,11 +34,11 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from . import data, training
+from . import labels
 from .checkpoint import FORMAT, load_trained_model
 from .data import CIFAR10_CLASSES
 from .devices import COMPUTE_DEVICES, resolve_device
-from .errors import CheckpointError, DataNotFoundError, UserError, first_line, unknown_name
+from .errors import CheckpointError, DataNotFoundError, UserError, first_line, moved, unknown_name
 from .inputs import Preset, cifar_preset, imagenet_preset
 from .models import MODELS, get_model, model_key
 from .models.shipped import PRETRAINED, pretrained
@@ -51,10 +47,7 @@ from .safe_load import RefusedPickleError, safe_load
 __all__ = [
     "Classifier",
     "WeightsDownloadError",
-    "imagenet_categories",
     "load_model",
-    "read_labels",
-    "torchvision_classifier",
     "torchvision_names",
 ]
 
@@ -67,9 +60,15 @@ class Classifier(NamedTuple):
     """A model ready to explain, with what is needed to feed and read it."""
 
     model: nn.Module  # in eval mode, on the requested device
-    categories: tuple[str, ...] | None  # class names, index = output; None when unknown
+    classes: tuple[str, ...] | None  # class names, index = output; None when unknown
     preset: Preset  # how to preprocess images for it
     description: str  # one line: what was loaded, from where
+
+    @property
+    def categories(self) -> tuple[str, ...] | None:
+        """0.1.0's name of :attr:`classes`."""
+        warnings.warn("Classifier.categories is now Classifier.classes", DeprecationWarning, stacklevel=2)
+        return self.classes
 
 
 class WeightsDownloadError(UserError):
@@ -446,182 +445,17 @@ def load_model(
     return classifier._replace(model=classifier.model.to(device).eval())
 
 
-# ----------------------------------------------------------------------------- class names
+# ----------------------------------------------------------------------------- 0.1.0 names
+
+read_labels = moved(labels.read_labels, "eva_utils.sources.read_labels")
+imagenet_categories = moved(labels.imagenet_classes, "eva_utils.sources.imagenet_categories")
 
 
-def imagenet_categories() -> tuple[str, ...]:
-    """The 1,000 ImageNet class names that ship with torchvision (no download)."""
-    import torchvision
+def __getattr__(name: str) -> Any:
+    # torchvision_classifier moved to recipe, which imports this module: resolved when asked for,
+    # not at import (a real cycle otherwise).
+    if name == "torchvision_classifier":
+        from . import recipe
 
-    return tuple(torchvision.models.ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
-
-
-def _code_error(path: Path, node: ast.AST | None) -> UserError:
-    what = f" (it calls {ast.unparse(node.func)[:40]})" if isinstance(node, ast.Call) else ""
-    return UserError(
-        f"labels file {path} contains Python code{what}, not labels; it was not run (labels are read as data, "
-        f"never executed). Write a dict such as {{0: 'cat', 1: 'dog'}}, a JSON list, or one label per line"
-    )
-
-
-def _parse_literal(text: str, path: Path) -> Any:
-    """The dict/list literal ``text`` holds; None when it is plain lines of names."""
-    if text[0] in "{[":
-        try:
-            return json.loads(text)
-        except ValueError:
-            pass
-    try:
-        tree = ast.parse(text, mode="exec")
-    except SyntaxError:
-        if text[0] in "{[":
-            raise UserError(
-                f"labels file {path} starts like a dict or list but is not valid Python or JSON literal syntax; "
-                f"expected e.g. {{0: 'cat', 1: 'dog'}}"
-            ) from None
-        return None  # plain lines, e.g. "great white shark"
-    if len(tree.body) == 1 and isinstance(tree.body[0], (ast.Expr, ast.Assign)):
-        node = tree.body[0].value  # `{...}` or `labels = {...}`
-        if isinstance(node, (ast.Dict, ast.List, ast.Tuple)):
-            try:
-                return ast.literal_eval(node)
-            except ValueError:
-                raise _code_error(path, next((n for n in ast.walk(node) if isinstance(n, ast.Call)), None)) from None
-    risky = (ast.Call, ast.Attribute, ast.Subscript, ast.Lambda, ast.Import, ast.ImportFrom, ast.Assign, ast.FunctionDef)
-    code = next((n for n in ast.walk(tree) if isinstance(n, risky)), None)
-    if code is not None:
-        raise _code_error(path, code)
-    return None  # lines of single words such as "cat"
-
-
-def _labels_from(value: Any, path: Path) -> list[str]:
-    if isinstance(value, Mapping):
-        try:
-            numbered = {int(k): v for k, v in value.items()}
-        except (TypeError, ValueError):
-            raise UserError(f"labels file {path}: the dict's keys must be class indices 0, 1, 2, ...") from None
-        missing = sorted(set(range(len(numbered))) - numbered.keys())
-        if missing:
-            raise UserError(
-                f"labels file {path}: the keys must be 0..{len(numbered) - 1} (one per class), but {missing[0]} is missing"
-            )
-        labels = [numbered[i] for i in range(len(numbered))]
-    elif isinstance(value, (list, tuple)):
-        labels = list(value)
-    else:
-        raise UserError(f"labels file {path} holds a {type(value).__name__}; expected a dict, a list or one label per line")
-    bad = next((i for i, label in enumerate(labels) if not isinstance(label, str) or not label.strip()), None)
-    if bad is not None:
-        raise UserError(f"labels file {path}: label {bad} is {labels[bad]!r}, not a name")
-    return [label.strip() for label in labels]
-
-
-def read_labels(path: str | os.PathLike) -> tuple[str, ...]:
-    """Class names from a labels file: a dict or list literal, JSON, or one name per line.
-
-    The file is parsed as data (``json.loads`` / ``ast.literal_eval``), never run: a file
-    holding code is refused.
-
-    Args:
-        path: e.g. ``imagenet1000_labels.txt`` holding ``{0: 'tench, Tinca tinca', 1: ...}``.
-
-    Returns:
-        The names, index = class.
-
-    Raises:
-        DataNotFoundError: no such file.
-        UserError: not text, empty, code, keys that are not 0..K-1, or labels that are not strings.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotFoundError(f"labels file {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8-sig").strip()
-    except (UnicodeDecodeError, OSError) as exc:
-        raise UserError(f"labels file {path} is not a readable text file ({first_line(exc)})") from exc
-    if not text:
-        raise UserError(f"labels file {path} is empty")
-    value = _parse_literal(text, path)
-    if value is None:
-        return tuple(line.strip() for line in text.splitlines() if line.strip())
-    labels = _labels_from(value, path)
-    if not labels:
-        raise UserError(f"labels file {path} holds no labels")
-    return tuple(labels)
-
-
-# ----------------------------------------------------------------------------- notebooks
-
-
-SHIPPED_FALLBACK = "resnet18_w16_cifar10"
-
-
-def torchvision_classifier(
-    name: str = "resnet18",
-    pretrained: bool = True,
-    fallback: str = "shipped",
-    epochs: int = 3,
-    max_batches: int | None = None,
-    input_size: int = 64,
-    batch_size: int = 64,
-    lr: float = 0.05,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-    seed: int = 0,
-) -> Classifier:
-    """A model to explain: a torchvision model with ImageNet weights if they download, else a trained CIFAR-10 one.
-
-    With ``pretrained`` the ImageNet weights are tried first (preprocessing: ImageNet's, class
-    names: ImageNet's). Without them, or when the download fails (no internet), ``fallback`` says
-    what comes instead: ``"shipped"`` (default) the ResNet18 trained on all of CIFAR-10 that ships
-    with eva_utils (``pretrained:resnet18_w16_cifar10``, 32x32 inputs, no training needed);
-    ``"train"`` the architecture ``name`` with 10 outputs trained for ``epochs`` on the bundled
-    CIFAR-10 sample with :func:`eva_utils.training.fit`, at ``input_size`` (CIFAR's 32 pixels
-    upsampled: torchvision's ImageNet models shrink the input 32x before their last stage, so
-    32x32 would leave 1x1 maps), a barely trained model.
-
-    Args:
-        name: a torchvision classification model name.
-        pretrained: try the ImageNet weights first.
-        fallback: ``"shipped"`` or ``"train"``, see above.
-        epochs: epochs of the fallback training.
-        max_batches: batches per pass of the fallback training (smoke runs).
-        input_size: side of the fallback's input.
-        batch_size: the fallback's batch size.
-        lr: the fallback's peak learning rate (one-cycle SGD).
-        device: ``None`` picks CUDA when available.
-        progress: progress bars during the fallback training.
-        seed: seeds the fallback training.
-
-    Returns:
-        A :class:`Classifier`; its ``description`` says which way it was made, and why.
-    """
-
-    if fallback not in ("shipped", "train"):
-        raise unknown_name("fallback", fallback, ("shipped", "train"))
-    why = "ImageNet weights not requested"
-    if pretrained:
-        try:
-            return load_model(name, weights="default", device=device)
-        except WeightsDownloadError as exc:
-            why = f"the ImageNet weights could not be downloaded ({exc.reason})"
-    if fallback == "shipped":
-        shipped = load_model(PRETRAINED_PREFIX + SHIPPED_FALLBACK, device=device)
-        return shipped._replace(description=f"{shipped.description} (instead of torchvision {name}: {why})")
-    if name.lower() not in torchvision_names():
-        raise _unknown_model(name, "the model")
-    training.set_seed(seed)
-    device = resolve_device(device)
-    model = _new_model("torchvision", name.lower(), num_classes=10)
-    preset = cifar_preset(size=input_size)
-    train_loader = data.make_loader(data.load_sample(True, preset), batch_size, shuffle=True, num_workers=0, seed=seed)
-    test_loader = data.make_loader(data.load_sample(False, preset), 256, num_workers=0)
-    optimizer = training.make_optimizer(model, "sgd", lr=lr, weight_decay=5e-4)
-    steps = min(max_batches or len(train_loader), len(train_loader))
-    schedule = "onecycle" if epochs * steps >= 4 else "none"  # one-cycle needs a few steps to warm up and decay
-    scheduler = training.make_scheduler(optimizer, schedule, epochs=epochs, steps_per_epoch=steps, max_lr=lr)
-    history = training.fit(model, train_loader, test_loader, epochs, optimizer, scheduler, device=device,
-                           max_batches=max_batches, progress=progress, seed=seed)
-    description = (f"torchvision {name} with random initial weights, trained for {epochs} epoch{'s' if epochs != 1 else ''} on the bundled "
-                   f"CIFAR-10 sample at {input_size}x{input_size} (test accuracy {100 * history.test_acc[-1]:.1f}%): {why}")
-    return Classifier(model.eval(), CIFAR10_CLASSES, preset, description)
+        return moved(recipe.torchvision_classifier, "eva_utils.sources.torchvision_classifier")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -44,6 +44,7 @@ from .devices import resolve_device
 from .errors import CheckpointError, UserError, unknown_name
 from .evaluation import model_device_dtype
 from .files import atomic_write
+from .plots import plot_lr_finder
 
 __all__ = [
     "OPTIMIZERS",
@@ -689,7 +690,6 @@ def find_lr(
     Returns:
         The suggested LR (steepest loss descent), the LRs and smoothed losses, and a Figure.
     """
-    from matplotlib.figure import Figure
     from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
     class _ChannelsLast(TrainDataLoaderIter):  # NHWC batches, as fit feeds them
@@ -734,11 +734,4 @@ def find_lr(
     if len(xs) < 2:
         raise UserError(f"the LR test stopped after {len(lrs)} batches (the loss diverged): lower end_lr")
     best = int(np.gradient(np.asarray(ys)).argmin())
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    ax.plot(xs, ys)
-    ax.scatter([xs[best]], [ys[best]], color="red", zorder=3, label=f"steepest descent: {xs[best]:.2e}")
-    ax.set(xscale="log", xlabel="learning rate", ylabel="loss (smoothed)", title="LR range test")
-    ax.legend()
-    fig.tight_layout()
-    return LRFinderResult(float(xs[best]), list(lrs), list(losses), fig)
+    return LRFinderResult(float(xs[best]), list(lrs), list(losses), plot_lr_finder(xs, ys, best))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import urllib.error
 
 import matplotlib
 import pytest
@@ -65,3 +66,13 @@ def _bad_files(folder):
 def bad_torch_files():
     """Call with a folder: name -> path of files that are not loadable checkpoints (see ``_bad_files``)."""
     return _bad_files
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """Pretrained weights fail to download, as without internet (and no cached copy is used)."""
+    def no_internet(url, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", no_internet)

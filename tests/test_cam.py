@@ -30,14 +30,12 @@ from eva_utils import data, models, transforms
 from eva_utils.cam import (
     CAM_METHODS,
     layer_cams,
-    overlay,
-    pointing_game,
-    pointing_hits,
     predict_targets,
     resnet_layers,
     resolve_layers,
 )
 from eva_utils.errors import UserError
+from eva_utils.evaluation import pointing_game
 
 ONE_PASS = {
     "gradcam": GradCAM,
@@ -436,62 +434,6 @@ def test_method_names():
     a = layer_cams(model, images, ["layer3"], method="GradCAMPlusPlus")["layer3"]
     b = layer_cams(model, images, ["layer3"], method="gradcam++")["layer3"]
     assert np.array_equal(a, b)
-
-
-# ----------------------------------------------------------------------------- overlay
-
-
-def test_overlay_colours_are_rgb():
-    black = np.zeros((8, 8, 3), np.float32)
-    hot = overlay(black, np.ones((8, 8), np.float32))[0, 0]
-    cold = overlay(black, np.zeros((8, 8), np.float32))[0, 0]
-    assert hot[0] > 2 * max(hot[1], hot[2])  # jet's top is red: channel 0
-    assert cold[2] > 2 * max(cold[0], cold[1])  # jet's bottom is blue: channel 2
-
-
-def test_overlay_blend_and_batches():
-    rng = np.random.default_rng(0)
-    images, cams = rng.random((4, 8, 8, 3), dtype=np.float32), rng.random((4, 8, 8), dtype=np.float32)
-    out = overlay(images, cams, alpha=0.3)
-    assert out.shape == (4, 8, 8, 3) and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
-    np.testing.assert_allclose(out[2], overlay(images[2], cams[2], alpha=0.3))
-    np.testing.assert_allclose(overlay(images, cams, alpha=0.0), images)
-
-
-@pytest.mark.parametrize(
-    "image, cam, match",
-    [
-        (np.full((8, 8, 3), 200.0), np.zeros((8, 8)), "0..255"),
-        (np.full((8, 8, 3), 200, np.uint8), np.zeros((8, 8)), "uint8"),
-        (np.full((8, 8, 3), -1.5), np.zeros((8, 8)), "denormalize"),
-        (np.zeros((3, 8, 8)), np.zeros((8, 8)), "channels last"),
-        (np.zeros((8, 8, 3)), np.zeros((4, 4)), "does not match"),
-        (np.zeros((8, 8, 3)), np.full((8, 8), 3.0), "\\[0, 1\\]"),
-    ],
-)
-def test_overlay_bad_input(image, cam, match):
-    with pytest.raises(UserError, match=match):
-        overlay(image, cam)
-
-
-def test_overlay_unknown_colormap():
-    with pytest.raises(UserError, match="did you mean.*jet"):
-        overlay(np.zeros((4, 4, 3)), np.zeros((4, 4)), colormap="jett")
-
-
-# ----------------------------------------------------------------------------- pointing game
-
-
-def test_pointing_hits_by_hand():
-    cams = np.zeros((3, 6, 6), np.float32)
-    cams[0, 1, 1] = cams[1, 5, 5] = cams[2, 3, 0] = 1.0
-    masks = np.zeros((3, 6, 6), bool)
-    masks[:, 1:3, 1:3] = True
-    assert pointing_hits(cams, masks).tolist() == [True, False, False]
-    assert pointing_game(cams, masks) == pytest.approx(1 / 3)
-    assert pointing_hits(cams, masks, tolerance=2).tolist() == [True, False, True]  # (3, 0) is 1.4 px away
-    with pytest.raises(UserError, match="equal shape"):
-        pointing_game(cams, masks[:, :5])
 
 
 SIZE, SHAPE = 32, 9  # image and shape sizes in pixels

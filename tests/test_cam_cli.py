@@ -22,7 +22,7 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from eva_utils import cam, checkpoint, data, models, sources
+from eva_utils import cam, checkpoint, data, models, plots, sources
 from eva_utils.cli import main
 from eva_utils.errors import UserError
 
@@ -202,7 +202,7 @@ def test_show_hands_the_figures_to_pyplot(monkeypatch):
 
     shown = []
     monkeypatch.setattr(plt, "show", lambda: shown.append(plt.get_fignums()))
-    fig = cam.show_cams(np.zeros((1, 8, 8, 3)), [np.zeros((1, 8, 8))])
+    fig = plots.show_cams(np.zeros((1, 8, 8, 3)), [np.zeros((1, 8, 8))])
     try:
         cam_cli._show([fig])
         assert shown == [[1]] or len(shown[0]) == 1
@@ -361,17 +361,6 @@ def test_class_probs_is_the_softmax_of_the_logits():
     with torch.no_grad():
         expected = model(x).softmax(-1).numpy()
     np.testing.assert_allclose(cam.class_probs(model, x, batch_size=2), expected, rtol=1e-5, atol=1e-6)
-
-
-def test_show_cams_lays_out_images_and_maps():
-    rgb = np.random.default_rng(0).random((2, 16, 16, 3))
-    maps = {"gradcam": np.zeros((2, 16, 16)), "layercam": np.ones((2, 16, 16))}
-    fig = cam.show_cams(rgb, maps, row_labels=["a", "b"], title="methods")
-    assert len(fig.axes) == 6 and fig.axes[1].get_title() == "gradcam" and fig.axes[0].get_ylabel() == "a"
-    with pytest.raises(UserError, match="one map per image"):
-        cam.show_cams(rgb, [np.zeros((3, 16, 16))])
-    with pytest.raises(UserError, match="titles must be 2 rows of 2"):
-        cam.show_cams(rgb, maps, titles=[["x"], ["y"]])
 
 
 def test_shipped_model_by_its_source_name(tmp_path, capsys, images):

@@ -5,6 +5,7 @@ from torch import nn
 
 from eva_utils import data, evaluation
 from eva_utils.errors import UserError
+from eva_utils.evaluation import pointing_game, pointing_hits
 
 
 class Linear(nn.Module):
@@ -97,3 +98,18 @@ def test_half_precision_models_predict_and_evaluate(test_set, dtype):
     stats = training.evaluate(half, loader, device="cpu")
     assert 0.0 <= stats.acc <= 1.0 and np.isfinite(stats.loss)
     assert stats.acc == pytest.approx(evaluation.accuracy(got), abs=0.03)
+
+
+# ----------------------------------------------------------------------------- pointing game
+
+
+def test_pointing_hits_by_hand():
+    cams = np.zeros((3, 6, 6), np.float32)
+    cams[0, 1, 1] = cams[1, 5, 5] = cams[2, 3, 0] = 1.0
+    masks = np.zeros((3, 6, 6), bool)
+    masks[:, 1:3, 1:3] = True
+    assert pointing_hits(cams, masks).tolist() == [True, False, False]
+    assert pointing_game(cams, masks) == pytest.approx(1 / 3)
+    assert pointing_hits(cams, masks, tolerance=2).tolist() == [True, False, True]  # (3, 0) is 1.4 px away
+    with pytest.raises(UserError, match="equal shape"):
+        pointing_game(cams, masks[:, :5])

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from eva_utils import cam, data
+from eva_utils import cam, data, plots
 from eva_utils.cli import main
 from eva_utils.models.msdnet import load_msdnet_gcn_checkpoint, msdnet
 
@@ -70,12 +70,12 @@ def test_heatmap_of_an_odd_image_is_that_test_image_in_rgb(tmp_path, capsys, tes
     raw = data.load_sample(train=False)
     np.testing.assert_array_equal(written, raw.images[n])  # the sample's test image n, not a batch index
     assert f"image {n}: true class {raw.classes[raw.labels[n]]}" in out
-    # the heatmap is cam.overlay (RGB, jet: red = high) of exit k's Grad-CAM, pixels repeated 8x
+    # the heatmap is plots.overlay (RGB, jet: red = high) of exit k's Grad-CAM, pixels repeated 8x
     model = load_msdnet_gcn_checkpoint(FIXTURE)
     image = test_set[n][0]
     maps = cam.layer_cams(model, image[None], [model.exit_feature_modules()[k - 1]], output_index=k - 1)
     heat = next(iter(maps.values()))[0]
-    expected = cam.overlay(image.permute(1, 2, 0).numpy(), heat)
+    expected = plots.overlay(image.permute(1, 2, 0).numpy(), heat)
     heatmap = np.asarray(Image.open(folder / f"img{n}_exit{k}_gradcam.png").convert("RGB"))
     assert heatmap.shape == (256, 256, 3)
     np.testing.assert_allclose(heatmap[::8, ::8] / 255.0, expected, atol=1 / 255 + 1e-6)

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from eva_utils import cam, data, evaluation, multiexit, training
+from eva_utils import cam, data, evaluation, multiexit, plots, training
 from eva_utils.errors import UserError
 from eva_utils.models.msdnet import MSDNet, load_msdnet_gcn_checkpoint, msdnet
 
@@ -218,7 +218,7 @@ def test_text_tables() -> None:
 def test_figures_are_figures_not_pyplot(pred) -> None:
     import matplotlib.pyplot as plt
 
-    fig = multiexit.plot_budget_curve(multiexit.budget_curve(pred))  # no costs: a note instead of a curve
+    fig = plots.plot_budget_curve(multiexit.budget_curve(pred))  # no costs: a note instead of a curve
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     assert plt.get_fignums() == []
 
@@ -288,8 +288,8 @@ def test_exit_grid_titles_each_exit(model, images, test_set) -> None:
     with torch.no_grad():
         preds = torch.stack([o.argmax(1) for o in model(images)]).numpy()  # (3, 4)
     cams = multiexit.exit_cams(model, images)
-    fig = multiexit.show_exit_cams(images, cams, labels, preds, difficulty=(preds == labels).sum(0),
-                                   indices=[3, 101, 555, 777], classes=test_set.classes)
+    pred = multiexit.ExitPredictions(np.zeros((3, 4, 10), np.float32), preds, labels, np.array([3, 101, 555, 777]))
+    fig = plots.show_exit_cams(images, cams, pred, classes=test_set.classes)
     axes = np.array(fig.axes).reshape(4, 3)
     for i in range(4):
         assert f"image {[3, 101, 555, 777][i]}" in axes[i, 0].get_ylabel()
@@ -297,8 +297,13 @@ def test_exit_grid_titles_each_exit(model, images, test_set) -> None:
             guess = test_set.classes[preds[k - 1, i]]
             mark = "✓" if preds[k - 1, i] == labels[i] else "✗"
             assert axes[i, col].get_title() == f"{guess} {mark}"
-    with pytest.raises(UserError, match="preds"):
-        multiexit.show_exit_cams(images, cams, labels, preds[:, :2])
+        assert f"{int((preds[:, i] == labels[i]).sum())}/3 exits right" in axes[i, 0].get_ylabel()
+    with pytest.raises(UserError, match="pred.subset"):
+        plots.show_exit_cams(images, cams, pred.subset([0, 1]))
+    with pytest.warns(DeprecationWarning, match="moved to eva_utils"):  # 0.1.0's parallel arrays still draw the same grid
+        old = multiexit.show_exit_cams(images, cams, labels, preds, indices=[3, 101, 555, 777], classes=test_set.classes)
+    assert [ax.get_title() for ax in old.axes] == [ax.get_title() for ax in fig.axes]
+    assert [ax.get_ylabel() for ax in old.axes] == [ax.get_ylabel() for ax in fig.axes]
 
 
 # ----------------------------------------------------------------------------- training

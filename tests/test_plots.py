@@ -6,6 +6,7 @@ from matplotlib.figure import Figure
 
 from eva_utils import data, evaluation, plots, training, transforms
 from eva_utils.errors import UserError
+from eva_utils.plots import overlay
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +92,63 @@ def test_figures_are_not_registered_with_pyplot():
     before = plt.get_fignums()
     assert isinstance(plots.plot_confusion_matrix(np.eye(10)), Figure)
     assert plt.get_fignums() == before
+
+
+# ----------------------------------------------------------------------------- overlay
+
+
+def test_overlay_colours_are_rgb():
+    black = np.zeros((8, 8, 3), np.float32)
+    hot = overlay(black, np.ones((8, 8), np.float32))[0, 0]
+    cold = overlay(black, np.zeros((8, 8), np.float32))[0, 0]
+    assert hot[0] > 2 * max(hot[1], hot[2])  # jet's top is red: channel 0
+    assert cold[2] > 2 * max(cold[0], cold[1])  # jet's bottom is blue: channel 2
+
+
+def test_overlay_blend_and_batches():
+    rng = np.random.default_rng(0)
+    images, cams = rng.random((4, 8, 8, 3), dtype=np.float32), rng.random((4, 8, 8), dtype=np.float32)
+    out = overlay(images, cams, alpha=0.3)
+    assert out.shape == (4, 8, 8, 3) and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    np.testing.assert_allclose(out[2], overlay(images[2], cams[2], alpha=0.3))
+    np.testing.assert_allclose(overlay(images, cams, alpha=0.0), images)
+
+
+@pytest.mark.parametrize(
+    "image, cam, match",
+    [
+        (np.full((8, 8, 3), 200.0), np.zeros((8, 8)), "0..255"),
+        (np.full((8, 8, 3), 200, np.uint8), np.zeros((8, 8)), "uint8"),
+        (np.full((8, 8, 3), -1.5), np.zeros((8, 8)), "denormalize"),
+        (np.zeros((3, 8, 8)), np.zeros((8, 8)), "channels first"),
+        (np.zeros((8, 8, 3)), np.zeros((4, 4)), "of the image's size"),
+        (np.zeros((8, 8, 3)), np.full((8, 8), 3.0), "\\[0, 1\\]"),
+    ],
+)
+def test_overlay_bad_input(image, cam, match):
+    with pytest.raises(UserError, match=match):
+        overlay(image, cam)
+
+
+def test_overlay_unknown_colormap():
+    with pytest.raises(UserError, match="did you mean.*jet"):
+        overlay(np.zeros((4, 4, 3)), np.zeros((4, 4)), colormap="jett")
+
+
+def test_show_cams_lays_out_images_and_maps():
+    rgb = np.random.default_rng(0).random((2, 16, 16, 3))
+    maps = {"gradcam": np.zeros((2, 16, 16)), "layercam": np.ones((2, 16, 16))}
+    fig = plots.show_cams(rgb, maps, row_labels=["a", "b"], title="methods")
+    assert len(fig.axes) == 6 and fig.axes[1].get_title() == "gradcam" and fig.axes[0].get_ylabel() == "a"
+    with pytest.raises(UserError, match="one map per image"):
+        plots.show_cams(rgb, [np.zeros((3, 16, 16))])
+    with pytest.raises(UserError, match="titles must be 2 rows of 2"):
+        plots.show_cams(rgb, maps, titles=[["x"], ["y"]])
+
+
+def test_the_old_homes_of_the_figures_still_work_and_warn():
+    from eva_utils import cam
+
+    rgb, heat = np.zeros((8, 8, 3), np.float32), np.ones((8, 8), np.float32)
+    with pytest.warns(DeprecationWarning, match="eva_utils.cam.overlay moved to eva_utils.plots.overlay"):
+        np.testing.assert_array_equal(cam.overlay(rgb, heat), overlay(rgb, heat))

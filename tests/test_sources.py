@@ -6,8 +6,6 @@ function replaced by one that fails as it does offline.
 
 from __future__ import annotations
 
-import json
-import urllib.error
 import warnings
 
 import pytest
@@ -18,16 +16,6 @@ from torch import nn
 from eva_utils import checkpoint, models, sources
 from eva_utils.data import CIFAR10_CLASSES
 from eva_utils.errors import CheckpointError, DataNotFoundError, UserError
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """Pretrained weights fail to download, as without internet (and no cached copy is used)."""
-    def no_internet(url, *args, **kwargs):
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", no_internet)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +43,7 @@ def _script(model: nn.Module, path):
 def test_torchvision_name_with_random_weights():
     classifier = sources.load_model("resnet18", weights="none")
     assert isinstance(classifier.model, torchvision.models.ResNet) and not classifier.model.training
-    assert classifier.categories is None
+    assert classifier.classes is None
     assert (classifier.preset.name, classifier.preset.size) == ("imagenet", 224)
     assert sources.load_model("resnet18", weights="none", num_classes=7).model.fc.out_features == 7
 
@@ -63,7 +51,7 @@ def test_torchvision_name_with_random_weights():
 def test_eva_utils_name():
     classifier = sources.load_model("eva_utils.resnet18", num_classes=10)
     assert isinstance(classifier.model, models.ResNet)
-    assert classifier.categories == CIFAR10_CLASSES and classifier.preset.name == "cifar"
+    assert classifier.classes == CIFAR10_CLASSES and classifier.preset.name == "cifar"
 
 
 def test_unknown_name_lists_close_matches():
@@ -96,7 +84,7 @@ def test_eva_utils_training_checkpoint(tmp_path, eva_model):
     path = checkpoint.save_checkpoint(tmp_path / "checkpoint.pt", eva_model, None, None, None, None, 3,
                                       config={"model": "resnet18", "width": 8, "num_classes": 10, "data": "sample"})
     classifier = sources.load_model(path)
-    assert classifier.categories == CIFAR10_CLASSES and classifier.preset.name == "cifar"
+    assert classifier.classes == CIFAR10_CLASSES and classifier.preset.name == "cifar"
     assert "checkpoint" in classifier.description and "epoch 3" in classifier.description
     _same_function(classifier.model, eva_model, 32)
 
@@ -178,101 +166,10 @@ def test_missing_file_and_folder(tmp_path):
 # ----------------------------------------------------------------------------- labels
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "{0: 'cat',\n 1: 'dog',\n 2: 'person'}\n",  # the GradCam tool's format
-        "labels = {0: 'cat', 1: 'dog', 2: 'person'}",
-        json.dumps({"0": "cat", "1": "dog", "2": "person"}),
-        json.dumps(["cat", "dog", "person"]),
-        "['cat', 'dog', 'person']",
-        "cat\ndog\n\nperson\n",
-        "\ufeffcat\r\ndog\r\nperson",
-    ],
-)
-def test_labels_formats(tmp_path, text):
-    (tmp_path / "labels.txt").write_text(text, encoding="utf-8")
-    assert sources.read_labels(tmp_path / "labels.txt") == ("cat", "dog", "person")
-
-
-def test_labels_one_per_line_may_hold_spaces_and_commas(tmp_path):
-    (tmp_path / "labels.txt").write_text("great white shark, white shark\ntench, Tinca tinca\n")
-    assert sources.read_labels(tmp_path / "labels.txt") == ("great white shark, white shark", "tench, Tinca tinca")
-
-
-@pytest.mark.parametrize(
-    "template",
-    [
-        "__import__('os').remove({path!r})",
-        "{{0: __import__('os').remove({path!r}), 1: 'dog'}}",
-        "['cat', __import__('os').remove({path!r})]",
-        "import os; os.remove({path!r})",
-        "(lambda: __import__('os').remove({path!r}))()",
-    ],
-)
-def test_labels_file_with_code_is_never_run(tmp_path, template):
-    sentinel = tmp_path / "sentinel.txt"
-    sentinel.write_text("still here")
-    (tmp_path / "labels.txt").write_text(template.format(path=str(sentinel)))
-    with pytest.raises(UserError, match="contains Python code.*it was not run"):
-        sources.read_labels(tmp_path / "labels.txt")
-    assert sentinel.read_text() == "still here"
-
-
-@pytest.mark.parametrize(
-    "text, message",
-    [
-        ("{0: 'cat', 2: 'dog'}", "1 is missing"),
-        ("{'a': 'cat'}", "class indices"),
-        ("['cat', 3]", "label 1 is 3"),
-        ("{0: 'cat', 1: 'dog'", "not valid Python or JSON"),
-        ("   \n", "is empty"),
-    ],
-)
-def test_bad_labels_files(tmp_path, text, message):
-    (tmp_path / "labels.txt").write_text(text)
-    with pytest.raises(UserError, match=message):
-        sources.read_labels(tmp_path / "labels.txt")
-
-
-def test_labels_file_missing_or_binary(tmp_path):
-    with pytest.raises(DataNotFoundError):
-        sources.read_labels(tmp_path / "nope.txt")
-    (tmp_path / "labels.bin").write_bytes(b"\xff\xfe\x00\x81binary")
-    with pytest.raises(UserError, match="not a readable text file"):
-        sources.read_labels(tmp_path / "labels.bin")
-
-
-def test_imagenet_categories_ship_with_torchvision():
-    names = sources.imagenet_categories()
-    assert len(names) == 1000 and names[0] == "tench" and names[281] == "tabby"
-
-
-# ----------------------------------------------------------------------------- the notebooks' model
-
-
-def test_torchvision_classifier_falls_back_to_training_on_the_sample(offline):
-    classifier = sources.torchvision_classifier("resnet18", pretrained=True, fallback="train", epochs=1, max_batches=2,
-                                                input_size=32, progress=False)
-    assert classifier.categories == CIFAR10_CLASSES and classifier.preset.size == 32
-    assert isinstance(classifier.model, torchvision.models.ResNet) and classifier.model.fc.out_features == 10
-    assert "could not be downloaded" in classifier.description and "Temporary failure" in classifier.description
-    assert not classifier.model.training
-
-
-def test_torchvision_classifier_falls_back_to_the_shipped_model(offline):
-    classifier = sources.torchvision_classifier("vgg16", pretrained=True)
-    assert isinstance(classifier.model, models.ResNet) and classifier.preset.size == 32
-    assert classifier.categories == CIFAR10_CLASSES
-    assert "resnet18_w16_cifar10" in classifier.description and "could not be downloaded" in classifier.description
-    with pytest.raises(UserError, match="valid fallback names: shipped, train"):
-        sources.torchvision_classifier("vgg16", pretrained=False, fallback="random")
-
-
 def test_shipped_model_by_source_name_on_the_requested_device():
     classifier = sources.load_model("pretrained:resnet18_w16_cifar10", device="meta")  # meta stands in for a GPU
     assert {p.device.type for p in classifier.model.parameters()} == {"meta"}
-    assert classifier.categories == CIFAR10_CLASSES and classifier.preset.name == "cifar"
+    assert classifier.classes == CIFAR10_CLASSES and classifier.preset.name == "cifar"
     with pytest.raises(UserError, match="unknown pretrained model 'resnet18_w64'"):
         sources.load_model("pretrained:resnet18_w64")
 
