@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from .errors import UserError
 
-__all__ = ["Parser", "finite_float", "non_negative_int", "positive_float", "positive_int", "run_parsed"]
+__all__ = ["Parser", "count_from_back", "finite_float", "non_negative_int", "positive_float", "positive_int", "run_parsed"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -40,45 +40,44 @@ def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None, dive
         return 130
 
 
+def _number(text: str, kind: type, expected: str) -> float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
+def _rule(value: float, holds: bool, rule: str) -> float:
+    if not holds:
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An integer > 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+    value = _number(text, int, "a positive integer")
+    return _rule(value, value > 0, "a positive integer")
 
 
 def non_negative_int(text: str) -> int:
     """An integer >= 0 (an image number, a row limit where 0 means all)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    value = _number(text, int, "a whole number")
+    return _rule(value, value >= 0, "0 or more")
 
 
 def positive_float(text: str) -> float:
     """A finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
-    return value
+    value = _number(text, float, "a positive number")
+    return _rule(value, math.isfinite(value) and value > 0, "a positive number")
 
 
 def finite_float(text: str) -> float:
     """Any finite number (not nan or inf)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {value}")
-    return value
+    value = _number(text, float, "a number")
+    return _rule(value, math.isfinite(value), "a finite number")
+
+
+def count_from_back(text: str) -> int:
+    """A conv layer counted from the back: 1 = the last."""
+    value = _number(text, int, "a count from the back (1 = the last conv layer)")
+    return _rule(value, value > 0, "1 or more: counts from the back start at 1 (1 = the last conv layer)")

@@ -47,7 +47,7 @@ from __future__ import annotations
 import copy
 import difflib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -439,34 +439,14 @@ def _select_output(output: Any, output_index: int | str | None) -> torch.Tensor:
     return output
 
 
-def _batched_logits(
-    model: nn.Module, images: torch.Tensor | np.ndarray, batch_size: int, output_index: int | str | None
-) -> list[torch.Tensor]:
-    """The selected output of each batch, in eval mode under no_grad; the model is left as found."""
-    images = _as_image_batch(model, images)
-    batches = (images[start:start + int(batch_size)] for start in range(0, len(images), int(batch_size)))
-    return [_select_output(out, output_index) for out in forward_batches(model, batches)]  # each (B, K)
-
-
 def predict_targets(
-    model: nn.Module,
-    images: torch.Tensor | np.ndarray,
-    batch_size: int = 64,
-    output_index: int | str | None = None,
+    model: nn.Module, images: torch.Tensor | np.ndarray, batch_size: int = 64, output_index: int | str | None = None,
 ) -> np.ndarray:
-    """The predicted class of each image (what ``layer_cams(targets=None)`` explains), in eval mode.
+    """The predicted class of each image (what ``layer_cams(targets=None)`` explains): int64 (N,).
 
-    Args:
-        model: a classifier.
-        images: normalised float (N, C, H, W), or one (C, H, W) image.
-        batch_size: images per forward pass.
-        output_index: which output to use when the model returns a list/tuple of logits.
-
-    Returns:
-        int64 array (N,) of class indices.
+    Arguments as for :func:`class_probs`.
     """
-    logits = _batched_logits(model, images, batch_size, output_index)
-    return torch.cat([out.argmax(-1).cpu() for out in logits]).numpy().astype(np.int64)
+    return class_probs(model, images, batch_size, output_index).argmax(1).astype(np.int64)
 
 
 def class_probs(
@@ -486,15 +466,18 @@ def class_probs(
     Returns:
         float32 array (N, K); each row sums to 1.
     """
+    images = _as_image_batch(model, images)
+    batches = (images[start:start + int(batch_size)] for start in range(0, len(images), int(batch_size)))
     probs = []
-    for logits in _batched_logits(model, images, batch_size, output_index):
+    for output in forward_batches(model, batches):  # the package's one prediction loop
+        logits = _select_output(output, output_index)  # (B, K)
         if logits.ndim != 2:
             raise UserError(f"the model returns shape {tuple(logits.shape)}, not class scores (N, K)")
-        probs.append(logits.float().softmax(-1).cpu())  # (B, K)
+        probs.append(logits.float().softmax(-1).cpu())
     return torch.cat(probs).numpy()
 
 
-# ----------------------------------------------------------------------------- model state and hooks
+# ----------------------------------------------------------------------------- hooks
 
 
 class _Capture:
@@ -625,18 +608,31 @@ def _target_score(output: torch.Tensor, targets: list[Any]) -> torch.Tensor:
     return sum(t(o) for t, o in zip(_as_target_callables(targets), output, strict=False))
 
 
-def _one_pass_batch(
-    model: nn.Module,
-    x: torch.Tensor,
-    layers: Mapping[str, nn.Module],
-    key: str,
-    targets: list[Any] | None,
-    output_index: int | str | None,
-    eigen_smooth: bool,
-    check_classes: Callable[[int], None],
-) -> dict[str, np.ndarray]:
+class _Job(NamedTuple):
+    """What every batch of one ``layer_cams`` call shares."""
+
+    layers: Mapping[str, nn.Module]
+    key: str  # the method's canonical name
+    output_index: int | str | None
+    eigen_smooth: bool
+    batch_size: int
+    check_classes: Callable[[int], None]  # checks the targets against the model's number of classes, once
+
+
+def _explained(output: torch.Tensor, targets: list[Any] | None, job: _Job) -> list[Any]:
+    """The targets of a batch: the predicted classes when none were asked for, else the ones asked for, checked."""
+    if targets is None:
+        return [int(c) for c in output.detach().argmax(-1).cpu()]
+    if output.ndim == 2:
+        job.check_classes(output.shape[1])
+    return targets
+
+
+def _one_pass_batch(model: nn.Module, x: torch.Tensor, targets: list[Any] | None, job: _Job) -> dict[str, np.ndarray]:
     """All layers' maps for one batch ``x`` (B, C, H, W) from one forward and at most one backward."""
     from pytorch_grad_cam.utils.image import scale_cam_image
+
+    layers, key, output_index, eigen_smooth = job.layers, job.key, job.output_index, job.eigen_smooth
 
     uses_gradients = key not in _NO_GRADIENTS
     capture = _Capture(layers, graph=uses_gradients)
@@ -647,10 +643,7 @@ def _one_pass_batch(
         activations = [capture.activation(m) for m in modules]  # each (B, C_l, h_l, w_l)
     finally:
         capture.release()
-    if targets is None:
-        targets = [int(c) for c in output.detach().argmax(-1).cpu()]  # predicted classes
-    elif output.ndim == 2:
-        check_classes(output.shape[1])
+    targets = _explained(output, targets, job)
     grads: list[np.ndarray | None] = [None] * len(modules)
     if uses_gradients:
         score = _target_score(output, targets)
@@ -676,28 +669,16 @@ def _one_pass_batch(
     return {name: per_module[id(module)] for name, module in layers.items()}
 
 
-def _delegated_batch(
-    model: nn.Module,
-    x: torch.Tensor,
-    layers: Mapping[str, nn.Module],
-    key: str,
-    targets: list[Any] | None,
-    output_index: int | str | None,
-    eigen_smooth: bool,
-    batch_size: int,
-    check_classes: Callable[[int], None],
-) -> dict[str, np.ndarray]:
+def _delegated_batch(model: nn.Module, x: torch.Tensor, targets: list[Any] | None, job: _Job) -> dict[str, np.ndarray]:
     """Run pytorch-grad-cam's own ScoreCAM / AblationCAM once per layer on ``x`` (B, C, H, W)."""
     from pytorch_grad_cam import AblationLayer
     from pytorch_grad_cam.utils.find_layers import replace_layer_recursive
 
-    wrapped = _SelectOutput(model, output_index)
+    layers, key, eigen_smooth, batch_size = job.layers, job.key, job.eigen_smooth, job.batch_size
+    wrapped = _SelectOutput(model, job.output_index)
     with torch.no_grad():
         output = wrapped(x)  # (B, num_classes)
-    if targets is None:
-        targets = [int(c) for c in output.argmax(-1).cpu()]
-    elif output.ndim == 2:
-        check_classes(output.shape[1])
+    targets = _explained(output, targets, job)
     cam_targets = _as_target_callables(targets)
     cls = _method_class(key)
     maps = {}
@@ -778,6 +759,7 @@ def layer_cams(
             checked.append(num_classes)
 
     device, dtype = model_device_dtype(model)
+    job = _Job(layer_map, key, output_index, eigen_smooth, batch_size, check_classes)
     result = {name: np.empty((n, height, width), np.float32) for name in layer_map}  # each (N, H, W)
     # autograd works even when called under inference_mode; maps in float32 even under a caller's autocast
     with eval_mode(model), torch.inference_mode(False), torch.autocast(device.type, enabled=False):
@@ -786,14 +768,7 @@ def layer_cams(
             if x.is_inference():
                 x = x.clone()
             batch_targets = None if wanted is None else wanted[start:start + batch_size]
-            if key in _DELEGATED:
-                maps = _delegated_batch(
-                    model, x, layer_map, key, batch_targets, output_index, eigen_smooth, batch_size, check_classes
-                )
-            else:
-                maps = _one_pass_batch(
-                    model, x, layer_map, key, batch_targets, output_index, eigen_smooth, check_classes
-                )
+            maps = (_delegated_batch if key in _DELEGATED else _one_pass_batch)(model, x, batch_targets, job)
             for name, cam in maps.items():
                 result[name][start:start + len(x)] = cam
     return result

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from . import cam, inputs, sources
-from .argtypes import Parser, finite_float, positive_float, positive_int, run_parsed
+from .argtypes import Parser, count_from_back, finite_float, positive_float, positive_int, run_parsed
 from .cam import CAM_METHODS
 from .devices import resolve_device
 from .errors import UserError, first_line
@@ -45,16 +45,6 @@ __all__ = ["add_parser", "main", "run"]
 
 DEFAULT_SAVE_DIR = "gradcam_out"
 _NON_INTERACTIVE = {"agg", "pdf", "ps", "svg", "pgf", "cairo", "template"}
-
-
-def _backcount(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a count from the back (1 = the last conv layer), got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"counts from the back start at 1 (1 = the last conv layer), got {value}")
-    return value
 
 
 def _output_key(text: str) -> int | str:
@@ -92,7 +82,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="for models returning several outputs (multi-exit): which one to explain (-1 = last; "
                         "a name for a model that returns a dict, e.g. logits)")
     g = p.add_argument_group("layers (default: the last conv layer)")
-    g.add_argument("--conv2d_backcount", "--conv2d-backcount", dest="conv2d_backcount", type=_backcount, nargs="+",
+    g.add_argument("--conv2d_backcount", "--conv2d-backcount", dest="conv2d_backcount", type=count_from_back, nargs="+",
                    metavar="K", help="conv layers counted from the back in forward order: 1 = the last nn.Conv2d; several allowed")
     g.add_argument("--layer", dest="layer", action="extend", nargs="+", metavar="NAME",
                    help="a module by its dotted name, e.g. layer4 or layer4.1 or features.28; may be repeated")

@@ -21,7 +21,11 @@ from .errors import CheckpointError, DataNotFoundError, first_line
 from .files import atomic_write
 from .models import MODELS, get_model, model_key
 from .models.resnet import MAX_WIDTH
-from .safe_load import RefusedPickleError, safe_load  # re-exported: checkpoint.safe_load is the documented name
+from .safe_load import (  # re-exported: checkpoint.safe_load is the documented name
+    RefusedPickleError,
+    safe_load,
+    state_dict_mismatch,
+)
 
 __all__ = [
     "FORMAT",
@@ -147,14 +151,6 @@ def _to_device(obj: Any, device: str | torch.device) -> Any:
     return obj
 
 
-def _shape_mismatches(saved: dict[str, torch.Tensor], current: dict[str, torch.Tensor]) -> list[str]:
-    return [
-        f"{k}: checkpoint {tuple(saved[k].shape)} vs model {tuple(current[k].shape)}"
-        for k in saved.keys() & current.keys()
-        if saved[k].shape != current[k].shape
-    ]
-
-
 def check_compatible(saved: dict[str, torch.Tensor], model: nn.Module, source: str = "checkpoint",
                      saved_desc: str | None = None) -> None:
     """Raise a readable :class:`CheckpointError` if ``saved`` does not fit ``model`` exactly.
@@ -165,22 +161,12 @@ def check_compatible(saved: dict[str, torch.Tensor], model: nn.Module, source: s
         source: how to name the file in the message.
         saved_desc: what the checkpoint was made for (e.g. ``"resnet34, width 64"``), if known.
     """
-    current = model.state_dict()
-    missing = sorted(current.keys() - saved.keys())
-    unexpected = sorted(saved.keys() - current.keys())
-    shapes = sorted(_shape_mismatches(saved, current))
-    if not (missing or unexpected or shapes):
+    problem = state_dict_mismatch(saved, model)
+    if problem is None:
         return
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} model keys missing from it (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} keys the model does not have (e.g. {', '.join(unexpected[:3])})")
-    if shapes:
-        parts.append(f"{len(shapes)} tensors of another shape (e.g. {shapes[0]})")
     made_for = f" (made for {saved_desc})" if saved_desc else ""
     raise CheckpointError(
-        f"{source}{made_for} does not fit this {type(model).__name__}: {'; '.join(parts)}. "
+        f"{source}{made_for} does not fit this {type(model).__name__}: {problem}. "
         "Use the same model name, width and number of classes as the run that wrote it"
     )
 

@@ -333,15 +333,9 @@ def show_cams(
 
 
 def show_layer_cams(
-    images: torch.Tensor,
-    cams: Mapping[str, np.ndarray],
-    labels: Sequence[int],
-    preds: Sequence[int],
-    targets: Sequence[int] | None = None,
-    classes: Sequence[str] = CIFAR10_CLASSES,
-    mean: Sequence[float] = CIFAR10_MEAN,
-    std: Sequence[float] = CIFAR10_STD,
-    alpha: float = 0.5,
+    images: torch.Tensor, cams: Mapping[str, np.ndarray], labels: Sequence[int], preds: Sequence[int],
+    targets: Sequence[int] | None = None, classes: Sequence[str] = CIFAR10_CLASSES,
+    mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD, alpha: float = 0.5,
 ) -> Figure:
     """Rows = images, columns = the image then one Grad-CAM overlay per layer.
 

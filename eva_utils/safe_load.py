@@ -1,4 +1,5 @@
-"""One safe way to read a torch file: ``torch.load(weights_only=True)`` with every failure classified once.
+"""One safe way to read a torch file (``torch.load(weights_only=True)`` with every failure classified once),
+and one way to say why a state dict does not fit a model.
 
 A leaf module (torch and ``errors`` only), so that every loader (checkpoints, model files,
 MSD-Net checkpoints) can use it without importing the others.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import torch
 
 from .errors import CheckpointError, DataNotFoundError, first_line, refused_global
 
-__all__ = ["RefusedPickleError", "safe_load"]
+__all__ = ["RefusedPickleError", "safe_load", "state_dict_mismatch"]
 
 # Modules whose functions in a pickle mean code that runs on loading (the classic os.system payload).
 _CODE_MODULES = ("posix", "nt", "os", "subprocess", "builtins", "sys", "socket", "shutil", "runpy", "importlib",
@@ -72,3 +74,29 @@ def _refused_message(path: Path, refused: str, hint: str) -> str:
         what = (f"{path} holds a pickled Python object ({refused}); loading it runs code stored in the file, "
                 "which can do anything you can (delete or upload files), so it was refused")
     return f"{what}. {hint}".rstrip(". ")
+
+
+def state_dict_mismatch(state: Mapping[str, torch.Tensor], model: torch.nn.Module, limit: int = 3) -> str | None:
+    """Plain words for how ``state`` differs from ``model.state_dict()``; None when it fits.
+
+    Names up to ``limit`` keys of each kind: tensors the model has and the file lacks, tensors the
+    model does not have, and tensors of another shape (with both shapes).
+    """
+    current = model.state_dict()
+
+    def some(keys: list[str]) -> str:
+        more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+        return ", ".join(keys[:limit]) + more
+
+    missing = [k for k in current if k not in state]
+    unexpected = [k for k in state if k not in current]
+    shapes = [f"{k}: file {tuple(v.shape)} vs model {tuple(current[k].shape)}"
+              for k, v in state.items() if k in current and v.shape != current[k].shape]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of the model's tensors are missing from the file ({some(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} tensors the model does not have ({some(unexpected)})")
+    if shapes:
+        parts.append(f"{len(shapes)} tensors of another shape ({some(shapes)})")
+    return "; ".join(parts) or None

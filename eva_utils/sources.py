@@ -42,7 +42,7 @@ from .errors import CheckpointError, DataNotFoundError, UserError, first_line, m
 from .inputs import Preset, cifar_preset, imagenet_preset
 from .models import MODELS, get_model, model_key
 from .models.shipped import PRETRAINED, pretrained
-from .safe_load import RefusedPickleError, safe_load
+from .safe_load import RefusedPickleError, safe_load, state_dict_mismatch
 
 __all__ = [
     "Classifier",
@@ -210,26 +210,6 @@ def _state_dict_of(obj: Any) -> dict[str, torch.Tensor] | None:
     return None
 
 
-def _misfit(state: Mapping[str, torch.Tensor], model: nn.Module) -> str | None:
-    """Why ``state`` does not load into ``model`` exactly, or None when it does."""
-    current = model.state_dict()
-    missing = sorted(current.keys() - state.keys())
-    unexpected = sorted(state.keys() - current.keys())
-    shapes = sorted(
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(current[k].shape)}"
-        for k in state.keys() & current.keys()
-        if state[k].shape != current[k].shape
-    )
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} of the model's tensors are missing (e.g. {', '.join(missing[:2])})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} tensors the model does not have (e.g. {', '.join(unexpected[:2])})")
-    if shapes:
-        parts.append(f"{len(shapes)} of another shape (e.g. {shapes[0]})")
-    return "; ".join(parts) or None
-
-
 def _head_size(state: Mapping[str, torch.Tensor]) -> int | None:
     """Number of classes: rows of the last weight matrix (the classifier, registered last)."""
     weights = [v for k, v in state.items() if k.endswith("weight") and v.ndim >= 2]
@@ -250,7 +230,7 @@ def _fit_state_dict(
         except (TypeError, ValueError) as exc:
             reasons.append(f"{family} {name} cannot be built ({first_line(exc)})")
             continue
-        why = _misfit(state, model)
+        why = state_dict_mismatch(state, model)
         if why is None:
             model.load_state_dict(state)
             return model, family, name

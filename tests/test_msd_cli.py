@@ -130,7 +130,7 @@ class Payload:
         (["--checkpoint", "{ckpt}", "--data", "cifar10", "--no-download", "--data-dir", "{tmp}"], "CIFAR-10 not found"),
         pytest.param(["--checkpoint", "{ckpt}", "--device", "cuda"], "no GPU is available",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
-        (["--checkpoint", "{widths}"], "does not fit this MSDNet configuration: .*differ in shape"),
+        (["--checkpoint", "{widths}"], "does not fit this MSDNet configuration: .*of another shape"),
         (["--checkpoint", "{classes}"], "the checkpoint has 100 classes but the sample data has 10"),
         (["--checkpoint", "{unsafe}"], "pickled Python object .*so it was refused.*weights_only=False"),
         (["--checkpoint", "{truncated}"], "truncated or corrupt"),

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from ..devices import eval_mode
 from ..errors import CheckpointError, UserError
 from ..files import sha256_file
-from ..safe_load import safe_load
+from ..safe_load import safe_load, state_dict_mismatch
 
 __all__ = [
     "MSDNetConfig",
@@ -653,7 +653,6 @@ def _extract_state_dict(obj: Any, path: str | os.PathLike[str]) -> dict[str, Ten
 
 def _describe_mismatch(model: MSDNet, state_dict: Mapping[str, Tensor], limit: int = 3) -> str:
     """Plain-words differences between a checkpoint's state dict and the model's."""
-    expected = model.state_dict()
     heads, per_block, _ = _block_layout(state_dict)
     hint = " (pass config=None to read the layout from the file)"
     if len(heads) != model.num_exits:
@@ -663,26 +662,7 @@ def _describe_mismatch(model: MSDNet, state_dict: Mapping[str, Tensor], limit: i
         layout = list(model.config.layers_per_block)
         return f"checkpoint has {per_block} MSD layers per block, model config has {layout}{hint}"
 
-    problems = []
-
-    def some(keys: list[str]) -> str:
-        more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
-        return ", ".join(keys[:limit]) + more
-
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    if missing:
-        problems.append(f"{len(missing)} model keys are missing from the checkpoint: {some(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} checkpoint keys are not in the model: {some(unexpected)}")
-    shapes = [
-        f"{k} is {tuple(v.shape)} in the checkpoint but {tuple(expected[k].shape)} in the model"
-        for k, v in state_dict.items()
-        if k in expected and v.shape != expected[k].shape
-    ]
-    if shapes:
-        problems.append(f"{len(shapes)} tensors differ in shape: " + "; ".join(shapes[:limit]))
-    return "; ".join(problems)
+    return state_dict_mismatch(state_dict, model, limit) or ""
 
 
 def load_msdnet_gcn_checkpoint(
@@ -803,17 +783,4 @@ def download_msdnet_gcn_checkpoint(
         path.unlink(missing_ok=True)
         raise CheckpointError(f"what {url} served is not an MSDNet-GCN checkpoint ({exc}); {by_hand}") from exc
     _recorded(path).write_text(f"{sha256_file(path)}  {path.name}\n")
-    return path
-    url = url or MSDNET_GCN_CIFAR10_URL
-    by_hand = f"download it by hand from {url.removesuffix('?dl=1')} and save it as {path}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        torch.hub.download_url_to_file(url, str(path), progress=progress)
-    except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors
-        raise CheckpointError(f"could not download the MSD-Net checkpoint from {url} ({exc}); {by_hand}") from exc
-    try:
-        load_msdnet_gcn_checkpoint(path)
-    except CheckpointError as exc:
-        path.unlink(missing_ok=True)
-        raise CheckpointError(f"what {url} served is not an MSDNet-GCN checkpoint ({exc}); {by_hand}") from exc
     return path
