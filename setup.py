@@ -25,11 +25,11 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["eva_utils", "eva_utils.*"]),
-    package_data={"eva_utils.sample_data": ["*.npz"], "eva_utils.models": ["weights/*.pt", "weights/*.json"]},
+    package_data={"eva_utils": ["py.typed"], "eva_utils.sample_data": ["*.npz"], "eva_utils.models": ["weights/*.pt", "weights/*.json"]},
     include_package_data=True,
     install_requires=requirements(),
     extras_require={
-        "dev": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
+        "dev": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "ruff>=0.6"],
     },
     entry_points={"console_scripts": ["eva-utils=eva_utils.cli:main"]},
     classifiers=[

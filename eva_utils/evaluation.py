@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 from .devices import eval_mode, model_device_dtype  # model_device_dtype re-exported (its old home)
 from .errors import UserError
 
-__all__ = ["Predictions", "accuracy", "confusion_matrix", "misclassified", "forward_batches", "model_device_dtype", "output_probs", "per_class_accuracy", "pointing_game", "pointing_hits", "predict"]
+__all__ = ["Predictions", "accuracy", "check_exit", "confusion_matrix", "misclassified", "forward_batches", "model_device_dtype", "output_probs", "per_class_accuracy", "pointing_game", "pointing_hits", "predict"]
 
 
 class Predictions(NamedTuple):
@@ -42,6 +42,13 @@ class Predictions(NamedTuple):
     def confidence(self) -> np.ndarray:
         """(N,) probability of the predicted class."""
         return self.probs[np.arange(len(self.preds)), self.preds]
+
+
+def check_exit(k: Any, num_exits: int) -> int:
+    """``k`` as an int when it names one of the exits 1..num_exits of a multi-exit model (the one rule for exit numbers)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= num_exits:
+        raise UserError(f"exit {k!r} does not exist: the model has {num_exits} exits, numbered 1..{num_exits}")
+    return int(k)
 
 
 @torch.inference_mode()

@@ -56,7 +56,7 @@ from . import plots
 from .cam import layer_cams
 from .data import CIFAR10_CLASSES
 from .errors import UserError, moved, unknown_name
-from .evaluation import Predictions, output_probs
+from .evaluation import Predictions, check_exit, output_probs
 from .models.msdnet import MSDNet
 
 __all__ = [
@@ -127,7 +127,7 @@ class ExitPredictions(NamedTuple):
 
     def exit(self, k: int) -> Predictions:
         """Exit ``k`` (1-based) as :class:`~eva_utils.evaluation.Predictions`."""
-        k = _check_exit(k, self.num_exits)
+        k = check_exit(k, self.num_exits)
         return Predictions(self.probs[k - 1], self.preds[k - 1], self.labels, self.indices)
 
     def subset(self, rows: Sequence[int] | np.ndarray) -> ExitPredictions:
@@ -473,12 +473,6 @@ def format_budget_curve(curve: BudgetCurve, max_rows: int = 12) -> str:
 # ----------------------------------------------------------------------------- Grad-CAM per exit
 
 
-def _check_exit(k: Any, num_exits: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= num_exits:
-        raise UserError(f"exit {k!r} does not exist: the model has {num_exits} exits, numbered 1..{num_exits}")
-    return int(k)
-
-
 def default_exits(num_exits: int, preferred: Sequence[int] = BLOG_EXITS) -> tuple[int, ...]:
     """The blog's exits 10, 5, 3, 1, each clipped to ``num_exits``, duplicates dropped (3 exits: (3, 1))."""
     return tuple(dict.fromkeys(min(int(k), num_exits) for k in preferred))
@@ -534,7 +528,7 @@ def exit_cams(
     """
 
     num_exits = _num_exits(model)
-    exits = default_exits(num_exits) if exits is None else tuple(_check_exit(k, num_exits) for k in exits)
+    exits = default_exits(num_exits) if exits is None else tuple(check_exit(k, num_exits) for k in exits)
     if not exits:
         raise UserError("exits is empty: pass at least one exit number")
     taps = model.exit_feature_modules()

@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, denormalize
 from .errors import UserError, unknown_name
-from .evaluation import Predictions, misclassified
+from .evaluation import Predictions, check_exit, misclassified
 
 if TYPE_CHECKING:  # for annotations only: multiexit's figures live here, and multiexit names them
     from .multiexit import BudgetCurve, ExitPredictions
@@ -404,8 +404,7 @@ def show_exit_cams(
                         "pass pred.subset(rows) for the same rows as the images")
     num_exits, n = preds.shape
     for k in cams:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= num_exits:
-            raise UserError(f"exit {k!r} does not exist: the model has {num_exits} exits, numbered 1..{num_exits}")
+        check_exit(k, num_exits)
     right = preds == labels[None]  # (E, N)
     titles = [[f"{classes[preds[k - 1, i]]} {'✓' if right[k - 1, i] else '✗'}" for k in cams] for i in range(n)]
     colours = [["tab:green" if right[k - 1, i] else "tab:red" for k in cams] for i in range(n)]

@@ -14,17 +14,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-# albumentations asks PyPI for its latest version on import; not offline, not in class, not in tests.
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+from .data import CIFAR10_MEAN, CIFAR10_STD
 
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-from albumentations.pytorch import ToTensorV2  # noqa: E402
-
-from .data import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
+if TYPE_CHECKING:
+    import albumentations as A
 
 __all__ = ["train_transforms", "test_transforms"]
+
+
+def _albumentations() -> ModuleType:
+    """albumentations, imported where it is first used: it asks PyPI for a newer version when imported
+    (a network call offline, in class and in tests) unless NO_ALBUMENTATIONS_UPDATE is set, so the
+    variable is set here, just before, and importing eva_utils does neither."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations
+    import albumentations.pytorch  # noqa: F401  (ToTensorV2)
+
+    return albumentations
 
 
 def _pixel_fill(mean: Sequence[float]) -> tuple[float, ...]:
@@ -69,6 +78,9 @@ def train_transforms(
         An albumentations ``Compose`` producing normalised CHW float tensors.
     """
     fill = _pixel_fill(mean)
+    A = _albumentations()
+    import cv2  # installed with albumentations (opencv-python-headless)
+
     steps: list[A.BasicTransform] = []
     if hflip > 0:
         steps.append(A.HorizontalFlip(p=hflip))
@@ -96,7 +108,7 @@ def train_transforms(
                 p=cutout,
             )
         )
-    steps += [A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
+    steps += [A.Normalize(mean=tuple(mean), std=tuple(std)), A.pytorch.ToTensorV2()]
     return A.Compose(steps, seed=seed)
 
 
@@ -106,4 +118,5 @@ def test_transforms(
     std: Sequence[float] = CIFAR10_STD,
 ) -> A.Compose:
     """Evaluation transform: normalise with the data set's statistics, to tensor."""
-    return A.Compose([A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()])
+    A = _albumentations()
+    return A.Compose([A.Normalize(mean=tuple(mean), std=tuple(std)), A.pytorch.ToTensorV2()])

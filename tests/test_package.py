@@ -1,8 +1,11 @@
 """The package surface: what ``import eva_utils`` gives and what it leaves alone."""
 
+import ast
+import importlib
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import eva_utils
@@ -29,3 +32,218 @@ def test_import_leaves_pyplot_and_the_network_alone():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+
+# Every public name of eva_utils 0.1.0 (each module's __all__ at the release): they keep importing,
+# some as deprecation aliases of their new homes.
+RELEASED = {
+    "eva_utils": (
+        "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "CheckpointError", "DataNotFoundError", "History",
+        "TrainConfig", "UserError", "__version__", "cam", "checkpoint", "confusion_matrix", "data", "denormalize",
+        "evaluate", "evaluation", "find_lr", "fit", "get_cifar10", "get_model", "inputs", "layer_cams", "load_sample",
+        "make_loader", "make_optimizer", "make_scheduler", "misclassified", "models", "multiexit", "overlay",
+        "per_class_accuracy", "plot_confusion_matrix", "plot_history", "plots", "predict", "recipe", "resnet18",
+        "resnet34", "resnet_layers", "run_training", "set_seed", "show_layer_cams", "show_misclassified",
+        "show_samples", "sources", "summary", "test_transforms", "train_one_epoch", "train_transforms", "training",
+        "transforms",
+    ),
+    "eva_utils.argtypes": (
+        "finite_float", "non_negative_int", "positive_float", "positive_int",
+    ),
+    "eva_utils.cam": (
+        "CAM_METHODS", "class_probs", "conv_layers", "count_from_back", "layer_cams", "overlay", "pointing_game",
+        "pointing_hits", "predict_targets", "resnet_layers", "resolve_layers", "show_cams",
+    ),
+    "eva_utils.cam_cli": (
+        "add_parser", "main", "run",
+    ),
+    "eva_utils.checkpoint": (
+        "FORMAT", "NotATrainingCheckpoint", "RefusedPickleError", "check_compatible", "load_checkpoint",
+        "load_trained_model", "restore_training_state", "safe_load", "save_checkpoint",
+    ),
+    "eva_utils.cli": (
+        "Parser", "build_parser", "main",
+    ),
+    "eva_utils.data": (
+        "ArrayDataset", "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "DATASETS", "SeededLoader", "denormalize",
+        "get_cifar10", "load_dataset", "load_npz", "load_sample", "make_loader", "to_chw_float",
+    ),
+    "eva_utils.errors": (
+        "CheckpointError", "DataNotFoundError", "UserError", "first_line", "refused_global", "unknown_name",
+    ),
+    "eva_utils.evaluation": (
+        "Predictions", "accuracy", "confusion_matrix", "misclassified", "model_device_dtype", "output_probs",
+        "per_class_accuracy", "predict",
+    ),
+    "eva_utils.inputs": (
+        "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "ImageFile", "PRESETS", "Preset", "UnreadableImageError",
+        "cifar_preset", "find_images", "get_preset", "imagenet_preset", "read_image",
+    ),
+    "eva_utils.models": (
+        "BasicBlock", "MODELS", "MSDNet", "MSDNetConfig", "PRETRAINED", "ResNet", "download_msdnet_gcn_checkpoint",
+        "get_model", "load_msdnet_gcn_checkpoint", "model_key", "msdnet", "pretrained", "resnet18", "resnet34",
+        "summary",
+    ),
+    "eva_utils.models.msdnet": (
+        "MSDNET_GCN_CIFAR10_PAGE", "MSDNET_GCN_CIFAR10_URL", "MSDNet", "MSDNetConfig",
+        "download_msdnet_gcn_checkpoint", "infer_msdnet_config", "load_msdnet_gcn_checkpoint", "msdnet",
+    ),
+    "eva_utils.models.registry": (
+        "MODELS", "get_model", "model_key",
+    ),
+    "eva_utils.models.resnet": (
+        "BasicBlock", "ResNet", "resnet18", "resnet34",
+    ),
+    "eva_utils.models.shipped": (
+        "PRETRAINED", "PretrainedWeights", "export_weights", "pretrained", "pretrained_info", "sha256_of",
+        "training_history",
+    ),
+    "eva_utils.msd_cli": (
+        "add_parser", "run",
+    ),
+    "eva_utils.multiexit": (
+        "AnytimeResult", "BLOG_EXITS", "BudgetCurve", "ExitCosts", "ExitPredictions", "anytime_predict",
+        "budget_curve", "class_index", "correctness", "default_exits", "default_thresholds", "difficulty",
+        "examples_by_difficulty", "exit_accuracy", "exit_cams", "exit_costs", "format_budget_curve",
+        "format_class_exit_accuracy", "format_correctness", "format_difficulty_counts", "format_exit_accuracy",
+        "per_class_exit_accuracy", "plot_budget_curve", "predict_exits", "select_class", "show_exit_cams",
+    ),
+    "eva_utils.plots": (
+        "plot_confusion_matrix", "plot_history", "save_figure", "show_layer_cams", "show_misclassified",
+        "show_samples",
+    ),
+    "eva_utils.recipe": (
+        "TrainConfig", "TrainResult", "check_output_folder", "run_training",
+    ),
+    "eva_utils.report": (
+        "write_pretrained_report", "write_report",
+    ),
+    "eva_utils.safe_load": (
+        "RefusedPickleError", "safe_load",
+    ),
+    "eva_utils.sources": (
+        "Classifier", "WeightsDownloadError", "imagenet_categories", "load_model", "read_labels",
+        "torchvision_classifier", "torchvision_names",
+    ),
+    "eva_utils.training": (
+        "EpochStats", "History", "LRFinderResult", "OPTIMIZERS", "SCHEDULERS", "TrainingDivergedError", "amp_dtype",
+        "evaluate", "find_lr", "fit", "make_optimizer", "make_scheduler", "mixed_precision", "multi_exit_loss",
+        "resolve_device", "set_seed", "train_one_epoch",
+    ),
+    "eva_utils.transforms": (
+        "test_transforms", "train_transforms",
+    ),
+}
+
+
+def test_every_public_name_of_the_previous_release_still_imports():
+    gone = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # moved names warn when used, not when imported
+        for module, names in RELEASED.items():
+            mod = importlib.import_module(module)
+            gone += [f"{module}.{name}" for name in names if not hasattr(mod, name)]
+    assert not gone
+
+
+PACKAGE = Path(eva_utils.__file__).parent
+
+
+def _modules() -> dict[str, ast.Module]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = ast.parse(path.read_text(), str(path))
+    return found
+
+
+def _target(module: str, node: ast.ImportFrom, alias: str, modules: dict) -> str | None:
+    """The package module an import statement loads, or None for one outside the package."""
+    if node.level == 0:
+        base = node.module or ""
+    else:
+        package = module if module in _PACKAGES else module.rsplit(".", 1)[0]
+        parts = package.split(".")
+        base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+    if not base.startswith("eva_utils"):
+        return None
+    return f"{base}.{alias}" if f"{base}.{alias}" in modules else base
+
+
+_PACKAGES = {"eva_utils", "eva_utils.models", "eva_utils.sample_data"}
+
+
+def _annotation_only(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
+def _imports(tree: ast.Module, module: str, modules: dict, top_level: bool) -> set[str]:
+    """What a module imports from the package: at its top level, or inside functions and classes
+    (``if TYPE_CHECKING:`` blocks are for annotations only and count as neither)."""
+    skipped = {id(n) for block in tree.body if _annotation_only(block) for n in ast.walk(block)}
+    nodes = tree.body if top_level else [n for n in ast.walk(tree) if n not in tree.body and id(n) not in skipped]
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom):
+            found |= {t for a in node.names if (t := _target(module, node, a.name, modules))}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("eva_utils")}
+    return found - {module}
+
+
+def test_no_import_circle_among_the_modules():
+    modules = _modules()
+    # the root package is every module's parent: its own imports are the re-exports, not a dependency
+    graph = {m: _imports(t, m, modules, True) - {"eva_utils"} for m, t in modules.items()}
+    state: dict[str, int] = {}
+    circles = []
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for n in sorted(graph.get(m, ())):
+            if state.get(n) == 1:
+                circles.append(" -> ".join(path[path.index(n):] + [n]) if n in path else f"{m} -> {n}")
+            elif n not in state:
+                visit(n, path + [n])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not circles
+    below = {"eva_utils.errors", "eva_utils.files", "eva_utils.safe_load", "eva_utils.models", "eva_utils.models.resnet"}
+    assert graph["eva_utils.checkpoint"] <= below  # checkpoint depends on nothing above it (not recipe, not training)
+
+
+# The one function-level import of the package's own modules, and why.
+ALLOWED_LATE_IMPORTS = {
+    # the deprecation alias sources.torchvision_classifier: recipe imports sources, so the alias
+    # resolves on first use (module __getattr__) instead of at import
+    ("eva_utils.sources", "eva_utils.recipe"),
+}
+
+
+def test_no_function_level_import_of_the_package_but_the_allowed_one():
+    modules = _modules()
+    late = {(m, t) for m, tree in modules.items() for t in _imports(tree, m, modules, False)}
+    assert late == ALLOWED_LATE_IMPORTS
+
+
+def test_import_runs_no_albumentations_and_sets_no_variable():
+    code = (
+        "import os, sys\n"
+        "import eva_utils\n"
+        "assert 'albumentations' not in sys.modules\n"
+        "assert 'NO_ALBUMENTATIONS_UPDATE' not in os.environ\n"
+        "eva_utils.test_transforms()\n"  # where albumentations is first used: set just before its import
+        "assert os.environ['NO_ALBUMENTATIONS_UPDATE'] == '1' and 'albumentations' in sys.modules\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_package_says_it_is_typed():
+    assert (PACKAGE / "py.typed").is_file()
