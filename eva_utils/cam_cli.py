@@ -28,7 +28,7 @@ import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -139,20 +139,25 @@ def _class_names(args: argparse.Namespace, default: Sequence[str] | None, num_ou
     return tuple(names)
 
 
-def _layers(model: torch.nn.Module, args: argparse.Namespace, input_size: int) -> dict[str, tuple[str, torch.nn.Module]]:
-    """Display key -> (label, module) for the layers asked for; the last conv layer by default."""
+class _Layer(NamedTuple):
+    label: str  # for titles: ``layer4.1.conv2 (conv 1 of 20 from the back)``
+    module: torch.nn.Module
+    stem: str  # for file names: ``back1_layer4.1.conv2`` (not ``layer1``, which a ResNet's own layer1 would clash with)
 
-    chosen: dict[str, tuple[str, torch.nn.Module]] = {}
+
+def _layers(model: torch.nn.Module, args: argparse.Namespace, input_size: int) -> dict[str, _Layer]:
+    """Layer name -> what to call it and the module, for the layers asked for; the last conv layer by default."""
+    chosen: dict[str, _Layer] = {}
     counts = args.conv2d_backcount or ([] if args.layer else [1])
     if counts:
         convs = cam.conv_layers(model, input_size)
         names = list(convs)
         for name, module in cam.count_from_back(convs, counts).items():
             k = len(names) - names.index(name)
-            chosen[name] = (f"{name} (conv {k} of {len(names)} from the back)", module)
+            chosen[name] = _Layer(f"{name} (conv {k} of {len(names)} from the back)", module, f"back{k}_{name}")
     if args.layer:
         for name, module in cam.resolve_layers(model, args.layer).items():
-            chosen.setdefault(name, (name, module))
+            chosen.setdefault(name, _Layer(name, module, name))
     return chosen
 
 
@@ -185,10 +190,11 @@ def _targets(probs: np.ndarray) -> np.ndarray:
     return np.concatenate([top, ranked[:, -1:]], axis=1) if probs.shape[1] > 3 else top
 
 
-def _file_name(idx: int, k: int, many_images: bool, many_layers: bool) -> str:
+def _file_name(idx: int, stem: str, many_images: bool, many_layers: bool) -> str:
+    """``image3.png``; with several layers ``image3_back1_layer4.1.conv2.png``, or ``back1_layer4.1.conv2.png`` for one image."""
     if not many_layers:
         return f"image{idx}.png"
-    return f"image{idx}_layer{k}.png" if many_images else f"layer{k}.png"
+    return f"image{idx}_{stem}.png" if many_images else f"{stem}.png"
 
 
 def _check_runs(model: torch.nn.Module, size: int, output_index: int | None) -> int:
@@ -206,7 +212,7 @@ def _check_runs(model: torch.nn.Module, size: int, output_index: int | None) -> 
 def _explain_batch(
     batch: list[tuple[int, Any, torch.Tensor]],
     model: torch.nn.Module,
-    layers: dict[str, tuple[str, torch.nn.Module]],
+    layers: dict[str, _Layer],
     classes: Sequence[str],
     preset: Any,
     args: argparse.Namespace,
@@ -218,7 +224,7 @@ def _explain_batch(
     probs = cam.class_probs(model, x, output_index=args.output_index)  # (B, K)
     targets = _targets(probs)  # (B, T)
     per = targets.shape[1]
-    modules = {key: module for key, (_, module) in layers.items()}
+    modules = {key: layer.module for key, layer in layers.items()}
     try:
         maps = cam.layer_cams(model, x.repeat_interleave(per, 0), modules, targets=targets.reshape(-1), method=args.method,
                               batch_size=len(x) * per, output_index=args.output_index)  # key -> (B*T, S, S)
@@ -229,13 +235,13 @@ def _explain_batch(
     out = []
     for b, (idx, image_file, _) in enumerate(batch):
         titles = [f"{rank}: {_short(classes[c])}\np = {_prob(probs[b, c])}" for rank, c in zip(ranks, targets[b], strict=False)]
-        for k, (key, (label, _)) in enumerate(layers.items(), start=1):
+        for key, layer in layers.items():
             panels = [maps[key][b * per + t][None] for t in range(per)]  # each (1, S, S)
             fig = show_cams(rgb[b:b + 1], panels, titles=[titles], row_labels=[textwrap.shorten(image_file.name, 40)],
-                                title=f"{args.method} at {label}; red = high")
+                                title=f"{args.method} at {layer.label}; red = high")
             top = targets[b, 0]
             note = f"{image_file.name}: {textwrap.shorten(classes[top], 60)} (p = {_prob(probs[b, top])})"
-            out.append((_file_name(idx, k, many_images, len(layers) > 1), fig, note))
+            out.append((_file_name(idx, layer.stem, many_images, len(layers) > 1), fig, note))
     return out
 
 
@@ -310,7 +316,7 @@ def run(args: argparse.Namespace) -> int:
     save_dir, show = _save_dir(args)
     many_images = len(files) > 1 and args.n_images != 1
     print(f"explaining {min(len(files), args.n_images or len(files))} of {len(files)} images at "
-          f"{', '.join(label for label, _ in layers.values())} with {args.method}, {preset.size}x{preset.size} {preset.name} preprocessing")
+          f"{', '.join(layer.label for layer in layers.values())} with {args.method}, {preset.size}x{preset.size} {preset.name} preprocessing")
 
     done = skipped = 0
     written: list[Path] = []

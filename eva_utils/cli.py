@@ -1,4 +1,4 @@
-"""The ``eva-utils`` command line: ``train``, ``demo``, ``cam`` and ``msd``.
+"""The ``eva-utils`` command line: ``train``, ``demo``, ``report``, ``cam``, ``msd`` and ``fork``.
 
     eva-utils demo                                   # offline, CPU, bundled CIFAR-10 sample
     eva-utils train --epochs 20 --out runs/r18       # the default recipe on full CIFAR-10
@@ -19,8 +19,9 @@ from pathlib import Path
 
 from . import __version__, cam_cli, msd_cli
 from .argtypes import Parser, positive_float, positive_int, run_parsed
+from .fork import point_at_fork
 from .recipe import TrainConfig, run_training
-from .report import write_pretrained_report, write_report
+from .report import write_pretrained_report, write_report, write_submission
 from .training import TrainingDivergedError
 
 __all__ = ["Parser", "build_parser", "main"]
@@ -112,13 +113,37 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    files = write_submission(args.run_dir, out=args.out, overwrite=args.overwrite, data_dir=args.data_dir,
+                             n_images=args.images)
+    folder = files["readme"].parent
+    print(f"wrote the submission into {folder}:")
+    for path in sorted(files.values()):
+        print(f"  {path.name}")
+    if args.zip:
+        archive = shutil.make_archive(str(folder), "zip", root_dir=folder)
+        print(f"and {archive}")
+    return 0
+
+
+def _cmd_fork(args: argparse.Namespace) -> int:
+    changed = point_at_fork(args.url, root=args.repo, branch=args.branch)
+    if not changed:
+        print(f"the notebooks and README already point at {args.url} ({args.branch}); nothing changed")
+    for path in changed:
+        print(f"pointed {path} at {args.url} ({args.branch})")
+    if changed:
+        print("commit and push these files; Colab then installs and opens your fork")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``eva-utils`` parser with its subcommands."""
 
     parser = Parser(prog="eva-utils", description="Train CNNs on CIFAR-10 and look inside them with Grad-CAM.")
 
     parser.add_argument("--version", action="version", version=f"eva-utils {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,demo,cam,msd}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,demo,report,cam,msd,fork}")
     p = sub.add_parser("train", help="train a ResNet on CIFAR-10 (default: the 20-epoch ResNet18 recipe)",
                        description="Train a ResNet on CIFAR-10; writes history.json, checkpoint.pt and curves.png into --out.")
     _add_training_options(p, TrainConfig())
@@ -132,6 +157,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", metavar="DIR",
                    help="also copy the shipped model's figures (and the augmented samples) into DIR (images/ for the README)")
     p.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("report", help="turn a training run into a coursework submission folder",
+                       description="Write RUN_DIR/submission: README.md (hyperparameters, model summary, final accuracy, "
+                                   "per-class table, curves, the most confident mistakes and their Grad-CAM at every "
+                                   "stage), its figures, metrics.json and history.json.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of eva-utils train")
+    p.add_argument("--out", help="where to write (default RUN_DIR/submission)")
+    p.add_argument("--overwrite", action="store_true", help="replace a submission already there")
+    p.add_argument("--data-dir", help="where CIFAR-10 is (default: the run's own); nothing is downloaded")
+    p.add_argument("--images", type=positive_int, default=10, help="mistakes shown and explained (default %(default)s)")
+    p.add_argument("--zip", action="store_true", help="also write the folder as a .zip beside it")
+    p.set_defaults(func=_cmd_report)
+    p = sub.add_parser("fork", help="point the notebooks' install cell and Colab badges at your fork",
+                       description="Rewrite REPO_URL in every notebook and the Colab badges in the notebooks and README "
+                                   "so that Colab installs and opens your fork, not the upstream repository.")
+    p.add_argument("url", metavar="URL", help="your fork: https://github.com/<you>/<repo>")
+    p.add_argument("--branch", default="main", help="the branch the Colab badges open (default %(default)s)")
+    p.add_argument("--repo", default=".", help="the fork's checkout (default: the current folder)")
+    p.set_defaults(func=_cmd_fork)
 
     cam_cli.add_parser(sub)
     msd_cli.add_parser(sub)

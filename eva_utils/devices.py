@@ -12,7 +12,7 @@ from torch import nn
 
 from .errors import UserError
 
-__all__ = ["COMPUTE_DEVICES", "eval_mode", "model_device_dtype", "resolve_device"]
+__all__ = ["COMPUTE_DEVICES", "eval_mode", "kept_modes", "model_device_dtype", "resolve_device"]
 
 COMPUTE_DEVICES = ("cpu", "cuda")
 """Device types the package computes on. ``meta`` (no data) is accepted where asked for, as a stand-in
@@ -63,16 +63,23 @@ def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 
 @contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """``model.eval()`` for the block, then every module's own flag back as it was.
+def kept_modes(model: nn.Module) -> Iterator[nn.Module]:
+    """Whatever the block does to the model's train/eval flags, every module's own flag goes back after.
 
     Not ``model.train(was_training)``: that would also switch on a submodule the caller froze in eval
     mode (a frozen backbone's batch norm) inside a model in train mode.
     """
     modes = [(module, module.training) for module in model.modules()]
-    model.eval()
     try:
         yield model
     finally:
         for module, training in modes:
             module.training = training
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model.eval()`` for the block, then every module's own flag back as it was (see :func:`kept_modes`)."""
+    with kept_modes(model):
+        model.eval()
+        yield model

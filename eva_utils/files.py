@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "remove_stale_temporaries", "sha256_file", "sha256_of"]
+__all__ = ["atomic_write", "atomic_write_text", "remove_stale_temporaries", "sha256_file", "sha256_of"]
 
 
 def sha256_of(data: bytes) -> str:
@@ -80,3 +80,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """:func:`atomic_write` of UTF-8 text."""
+    data = text.encode("utf-8")
+    return atomic_write(path, lambda f: f.write(data))

@@ -40,10 +40,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .checkpoint import load_checkpoint, restore_training_state, save_checkpoint
-from .devices import resolve_device
+from .devices import kept_modes, resolve_device
 from .errors import CheckpointError, UserError, unknown_name
 from .evaluation import model_device_dtype
-from .files import atomic_write
+from .files import atomic_write_text
 from .plots import plot_lr_finder
 
 __all__ = [
@@ -432,7 +432,7 @@ class History:
     def save(self, path: str | os.PathLike) -> Path:
         """Write JSON atomically; returns the path."""
         path = Path(path)
-        atomic_write(path, lambda f: f.write(json.dumps(self.to_dict(), indent=1).encode()))
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
         return path
 
     @classmethod
@@ -703,7 +703,6 @@ def find_lr(
         raise UserError(f"num_iter must be at least skip_start + skip_end + 2 = {skip_start + skip_end + 2}, got {num_iter}")
     base = criterion or nn.CrossEntropyLoss()
     optimizer = optimizer or make_optimizer(model, "sgd", lr=start_lr)
-    was_training = model.training
     dev = resolve_device(device) if device is not None else _model_device(model)
     precision = mixed_precision(dev, amp)
     to_nhwc = _use_channels_last(dev, channels_last) and not _is_channels_last(model)
@@ -716,16 +715,15 @@ def find_lr(
     finder = LRFinder(model, optimizer, lambda out, y: multi_exit_loss(base, out, y), device=dev, **autocast)
     said = io.StringIO()  # torch-lr-finder prints "See the graph with {finder_name}.plot()": not our API
     try:
-        with contextlib.redirect_stdout(said), warnings.catch_warnings():
+        with kept_modes(model), contextlib.redirect_stdout(said), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_SKIPPED_STEP)  # fp16: a skipped step on overflow, as in training
             batches = _ChannelsLast(train_loader) if _use_channels_last(dev, channels_last) else train_loader
             finder.range_test(batches, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter)
     finally:
         for line in said.getvalue().splitlines():
             if "finder_name" not in line:
-                print(line)  # e.g. "Stopping early, the loss has diverged"
+                warnings.warn(line, RuntimeWarning, stacklevel=2)  # e.g. "Stopping early, the loss has diverged"
         finder.reset()  # model and optimizer back to their states before the test
-        model.train(was_training)
         if to_nhwc:
             model.to(memory_format=torch.contiguous_format)
     lrs, losses = finder.history["lr"], finder.history["loss"]

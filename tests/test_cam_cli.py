@@ -111,7 +111,8 @@ def test_several_layers_on_one_image_counted_from_the_back(tmp_path, capsys, ima
                  "--imageNet_labels", "--save_dir", tmp_path])
     assert code == 0
     out = capsys.readouterr().out
-    assert _pngs(tmp_path) == ["layer1.png", "layer2.png", "layer3.png"]
+    # named after the count and the layer (not layer1.png.., which torchvision's own layer1 would clash with)
+    assert _pngs(tmp_path) == ["back1_layer4.1.conv2.png", "back3_layer4.0.downsample.0.png", "back4_layer4.0.conv2.png"]
     assert "layer4.1.conv2 (conv 1 of 20 from the back), layer4.1.conv1 (conv 3 of 20 from the back), " \
            "layer4.0.downsample.0 (conv 2 of 20" not in out
     for label in ("layer4.1.conv2 (conv 1 of 20", "layer4.0.downsample.0 (conv 3 of 20", "layer4.0.conv2 (conv 4 of 20"):
@@ -122,7 +123,7 @@ def test_several_layers_on_one_image_counted_from_the_back(tmp_path, capsys, ima
 def test_several_layers_on_several_images_by_name(tmp_path, capsys, images):
     code = _run([*TV, "--layer", "layer4", "--layer", "layer3.1", "--images-path", images / "dog", "--save-dir", tmp_path])
     assert code == 0
-    assert _pngs(tmp_path) == ["image0_layer1.png", "image0_layer2.png", "image1_layer1.png", "image1_layer2.png"]
+    assert _pngs(tmp_path) == ["image0_layer3.1.png", "image0_layer4.png", "image1_layer3.1.png", "image1_layer4.png"]
     assert "2 images, 0 skipped (unreadable), 4 files written" in capsys.readouterr().out
 
 
@@ -184,7 +185,8 @@ def test_python_m_with_show_and_no_display_saves_instead(tmp_path, images, eva_c
     )
     assert result.returncode == 0, result.stderr
     assert "cannot open windows" in result.stdout and "saving into ./gradcam_out instead" in result.stdout
-    assert _pngs(tmp_path / "gradcam_out") == ["layer1.png", "layer2.png", "layer3.png"]
+    assert _pngs(tmp_path / "gradcam_out") == ["back1_layer4.1.conv2.png", "back3_layer4.0.shortcut.0.png",
+                                               "back4_layer4.0.conv2.png"]
     assert "Traceback" not in result.stderr
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib.metadata
+import json
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -113,3 +116,61 @@ def test_install_cell_in_colab_names_the_repository_it_could_not_install(tmp_pat
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))  # as in a Colab kernel
     with pytest.raises(RuntimeError, match=f"could not install eva_utils from {wrong}@main: check REPO_URL"):
         exec(compile(source, "install cell", "exec"), {})
+
+
+# ----------------------------------------------------------------------------- the Colab install cell
+
+
+def _install_cell(path: Path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    return next(c.source for c in nb.cells if c.cell_type == "code" and "REPO_URL = " in c.source)
+
+
+class _FakeColab:
+    """What the install cell sees in Colab: git ls-remote's answer, pip's record of the installed package."""
+
+    def __init__(self, monkeypatch, installed: dict | None, remote_commit: str = "c0ffee" * 7):
+        self.commands: list[tuple[str, ...]] = []
+        self.remote_commit = remote_commit
+        monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+
+        def run(command, capture_output, text):
+            self.commands.append(tuple(command))
+            out = f"{self.remote_commit}\trefs/heads/main\n" if command[:2] == ("git", "ls-remote") else ""
+            return subprocess.CompletedProcess(command, 0, out, "")
+
+        monkeypatch.setattr(subprocess, "run", run)
+
+        class Distribution:
+            def read_text(self, name):
+                return json.dumps(installed)
+
+        def distribution(name):
+            if installed is None:
+                raise importlib.metadata.PackageNotFoundError(name)
+            return Distribution()
+
+        monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+
+    @property
+    def pip(self) -> list[tuple[str, ...]]:
+        return [c[3:] for c in self.commands if c[1:3] == ("-m", "pip")]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_install_cell_installs_once_then_only_when_the_commit_or_repository_changes(monkeypatch, capsys, path):
+    source, name = _install_cell(path), path.name
+    commit = "c0ffee" * 7
+    url = "https://github.com/eva-utils/eva_utils"
+    fresh = _FakeColab(monkeypatch, installed=None)
+    exec(compile(source, name, "exec"), {})
+    assert fresh.pip == [("install", "-q", f"git+{url}@{commit}")]  # with dependencies
+    assert f"eva_utils from {url} at commit {commit[:12]}" in capsys.readouterr().out
+    same = _FakeColab(monkeypatch, installed={"url": url, "vcs_info": {"vcs": "git", "commit_id": commit}})
+    exec(compile(source, name, "exec"), {})
+    assert same.pip == []  # nothing to do
+    for origin in ({"url": url, "vcs_info": {"commit_id": "0ld" * 13}},                    # REF moved on
+                   {"url": "https://github.com/someone/fork", "vcs_info": {"commit_id": commit}}):  # another repository
+        moved = _FakeColab(monkeypatch, installed=origin)
+        exec(compile(source, name, "exec"), {})
+        assert moved.pip == [("install", "-q", "--force-reinstall", "--no-deps", f"git+{url}@{commit}")]
