@@ -115,13 +115,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     files = write_submission(args.run_dir, out=args.out, overwrite=args.overwrite, data_dir=args.data_dir,
-                             n_images=args.images)
-    folder = files["readme"].parent
-    print(f"wrote the submission into {folder}:")
+                             n_images=args.images, zip=args.zip)
+    archive = files.pop("zip", None)
+    print(f"wrote the submission into {files['readme'].parent}:")
     for path in sorted(files.values()):
         print(f"  {path.name}")
-    if args.zip:
-        archive = shutil.make_archive(str(folder), "zip", root_dir=folder)
+    if archive is not None:
         print(f"and {archive}")
     return 0
 

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 from .devices import eval_mode, model_device_dtype  # model_device_dtype re-exported (its old home)
 from .errors import UserError
 
-__all__ = ["Predictions", "accuracy", "check_exit", "confusion_matrix", "misclassified", "forward_batches", "model_device_dtype", "output_probs", "per_class_accuracy", "pointing_game", "pointing_hits", "predict"]
+__all__ = ["Predictions", "accuracy", "check_exit", "confusion_matrix", "misclassified", "forward_batches", "model_device_dtype", "output_probs", "map_correlation", "per_class_accuracy", "pointing_game", "pointing_hits", "predict"]
 
 
 class Predictions(NamedTuple):
@@ -223,3 +223,20 @@ def pointing_game(
         The hit rate; see :func:`pointing_hits` for the per-image hits.
     """
     return float(pointing_hits(cams, masks, tolerance).mean())
+
+
+def map_correlation(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Pearson correlation of each pair of maps: (N,) in [-1, 1], NaN where a map is constant (all zero).
+
+    For comparing two sets of maps of the same images: the trained and a randomly initialised
+    network's (the model-randomisation sanity check of Adebayo et al., 2018), two layers, two methods.
+    """
+    x = (a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)).astype(np.float64)
+    y = (b.detach().cpu().numpy() if isinstance(b, torch.Tensor) else np.asarray(b)).astype(np.float64)
+    if x.shape != y.shape or x.ndim != 3:
+        raise UserError(f"map_correlation needs two (N, H, W) arrays of the same shape, got {x.shape} and {y.shape}")
+    x = x.reshape(len(x), -1) - x.reshape(len(x), -1).mean(1, keepdims=True)
+    y = y.reshape(len(y), -1) - y.reshape(len(y), -1).mean(1, keepdims=True)
+    norm = np.sqrt((x * x).sum(1) * (y * y).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, (x * y).sum(1) / norm, np.nan)

@@ -65,7 +65,7 @@ def _history_series(history: Any, name: str) -> list[float]:
 
 
 def plot_history(history: Any, title: str | None = None) -> Figure:
-    """Train and test loss (left) and accuracy (right) per epoch.
+    """Train and test loss, accuracy per epoch, and the learning rate (when the history holds it).
 
     Args:
         history: a :class:`~eva_utils.training.History` or its ``to_dict()``.
@@ -74,20 +74,31 @@ def plot_history(history: Any, title: str | None = None) -> Figure:
     epochs = _history_series(history, "epoch")
     if not epochs:
         raise UserError("the history is empty: train for at least one epoch first")
-    fig = Figure(figsize=(11, 4), layout="constrained")
-    ax_loss, ax_acc = fig.subplots(1, 2)
+    lrs = [lr for lr in _history_series(history, "lr") if np.isfinite(lr)] if _has(history, "lr") else []
+    panels = 3 if len(lrs) == len(epochs) else 2
+    fig = Figure(figsize=(5.5 * panels, 4), layout="constrained")
+    axes = fig.subplots(1, panels)
+    ax_loss, ax_acc = axes[:2]
     for split, style in (("train", "-o"), ("test", "-s")):
         ax_loss.plot(epochs, _history_series(history, f"{split}_loss"), style, ms=3, label=split)
         ax_acc.plot(epochs, [100 * a for a in _history_series(history, f"{split}_acc")], style, ms=3, label=split)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
         ax.legend()
+    if panels == 3:
+        axes[2].plot(epochs, lrs, "-o", ms=3, color="tab:green")
+        axes[2].set(xlabel="epoch", ylabel="learning rate", title="learning rate (at the end of each epoch)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers: no tick at 2.5
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _has(history: Any, name: str) -> bool:
+    return name in history if isinstance(history, Mapping) else hasattr(history, name)
 
 
 def _images_of(dataset: Any, rows: Sequence[int]) -> torch.Tensor:
@@ -324,6 +335,9 @@ def show_cams(
             axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
         for k, m in enumerate(maps):
             axes[i, k + 1].imshow(overlay(rgb[i], m[i], alpha=alpha), interpolation="bilinear")
+            if not np.any(m[i] > 0):  # nothing but blue: say why, or it reads as a broken figure
+                axes[i, k + 1].text(0.5, 0.5, "all zero:\nno positive\nevidence here", transform=axes[i, k + 1].transAxes,
+                                    ha="center", va="center", fontsize=7, color="white")
             if titles is not None:
                 colour = {"color": title_colors[i][k]} if title_colors is not None else {}
                 axes[i, k + 1].set_title(titles[i][k], fontsize=8, pad=2, **colour)

@@ -164,6 +164,7 @@ def write_submission(
     overwrite: bool = False,
     data_dir: str | os.PathLike | None = None,
     n_images: int = 10,
+    zip: bool = False,
 ) -> dict[str, Path]:
     """The folder a coursework submission asks for, from a finished ``eva-utils train`` run.
 
@@ -178,6 +179,7 @@ def write_submission(
         overwrite: replace a submission already there.
         data_dir: where CIFAR-10 is (default: the run's own ``data_dir``); it is not downloaded.
         n_images: misclassified images shown, and explained with Grad-CAM.
+        zip: also write the folder as ``<out>.zip`` beside it (``zip`` in the result), to hand in or download.
 
     Returns:
         Name -> path of every file written (``readme`` is the README).
@@ -221,6 +223,8 @@ def write_submission(
     files["readme"] = out / "README.md"
     readme = _submission_readme(run, config, model, history, metrics, classes, np.asarray(metrics["confusion_matrix"]), n_images)
     atomic_write_text(files["readme"], readme)
+    if zip:
+        files["zip"] = Path(shutil.make_archive(str(out), "zip", root_dir=out))
     return files
 
 

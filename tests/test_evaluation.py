@@ -113,3 +113,15 @@ def test_pointing_hits_by_hand():
     assert pointing_hits(cams, masks, tolerance=2).tolist() == [True, False, True]  # (3, 0) is 1.4 px away
     with pytest.raises(UserError, match="equal shape"):
         pointing_game(cams, masks[:, :5])
+
+
+def test_map_correlation_is_numpys_pearson_and_nan_for_a_constant_map():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((3, 6, 6)), rng.random((3, 6, 6))
+    b[1] = 2 * a[1] + 1  # perfectly correlated
+    b[2] = np.zeros((6, 6))  # an all-zero map
+    r = evaluation.map_correlation(a, b)
+    assert r[0] == pytest.approx(np.corrcoef(a[0].ravel(), b[0].ravel())[0, 1])
+    assert r[1] == pytest.approx(1.0) and np.isnan(r[2])
+    with pytest.raises(UserError, match="same shape"):
+        evaluation.map_correlation(a, b[:2])

@@ -45,7 +45,7 @@ def test_thin_with_a_parameters_cell_and_a_colab_only_install(path):
     tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1 and "SMOKE = False" in tagged[0].source
     assert "google.colab" in code[0].source and "pip" in code[0].source
-    lines = sum(len(c.source.splitlines()) for c in code)
+    lines = sum(len(c.source.splitlines()) for c in code[1:])  # the install cell is the same everywhere, tested below
     assert lines <= MAX_CODE_LINES, f"{path.name}: {lines} lines of code; move some into eva_utils"
     for cell in code:
         for node in ast.walk(ast.parse(cell.source)):

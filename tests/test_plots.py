@@ -49,9 +49,13 @@ def test_history_plot_has_train_and_test_curves():
     for e in range(3):
         h.append(e + 1, training.EpochStats(2 - e * 0.5, 0.3 + 0.1 * e, lr=0.1), training.EpochStats(2.1 - e * 0.4, 0.25 + 0.1 * e), 1.0)
     fig = plots.plot_history(h)
-    loss_ax, acc_ax = fig.axes
+    loss_ax, acc_ax, lr_ax = fig.axes
     assert [l.get_label() for l in loss_ax.lines] == ["train", "test"]
     assert list(acc_ax.lines[1].get_ydata()) == pytest.approx([25, 35, 45])
+    assert list(lr_ax.lines[0].get_ydata()) == pytest.approx([0.1, 0.1, 0.1])
+    assert all(tick == int(tick) for tick in loss_ax.get_xticks())  # whole epochs
+    old = {k: v for k, v in h.to_dict().items() if k != "lr"}  # a history without learning rates: two panels
+    assert len(plots.plot_history(old).axes) == 2
     with pytest.raises(UserError, match="empty"):
         plots.plot_history(training.History())
 
@@ -152,3 +156,12 @@ def test_the_old_homes_of_the_figures_still_work_and_warn():
     rgb, heat = np.zeros((8, 8, 3), np.float32), np.ones((8, 8), np.float32)
     with pytest.warns(DeprecationWarning, match="eva_utils.cam.overlay moved to eva_utils.plots.overlay"):
         np.testing.assert_array_equal(cam.overlay(rgb, heat), overlay(rgb, heat))
+
+
+def test_an_all_zero_map_says_so_in_the_figure():
+    rgb = np.full((2, 8, 8, 3), 0.5)
+    maps = {"layer4": np.stack([np.zeros((8, 8)), np.eye(8)])}
+    fig = plots.show_cams(rgb, maps)
+    zero_panel, some_panel = fig.axes[1], fig.axes[3]
+    assert any("all zero" in t.get_text() for t in zero_panel.texts)
+    assert not some_panel.texts
