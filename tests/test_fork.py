@@ -37,7 +37,7 @@ def test_every_install_cell_and_badge_points_at_the_fork(copy):
             nb = json.loads(text)  # still a valid notebook
             source = "".join("".join(cell["source"]) for cell in nb["cells"])
             assert f'REPO_URL = "{FORK}"' in source
-            assert f"colab.research.google.com/github/student-42/my_eva/blob/coursework/notebooks/{Path(name).name}" in source
+            assert f"colab.research.google.com/github/student-42/my_eva/blob/coursework/{name}" in source
     # nothing but the URLs changed: the same text once the fork's URLs are put back
     restored = {k: v.replace("student-42/my_eva/blob/coursework", "eva-utils/eva_utils/blob/main")
                 .replace(FORK, "https://github.com/eva-utils/eva_utils") for k, v in after.items()}

@@ -174,3 +174,47 @@ def test_install_cell_installs_once_then_only_when_the_commit_or_repository_chan
         moved = _FakeColab(monkeypatch, installed=origin)
         exec(compile(source, name, "exec"), {})
         assert moved.pip == [("install", "-q", "--force-reinstall", "--no-deps", f"git+{url}@{commit}")]
+
+
+# ----------------------------------------------------------------------------- the exercise edition
+
+EXERCISES = Path(__file__).parents[1] / "notebooks" / "exercises" / "01_resnet18_cifar10_gradcam_exercises.ipynb"
+
+
+def _tagged(nb, tag: str) -> list[int]:
+    return [i for i, c in enumerate(nb.cells) if tag in c.metadata.get("tags", [])]
+
+
+def _solved(nb):
+    """The exercise notebook with each TODO cell replaced by the code of its hidden answer."""
+    for todo, answer in zip(_tagged(nb, "exercise"), _tagged(nb, "answer"), strict=True):
+        text = nb.cells[answer].source
+        nb.cells[todo].source = text[text.index("```python\n") + len("```python\n"):text.rindex("```")].strip()
+    return nb
+
+
+def test_the_exercise_edition_is_notebook_01_with_three_exercises():
+    exercises = nbformat.read(EXERCISES, as_version=4)
+    assert not any(c.get("outputs") or c.get("execution_count") for c in _code_cells(exercises))
+    assert len(_tagged(exercises, "exercise")) == len(_tagged(exercises, "check")) == len(_tagged(exercises, "answer")) == 3
+    lesson = [c.source for c in _code_cells(nbformat.read(NOTEBOOKS[0], as_version=4))]
+    edition = [c.source for c in _code_cells(exercises)]
+    replaced = [s for s in lesson if "plots.plot_history(history)" in s or "show_misclassified(test_set, pred, n=10" in s]
+    kept = [s for s in lesson if s not in replaced]
+    assert [s for s in edition if s in kept] == kept  # every other cell of the lesson, in order: the two stay in step
+
+
+def test_the_solved_exercises_run_in_smoke_mode(tmp_path):
+    _execute_in_smoke_mode(_solved(nbformat.read(EXERCISES, as_version=4)), tmp_path)
+
+
+def test_the_unsolved_exercises_fail_only_at_their_checks(tmp_path):
+    nb = nbformat.read(EXERCISES, as_version=4)
+    index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nb.cells.insert(index + 1, nbformat.v4.new_code_cell("SMOKE = True", metadata={"tags": ["injected-parameters"]}))
+    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    failed = {i: o for i, c in enumerate(nb.cells) if c.cell_type == "code" for o in c.outputs if o.output_type == "error"}
+    assert sorted(failed) == _tagged(nb, "check")  # the three checks, and nothing else
+    assert all(o.ename == "AssertionError" for o in failed.values())
+    assert "make a matplotlib Figure" in failed[_tagged(nb, "check")[0]].evalue  # says what to do
