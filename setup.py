@@ -29,7 +29,9 @@ setup(
     include_package_data=True,
     install_requires=requirements(),
     extras_require={
-        "dev": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "ruff>=0.6"],
+        "app": ["gradio>=5"],
+        "dev": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "ruff>=0.6",
+                "gradio>=5", "playwright>=1.40"],  # the app and its browser test run in CI
     },
     entry_points={"console_scripts": ["eva-utils=eva_utils.cli:main"]},
     classifiers=[

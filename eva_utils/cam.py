@@ -60,6 +60,7 @@ from .evaluation import forward_batches
 
 __all__ = [
     "CAM_METHODS",
+    "ONE_PASS_METHODS",
     "class_probs",
     "conv_layers",
     "count_from_back",
@@ -78,6 +79,7 @@ _NO_GRADIENTS = ("eigencam",)
 # Methods delegated to pytorch-grad-cam as-is, one call per layer (many forwards each).
 _DELEGATED = ("scorecam", "ablationcam")
 CAM_METHODS: tuple[str, ...] = _ONE_PASS + _DELEGATED
+ONE_PASS_METHODS: tuple[str, ...] = _ONE_PASS  # every layer from one forward and at most one backward pass
 _ALIASES = {"gradcamplusplus": "gradcam++", "gradcampp": "gradcam++"}
 
 Layers = Mapping[str, nn.Module | str] | Sequence[nn.Module | str] | nn.Module | str | None

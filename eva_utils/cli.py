@@ -1,4 +1,4 @@
-"""The ``eva-utils`` command line: ``train``, ``demo``, ``report``, ``cam``, ``msd`` and ``fork``.
+"""The ``eva-utils`` command line: ``train``, ``demo``, ``report``, ``cam``, ``msd``, ``app`` and ``fork``.
 
     eva-utils demo                                   # offline, CPU, bundled CIFAR-10 sample
     eva-utils train --epochs 20 --out runs/r18       # the default recipe on full CIFAR-10
@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__, cam_cli, msd_cli
+from .app import DEFAULT_SOURCE, Explorer, build_app, write_space
 from .argtypes import Parser, positive_float, positive_int, run_parsed
+from .devices import resolve_device
 from .fork import point_at_fork
 from .recipe import TrainConfig, run_training
 from .report import write_pretrained_report, write_report, write_submission
@@ -125,6 +127,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_app(args: argparse.Namespace) -> int:
+    if args.space:
+        written = write_space(args.space, args.model, repo_url=args.repo_url, overwrite=args.overwrite)
+        print(f"wrote a Hugging Face Space into {args.space}: {', '.join(p.name for p in written)}")
+        print(f"try it here first: cd {args.space} && python app.py")
+        return 0
+    explorer = Explorer.from_source(args.model, arch=args.arch, weights=args.weights,
+                                    device=resolve_device(args.device), unsafe_pickle=args.unsafe_pickle)
+    page = build_app(explorer)
+    print(f"model: {explorer.classifier.description}")
+    page.launch(server_name=args.host, server_port=args.port, share=args.share, inbrowser=False, quiet=True)
+    return 0
+
+
 def _cmd_fork(args: argparse.Namespace) -> int:
     changed = point_at_fork(args.url, root=args.repo, branch=args.branch)
     if not changed:
@@ -142,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="eva-utils", description="Train CNNs on CIFAR-10 and look inside them with Grad-CAM.")
 
     parser.add_argument("--version", action="version", version=f"eva-utils {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,demo,report,cam,msd,fork}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,demo,report,cam,msd,app,fork}")
     p = sub.add_parser("train", help="train a ResNet on CIFAR-10 (default: the 20-epoch ResNet18 recipe)",
                        description="Train a ResNet on CIFAR-10; writes history.json, checkpoint.pt and curves.png into --out.")
     _add_training_options(p, TrainConfig())
@@ -167,6 +183,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=positive_int, default=10, help="mistakes shown and explained (default %(default)s)")
     p.add_argument("--zip", action="store_true", help="also write the folder as a .zip beside it")
     p.set_defaults(func=_cmd_report)
+    p = sub.add_parser("app", help="an interactive Grad-CAM explorer in the browser (needs eva-utils[app])",
+                       description="Serve a page that explains images with Grad-CAM at every stage of a model, and "
+                                   "browses its most confident mistakes. Needs Gradio: pip install \"eva-utils[app]\".")
+    p.add_argument("model", nargs="?", default=DEFAULT_SOURCE,
+                   help="what eva-utils cam accepts: pretrained:NAME, a checkpoint, a torchvision name, a state dict "
+                        "with --arch (default %(default)s)")
+    p.add_argument("--arch", help="architecture of a state dict or TorchScript file")
+    p.add_argument("--weights", default="default", help="for a torchvision name: default (ImageNet) or none")
+    p.add_argument("--unsafe-pickle", action="store_true", help="allow a fully pickled model (can run code)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default %(default)s: this machine only)")
+    p.add_argument("--port", type=positive_int, default=7860, help="default %(default)s")
+    p.add_argument("--share", action="store_true", help="also a public gradio.live link (only when asked)")
+    p.add_argument("--space", metavar="DIR", help="write a Hugging Face Space folder instead of serving")
+    p.add_argument("--repo-url", help="with --space: install eva_utils from this repository")
+    p.add_argument("--overwrite", action="store_true", help="with --space: write into a folder that has files")
+    p.set_defaults(func=_cmd_app)
     p = sub.add_parser("fork", help="point the notebooks' install cell and Colab badges at your fork",
                        description="Rewrite REPO_URL in every notebook and the Colab badges in the notebooks and README "
                                    "so that Colab installs and opens your fork, not the upstream repository.")

@@ -41,6 +41,7 @@ from .devices import COMPUTE_DEVICES, resolve_device
 from .errors import CheckpointError, DataNotFoundError, UserError, first_line, moved, unknown_name
 from .inputs import Preset, cifar_preset, imagenet_preset
 from .models import MODELS, get_model, model_key
+from .models.msdnet import load_msdnet_gcn_checkpoint
 from .models.shipped import PRETRAINED, pretrained
 from .safe_load import RefusedPickleError, safe_load, state_dict_mismatch
 
@@ -342,6 +343,9 @@ def _from_file(path: Path, arch: str | None, num_classes: int | None, unsafe_pic
     state = _state_dict_of(obj)
     if state is None:
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a model, a checkpoint or a state dict")
+    if arch is None and all(k.removeprefix("module.").startswith("subnets.") for k in state):
+        model = load_msdnet_gcn_checkpoint(path)  # the published MSD-Net's layout (MSDNet-GCN)
+        return model, MSDNET_GCN, f"MSD-Net with {model.num_exits} exits from the MSDNet-GCN checkpoint {path}"
     if arch is None:
         raise UserError(
             f"{path} holds weights only (a state dict of {len(state)} tensors, e.g. {next(iter(state))}); say which "
@@ -352,6 +356,14 @@ def _from_file(path: Path, arch: str | None, num_classes: int | None, unsafe_pic
 
 
 PRETRAINED_PREFIX = "pretrained:"
+EVA, MSDNET_GCN = "eva_utils", "msdnet-gcn"
+
+
+def _preset_for(family: str) -> Preset:
+    """eva_utils models: CIFAR-10's normalisation; MSDNet-GCN's weights: ToTensor() only; others: ImageNet's."""
+    if family == MSDNET_GCN:
+        return cifar_preset(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    return cifar_preset() if family == EVA else imagenet_preset()
 
 
 def _shipped(name: str, device: torch.device) -> Classifier:
@@ -409,8 +421,7 @@ def load_model(
         if not os.access(path, os.R_OK):
             raise DataNotFoundError(f"model file {path} cannot be read (permission denied)")
         model, family, description = _from_file(path, arch, num_classes, unsafe_pickle)
-        eva = family == "eva_utils"
-        classifier = Classifier(model, CIFAR10_CLASSES if eva else None, cifar_preset() if eva else imagenet_preset(), description)
+        classifier = Classifier(model, CIFAR10_CLASSES if family in (EVA, MSDNET_GCN) else None, _preset_for(family), description)
     elif _looks_like_path(str(source)):
         raise DataNotFoundError(f"model file {source} does not exist: check the path, or give a model name such as resnet50")
     else:

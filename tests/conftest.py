@@ -15,13 +15,15 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
-    """Fail any test that opens an internet connection (local Unix sockets stay allowed)."""
+    """Fail any test that opens an internet connection (Unix sockets and this machine's loopback, where a
+    test serves the app to its browser, stay allowed)."""
     import socket
 
     real_connect = socket.socket.connect
 
     def guarded_connect(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6):
+        loopback = isinstance(address, tuple) and address[0] in ("127.0.0.1", "::1", "localhost")
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not loopback:
             raise RuntimeError(f"tests must not reach the network (tried {address})")
         return real_connect(self, address)
 
