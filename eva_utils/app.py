@@ -16,6 +16,7 @@ Install with ``pip install "eva-utils[app]"``; the rest of the package never imp
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import warnings
@@ -76,10 +77,14 @@ class Explorer:
         elif hasattr(model, "layer4"):
             layers = cam.resnet_layers(model)
         else:
-            convs = cam.conv_layers(model, size)
-            layers = dict(list(convs.items())[-4:])  # the last four conv layers; pick others by name in code
+            layers = cam.conv_layers(model, size)  # every conv layer, in forward order: the page picks among them
         examples = load_sample(train=False) if classifier.classes == CIFAR10_CLASSES else None
         return cls(classifier, layers, _map_sizes(model, layers, size), examples)
+
+    @property
+    def picks_a_layer(self) -> bool:
+        """A model without named stages or exits: the page offers a layer picker (default the last conv)."""
+        return not (self.is_multiexit or hasattr(self.classifier.model, "layer4"))
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -138,7 +143,9 @@ class Explorer:
         x = self.image_tensor(image).to(next(self.classifier.model.parameters()).device)
         probs = self.probabilities(x)
         wanted = self.target(target, probs)
-        layers = self.layers if layer in (None, "", "all") else {layer: self._layer(layer)}
+        if layer in (None, "", "all"):
+            layer = next(reversed(self.layers)) if self.picks_a_layer else None  # every stage, or the last conv
+        layers = self.layers if layer is None else {layer: self._layer(layer)}
         maps = self._maps(x, layers, key, wanted)
         rgb = self.classifier.preset.to_rgb(x.cpu())[0]
         panels = [(_enlarge(overlay(rgb, maps[label][0], alpha=alpha)), f"{label}: {self.map_sizes.get(label, '?')} map")
@@ -259,6 +266,7 @@ def build_app(explorer: Explorer | str | None = None, title: str = "Grad-CAM exp
         explorer = Explorer.from_source(explorer or DEFAULT_SOURCE)
 
     def guarded(fn: Any) -> Any:
+        @functools.wraps(fn)  # keeps fn's signature: Gradio reads it (the clicked cell comes as gr.SelectData)
         def run(*args: Any) -> Any:
             try:
                 return fn(*args)
@@ -266,8 +274,8 @@ def build_app(explorer: Explorer | str | None = None, title: str = "Grad-CAM exp
                 raise gr.Error(str(exc)) from exc
         return run
 
-    def explain(image: Any, method: str, target: str, alpha: float) -> tuple[Any, Any, str]:
-        result = explorer.explain(image, method, target, alpha)
+    def explain(image: Any, method: str, target: str, alpha: float, layer: str | None = None) -> tuple[Any, Any, str]:
+        result = explorer.explain(image, method, target, alpha, layer)
         return result.top5, result.panels, result.note
 
     def chosen(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # (what the page shows, what is explained)
@@ -289,39 +297,47 @@ def build_app(explorer: Explorer | str | None = None, title: str = "Grad-CAM exp
     mistakes = explorer.mistakes()
     with gr.Blocks(title=title) as page:
         gr.Markdown(f"# {title}\n{explorer.classifier.description}")
-        with gr.Tab("Explain an image"):
-            current = gr.State(None)  # the image to explain (uint8 RGB), per user
-            with gr.Row():
-                with gr.Column():
-                    # a file, not gr.Image: the explorer reads it, so a bad file gets a readable message
-                    upload = gr.File(label="upload an image (PNG, JPEG, WebP, ...)", type="filepath", elem_id="upload")
-                    shown = gr.Image(label="the image", interactive=False, elem_id="image")
-                with gr.Column():
-                    method = gr.Dropdown(list(cam.ONE_PASS_METHODS), value="gradcam", label="CAM method")
-                    target = gr.Dropdown(classes, value=PREDICTED, label="class to explain", allow_custom_value=True)
-                    alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="opacity of the map")
-                    if explorer.examples is not None:
-                        with gr.Row():
-                            pick = gr.Dropdown(list(explorer.examples.classes), value=explorer.examples.classes[0],
-                                               label="a bundled test image of class")
-                            use = gr.Button("use it")
-                    go = gr.Button("Explain", variant="primary", elem_id="explain")
-            top5 = gr.Label(num_top_classes=5, label="top-5 classes", elem_id="top5")
-            gallery = gr.Gallery(label="Grad-CAM of every stage (the map's size at the model's input)", columns=6,
-                                 height=240, elem_id="maps")
-            note = gr.Markdown(elem_id="note")
-            upload.upload(guarded(uploaded), [upload], [shown, current])
-            go.click(guarded(explain), [current, method, target, alpha], [top5, gallery, note])
-            if explorer.examples is not None:
-                use.click(guarded(example), [pick], [shown, current])
-        with gr.Tab("Mistakes"):
-            if mistakes:
-                gr.Markdown("The most confident mistakes on the bundled CIFAR-10 test images: click a row, then "
-                            "**Explain** in the first tab.")
-                table = gr.Dataframe(mistakes, headers=["test image", "true", "predicted", "p"], interactive=False)
-                table.select(guarded(pick_mistake), None, [shown, current])
-            else:
-                gr.Markdown("Mistakes need a CIFAR-10 model (the bundled test images are CIFAR-10's).")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Explain an image", id="explain-tab"):
+                current = gr.State(None)  # the image to explain (uint8 RGB), per user
+                with gr.Row():
+                    with gr.Column():
+                        # a file, not gr.Image: the explorer reads it, so a bad file gets a readable message
+                        upload = gr.File(label="upload an image (PNG, JPEG, WebP, ...)", type="filepath", elem_id="upload")
+                        shown = gr.Image(label="the image", interactive=False, elem_id="image")
+                    with gr.Column():
+                        method = gr.Dropdown(list(cam.ONE_PASS_METHODS), value="gradcam", label="CAM method")
+                        target = gr.Dropdown(classes, value=PREDICTED, label="class to explain", allow_custom_value=True)
+                        alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="opacity of the map")
+                        controls = [current, method, target, alpha]
+                        if explorer.picks_a_layer:
+                            names = list(explorer.layers)
+                            controls.append(gr.Dropdown(names, value=names[-1], label="layer (conv layers, first to last)"))
+                        if explorer.examples is not None:
+                            with gr.Row():
+                                pick = gr.Dropdown(list(explorer.examples.classes), value=explorer.examples.classes[0],
+                                                   label="a bundled test image of class")
+                                use = gr.Button("use it")
+                        go = gr.Button("Explain", variant="primary", elem_id="explain")
+                top5 = gr.Label(num_top_classes=5, label="top-5 classes", elem_id="top5")
+                gallery = gr.Gallery(label="Grad-CAM of every stage (the map's size at the model's input)", columns=6,
+                                     height=240, elem_id="maps")
+                note = gr.Markdown(elem_id="note")
+                upload.upload(guarded(uploaded), [upload], [shown, current])
+                go.click(guarded(explain), controls, [top5, gallery, note])
+                if explorer.examples is not None:
+                    use.click(guarded(example), [pick], [shown, current])
+            with gr.Tab("Mistakes", id="mistakes-tab"):
+                if mistakes:
+                    gr.Markdown("The most confident mistakes on the bundled CIFAR-10 test images: click a row to "
+                                "explain it in the first tab.")
+                    table = gr.Dataframe(mistakes, headers=["test image", "true", "predicted", "p"], interactive=False,
+                                         elem_id="mistakes")
+                    # a click shows the image in the first tab and explains it there
+                    table.select(guarded(pick_mistake), None, [shown, current]).then(
+                        lambda: gr.Tabs(selected="explain-tab"), None, [tabs]).then(guarded(explain), controls, [top5, gallery, note])
+                else:
+                    gr.Markdown("Mistakes need a CIFAR-10 model (the bundled test images are CIFAR-10's).")
     return page.queue(default_concurrency_limit=1)
 
 

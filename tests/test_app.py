@@ -129,6 +129,18 @@ def test_an_msdnet_checkpoint_shows_its_exits():
     assert captions[0] == "image" and [c.split(":")[0] for c in captions[1:]] == ["exit 1", "exit 2", "exit 3"]
 
 
+def test_a_model_without_stages_gets_a_layer_picker():
+    explorer = Explorer.from_source("mobilenet_v3_small", weights="none")  # torchvision, random weights
+    assert explorer.picks_a_layer and len(explorer.layers) > 10
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    last = list(explorer.layers)[-1]
+    default = explorer.explain(image)
+    assert [c.split(":")[0] for _, c in default.panels] == ["image", last]  # the last conv layer by default
+    first = list(explorer.layers)[0]
+    assert explorer.explain(image, layer=first).panels[1][1].startswith(first)
+    assert len(explorer.classes) == 1000
+
+
 def test_the_package_and_its_cli_never_import_gradio():
     code = "import sys, eva_utils, eva_utils.cli, eva_utils.app; assert 'gradio' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
@@ -223,8 +235,23 @@ def test_in_a_real_browser(tmp_path, cat_png):
             page.goto(url)
             page.locator("#upload input[type=file]").set_input_files(str(not_an_image))
             page.get_by_text("is not an image").first.wait_for(timeout=60_000)
-            _explain_in_page(page, url, cat_png)
-            page.locator("#top5 h2, #top5 .output-class").first.wait_for(timeout=60_000)
+            # two users at once: both are served (queued, one after the other)
+            other = browser.new_page()
+            for each in (page, other):
+                each.goto(url)
+                each.locator("#upload input[type=file]").set_input_files(str(cat_png))
+                each.locator("#image img").wait_for(timeout=60_000)
+            page.locator("#explain").click()
+            other.locator("#explain").click()
+            for each in (page, other):
+                assert each.locator("#top5 h2, #top5 .output-class").first.inner_text(timeout=60_000).strip() == expected
+            # the Mistakes tab: a click explains that image in the first tab
+            page.get_by_role("tab", name="Mistakes").click()
+            first, _, predicted, _ = explorer.mistakes(k=1)[0]
+            page.locator("#mistakes").get_by_text(str(first), exact=True).locator("visible=true").first.click()  # row 1
+            page.get_by_role("tab", name="Explain an image").wait_for(timeout=30_000)
+            page.wait_for_function(f"document.querySelector('#top5') && "
+                                   f"document.querySelector('#top5').innerText.includes('{predicted}')", timeout=60_000)
             browser.close()
         # nothing outside what the app was given is served
         for path in ("/gradio_api/file=/etc/passwd", "/file=/etc/passwd", "/gradio_api/file=../../etc/passwd"):
