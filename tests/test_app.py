@@ -266,14 +266,21 @@ def test_in_a_real_browser(tmp_path, cat_png):
     assert (tmp_path / "app.png").stat().st_size > 20_000
 
 
-def test_the_space_runs_with_python_app_py(tmp_path):
+def test_the_space_runs_with_python_app_py(tmp_path, cat_png):
     pytest.importorskip("gradio")
     write_space(tmp_path / "space")
     port = _free_port()
     server = _serve([sys.executable, "app.py"], tmp_path / "space", port)
     try:
-        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read().decode()
-        assert "Grad-CAM explorer" in page
+        assert "Grad-CAM explorer" in urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read().decode()
+        if Path(CHROMIUM).exists():  # and in the browser: an image explained
+            sync_api = pytest.importorskip("playwright.sync_api")
+            with sync_api.sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+                page = browser.new_page()
+                _explain_in_page(page, f"http://127.0.0.1:{port}/", cat_png)
+                page.locator("#top5 h2, #top5 .output-class").first.wait_for(timeout=60_000)
+                browser.close()
     finally:
         server.kill()
         server.wait()
