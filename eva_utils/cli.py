@@ -21,6 +21,7 @@ from . import __version__, cam_cli, msd_cli
 from .app import DEFAULT_SOURCE, Explorer, build_app, write_space
 from .argtypes import Parser, positive_float, positive_int, run_parsed
 from .devices import resolve_device
+from .errors import UserError, first_line
 from .fork import point_at_fork
 from .recipe import TrainConfig, run_training
 from .report import write_pretrained_report, write_report, write_submission
@@ -137,7 +138,10 @@ def _cmd_app(args: argparse.Namespace) -> int:
                                     device=resolve_device(args.device), unsafe_pickle=args.unsafe_pickle)
     page = build_app(explorer)
     print(f"model: {explorer.classifier.description}")
-    page.launch(server_name=args.host, server_port=args.port, share=args.share, inbrowser=False, quiet=True)
+    try:
+        page.launch(server_name=args.host, server_port=args.port, share=args.share, inbrowser=False, quiet=True)
+    except OSError as exc:  # the port is taken, the host is not this machine's, ...
+        raise UserError(f"cannot serve on {args.host}:{args.port} ({first_line(exc)}): choose another --port") from exc
     return 0
 
 

@@ -153,6 +153,16 @@ def test_without_gradio_the_command_says_how_to_install_it(monkeypatch, capsys):
     assert 'pip install "eva-utils[app]"' in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_port_in_use_is_one_line(capsys):
+    pytest.importorskip("gradio")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        code = main(["app", "--port", str(busy.getsockname()[1])])
+    err = capsys.readouterr().err
+    assert code == 2 and "choose another --port" in err and len(err.strip().splitlines()) == 1
+
+
 def test_the_space_folder(tmp_path):
     pytest.importorskip("gradio")
     files = write_space(tmp_path / "space", repo_url="https://github.com/you/eva_utils")
