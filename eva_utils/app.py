@@ -32,6 +32,7 @@ from . import __version__, cam, multiexit
 from .data import CIFAR10_CLASSES, ArrayDataset, load_sample
 from .devices import eval_mode
 from .errors import UserError, unknown_name
+from .evaluation import Predictions, misclassified
 from .inputs import read_image
 from .models.msdnet import MSDNet
 from .plots import overlay
@@ -61,6 +62,7 @@ class Explorer:
     """A model to explore, with the layers (or exits) it explains and the bundled images to show."""
 
     classifier: Classifier
+    classes: tuple[str, ...]  # the model's class names (numbers when it has none)
     layers: dict[str, nn.Module] = field(default_factory=dict)  # label -> module, shallow to deep
     map_sizes: dict[str, str] = field(default_factory=dict)  # label -> "4x4"
     examples: ArrayDataset | None = None  # the bundled CIFAR-10 test images, for a CIFAR-10 model
@@ -79,7 +81,8 @@ class Explorer:
         else:
             layers = cam.conv_layers(model, size)  # every conv layer, in forward order: the page picks among them
         examples = load_sample(train=False) if classifier.classes == CIFAR10_CLASSES else None
-        return cls(classifier, layers, _map_sizes(model, layers, size), examples)
+        classes = tuple(classifier.classes or (str(i) for i in range(_num_outputs(classifier))))
+        return cls(classifier, classes, layers, _map_sizes(model, layers, size), examples)
 
     @property
     def picks_a_layer(self) -> bool:
@@ -87,37 +90,27 @@ class Explorer:
         return not (self.is_multiexit or hasattr(self.classifier.model, "layer4"))
 
     @property
-    def classes(self) -> tuple[str, ...]:
-        count = self.classifier.classes
-        return tuple(count) if count is not None else tuple(str(i) for i in range(_num_outputs(self.classifier)))
-
-    @property
     def is_multiexit(self) -> bool:
         return isinstance(self.classifier.model, MSDNet)
 
-    def load_image(self, path: str | os.PathLike[str]) -> np.ndarray:
-        """An uploaded file as uint8 RGB (H, W, 3), checked: an image, not too small, not too large."""
-        if path is None:
-            raise UserError("no image: upload one, or pick a bundled test image")
-        array = np.asarray(_read_checked(Path(path)))
-        if min(array.shape[:2]) < MIN_SIDE:
-            raise UserError(f"the image is {array.shape[1]}x{array.shape[0]} pixels: at least {MIN_SIDE}x{MIN_SIDE} "
-                            "is needed to say anything about it")
-        return array
+    @property
+    def _output_index(self) -> int | None:
+        return -1 if self.is_multiexit else None  # an MSD-Net's answer is its last exit's
 
-    def image_tensor(self, image: Any) -> torch.Tensor:
-        """A file path, a PIL image or an HWC array -> the model's normalised (1, 3, S, S) input, checked."""
+    def load_image(self, image: Any) -> np.ndarray:
+        """A file path (checked from its header before decoding), a PIL image or an HWC array -> uint8 RGB
+        (H, W, 3), refused when missing, not an image, too small or too large."""
         if image is None:
             raise UserError("no image: upload one, or pick a bundled test image")
-        if isinstance(image, (str, os.PathLike)):
-            image = _read_checked(Path(image))
-        array = np.asarray(image)
+        array = np.asarray(_read_checked(Path(image)) if isinstance(image, (str, os.PathLike)) else image)
         if array.ndim < 2 or min(array.shape[:2]) < MIN_SIDE:
-            raise UserError(f"the image is {'x'.join(map(str, array.shape[:2]))} pixels: at least {MIN_SIDE}x{MIN_SIDE} "
-                            "is needed to say anything about it")
-        if array.ndim == 3 and array.shape[-1] == 4:
-            array = array[..., :3]
-        return self.classifier.preset(array.astype(np.uint8))[None]
+            size = f"{array.shape[1]}x{array.shape[0]}" if array.ndim >= 2 else str(array.shape)
+            raise UserError(f"the image is {size} pixels: at least {MIN_SIDE}x{MIN_SIDE} is needed to say anything about it")
+        return array[..., :3] if array.ndim == 3 and array.shape[-1] == 4 else array
+
+    def image_tensor(self, image: Any) -> torch.Tensor:
+        """What :meth:`load_image` accepts -> the model's normalised (1, 3, S, S) input."""
+        return self.classifier.preset(self.load_image(image).astype(np.uint8))[None]
 
     def target(self, name: str | None, probs: np.ndarray) -> int:
         """The class to explain: the predicted one, or one by name (a clear error for an unknown name)."""
@@ -129,8 +122,7 @@ class Explorer:
 
     def probabilities(self, x: torch.Tensor) -> np.ndarray:
         """(K,) softmax of the model's (last) output for one image."""
-        index = -1 if self.is_multiexit else None
-        return cam.class_probs(self.classifier.model, x, output_index=index)[0]
+        return cam.class_probs(self.classifier.model, x, output_index=self._output_index)[0]
 
     def explain(self, image: Any, method: str = "gradcam", target: str | None = PREDICTED, alpha: float = 0.5,
                 layer: str | None = None) -> Explanation:
@@ -183,13 +175,11 @@ class Explorer:
         if self.examples is None:
             return []
         x = torch.stack([self.classifier.preset(image) for image in self.examples.images])
-        with eval_mode(self.classifier.model):
-            probs = cam.class_probs(self.classifier.model, x.to(next(self.classifier.model.parameters()).device),
-                                    batch_size=250, output_index=-1 if self.is_multiexit else None)
-        preds, labels = probs.argmax(1), self.examples.labels
-        wrong = np.flatnonzero(preds != labels)
-        worst = wrong[np.argsort(-probs[wrong, preds[wrong]], kind="stable")][:k]
-        return [[int(i), self.classes[labels[i]], self.classes[preds[i]], round(float(probs[i, preds[i]]), 3)] for i in worst]
+        probs = cam.class_probs(self.classifier.model, x, batch_size=250, output_index=self._output_index)
+        labels = self.examples.labels
+        pred = Predictions(probs, probs.argmax(1), labels, np.arange(len(labels)))
+        return [[int(i), self.classes[labels[i]], self.classes[pred.preds[i]], round(float(pred.confidence[i]), 3)]
+                for i in misclassified(pred, k=k)]
 
 
 def _read_checked(path: Path) -> Any:

@@ -35,6 +35,7 @@ __all__ = [
     "check_compatible",
     "load_checkpoint",
     "load_trained_model",
+    "rebuild_model",
     "restore_training_state",
     "save_checkpoint",
 ]
@@ -266,6 +267,11 @@ def load_trained_model(path: str | os.PathLike, map_location: str | torch.device
     """
 
     ckpt = load_checkpoint(path, map_location="cpu")  # read on the CPU, then moved: works for any device
+    return rebuild_model(ckpt, path).to(map_location)
+
+
+def rebuild_model(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> nn.Module:
+    """The model of a checkpoint already read with :func:`load_checkpoint`, in eval mode (``path`` names it in errors)."""
     config = ckpt.get("config") or {}
     if not isinstance(config, dict) or "model" not in config:
         raise CheckpointError(f"checkpoint {path} does not say which model it holds (no 'model' in its config)")
@@ -273,4 +279,4 @@ def load_trained_model(path: str | os.PathLike, map_location: str | torch.device
     model = get_model(name, num_classes, width)
     check_compatible(ckpt["model"], model, f"checkpoint {path}", _describe(config))
     model.load_state_dict(ckpt["model"])
-    return model.to(map_location).eval()
+    return model.eval()

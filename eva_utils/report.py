@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .cam import layer_cams, resnet_layers
-from .checkpoint import load_checkpoint, load_trained_model
+from .checkpoint import load_checkpoint, rebuild_model
 from .data import CIFAR10_MEAN, CIFAR10_STD, load_dataset, load_sample, make_loader
 from .errors import DataNotFoundError, UserError
 from .evaluation import accuracy, confusion_matrix, misclassified, per_class_accuracy, predict
@@ -45,6 +45,7 @@ def write_report(
     n_cam: int = 10,
     method: str = "gradcam",
     caption: str | None = None,
+    extra_metrics: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Predict ``test_set`` and save the figures and metrics into ``out``.
 
@@ -57,6 +58,7 @@ def write_report(
         n_cam: misclassified images in the Grad-CAM grid.
         method: CAM method name.
         caption: a line under every figure saying which model made it.
+        extra_metrics: more entries for ``metrics.json`` (the submission's final accuracies, settings).
 
     Returns:
         Name -> path of every file written.
@@ -85,6 +87,7 @@ def write_report(
         "per_class_accuracy": {c: (None if np.isnan(a) else float(a)) for c, a in zip(classes, per_class, strict=True)},
         "misclassified": int((pred.preds != pred.labels).sum()),
         "confusion_matrix": cm.tolist(),  # rows true, columns predicted
+        **(extra_metrics or {}),
     }
     files["metrics"] = out / "metrics.json"
     files["metrics"].write_text(json.dumps(metrics, indent=1))
@@ -197,8 +200,9 @@ def write_submission(
     out = Path(out).expanduser() if out is not None else run / "submission"
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{out} already holds a submission: add --overwrite to replace it, or choose --out")
-    config = load_checkpoint(checkpoint).get("config") or {}
-    model = load_trained_model(checkpoint)
+    ckpt = load_checkpoint(checkpoint)  # read once: its settings and its model
+    config = ckpt.get("config") or {}
+    model = rebuild_model(ckpt, checkpoint)
     if not hasattr(model, "layer4"):
         raise UserError(f"{run} holds a {type(model).__name__}; the submission kit explains ResNet stages "
                         "(for MSD-Net use eva-utils msd)")
@@ -210,16 +214,15 @@ def write_submission(
     classes = list(test_set.classes)
     if out.exists():
         shutil.rmtree(out)
-    files = write_report(model, test_set, out, n_misclassified=n_images, n_cam=n_images,
+    final = dict(final_train_accuracy=history.train_acc[-1], final_test_accuracy=history.test_acc[-1],
+                 final_train_loss=history.train_loss[-1], final_test_loss=history.test_loss[-1],
+                 epochs=len(history), settings={k: config[k] for k in _SETTINGS if k in config})
+    files = write_report(model, test_set, out, n_misclassified=n_images, n_cam=n_images, extra_metrics=final,
                          caption=f"{config.get('model', 'model')} from {run.name}: {len(history)} epochs")
     files["curves"] = save_figure(plot_history(history, title=f"{run.name}: loss and accuracy per epoch"), out / "curves.png")
     files["history"] = out / "history.json"
     shutil.copyfile(history_file, files["history"])
     metrics = json.loads(files["metrics"].read_text())
-    metrics.update(final_train_accuracy=history.train_acc[-1], final_test_accuracy=history.test_acc[-1],
-                   final_train_loss=history.train_loss[-1], final_test_loss=history.test_loss[-1],
-                   epochs=len(history), settings={k: config[k] for k in _SETTINGS if k in config})
-    files["metrics"].write_text(json.dumps(metrics, indent=1))
     files["readme"] = out / "README.md"
     readme = _submission_readme(run, config, model, history, metrics, classes, np.asarray(metrics["confusion_matrix"]), n_images)
     atomic_write_text(files["readme"], readme)
