@@ -30,8 +30,9 @@ setup(
     install_requires=requirements(),
     extras_require={
         "app": ["gradio>=5"],
+        "tensorboard": ["tensorboard>=2.14"],
         "dev": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "ruff>=0.6",
-                "gradio>=5", "playwright>=1.40"],  # the app and its browser test run in CI
+                "gradio>=5", "playwright>=1.40", "tensorboard>=2.14"],  # the app, its browser test and TensorBoard's run in CI
     },
     entry_points={"console_scripts": ["eva-utils=eva_utils.cli:main"]},
     classifiers=[

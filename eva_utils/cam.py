@@ -56,7 +56,7 @@ from torch import nn
 from . import evaluation, plots
 from .devices import eval_mode, model_device_dtype
 from .errors import UserError, first_line, moved, unknown_name
-from .evaluation import forward_batches
+from .evaluation import as_image_batch, first_conv_channels, forward_batches, select_output
 
 __all__ = [
     "CAM_METHODS",
@@ -65,6 +65,7 @@ __all__ = [
     "conv_layers",
     "count_from_back",
     "layer_cams",
+    "map_sizes",
     "method_key",
     "predict_targets",
     "resnet_layers",
@@ -224,7 +225,7 @@ def conv_layers(model: nn.Module, input_size: int | tuple[int, int] = 224) -> di
 
     modules = {id(m): m for m in model.modules() if id(m) in named}.values()
     device, dtype = model_device_dtype(model)
-    channels = 3 if any(m.in_channels == 3 for m in modules) else _first_conv_channels(model)  # RGB unless no conv takes it
+    channels = 3 if any(m.in_channels == 3 for m in modules) else first_conv_channels(model)  # RGB unless no conv takes it
     x = torch.zeros(1, channels, height, width, device=device, dtype=dtype)  # (1, C, H, W)
     handles = []
     try:
@@ -241,6 +242,34 @@ def conv_layers(model: nn.Module, input_size: int | tuple[int, int] = 224) -> di
         for handle in handles:
             handle.remove()
     return found
+
+
+def map_sizes(model: nn.Module, layers: Layers, input_size: int | tuple[int, int] = 32) -> dict[str, tuple[int, int]]:
+    """The (height, width) of each layer's feature map at ``input_size``: how coarse its CAM really is.
+
+    ``layer_cams`` upsamples every map to the input's size, so a figure cannot show it: at 32x32 the
+    ResNet18's layer0..layer4 maps are 32, 32, 16, 8 and 4 pixels wide. A 4x4 map can only say which
+    quarter of the image mattered; courses reject CAMs from maps under 5 pixels wide.
+
+    Args:
+        model: run once on zeros in eval mode, then left as found (flags restored, hooks removed).
+        layers: as for :func:`resolve_layers`.
+        input_size: side (or ``(H, W)``) of the input.
+
+    Returns:
+        Ordered dict name -> (h, w).
+    """
+    height, width = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    layer_map = resolve_layers(model, layers)
+    device, dtype = model_device_dtype(model)
+    x = torch.zeros(1, first_conv_channels(model) or 3, height, width, device=device, dtype=dtype)  # (1, C, H, W)
+    capture = _Capture(layer_map, graph=False)
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(x)
+        return {name: tuple(capture.activation(module).shape[-2:]) for name, module in layer_map.items()}
+    finally:
+        capture.release()
 
 
 def count_from_back(layers: Mapping[str, nn.Module], counts: Iterable[int]) -> dict[str, nn.Module]:
@@ -289,54 +318,6 @@ def _float32_model(model: nn.Module, layer_map: dict[str, nn.Module]) -> tuple[n
     work = copy.deepcopy(model).float()
     modules = dict(work.named_modules())
     return work, {label: modules[names[id(module)]] for label, module in layer_map.items()}
-
-
-def _first_conv_channels(model: nn.Module) -> int | None:
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return module.in_channels
-    return None
-
-
-def _as_image_batch(model: nn.Module, images: Any) -> torch.Tensor:
-    """Check ``images`` is normalised float (N, C, H, W) (or one (C, H, W)); return a 4-D tensor."""
-    if isinstance(images, (list, tuple)) and images and all(isinstance(i, torch.Tensor) for i in images):
-        images = torch.stack(list(images))
-    if isinstance(images, np.ndarray):
-        images = torch.from_numpy(images)
-    if not isinstance(images, torch.Tensor):
-        raise UserError(f"images must be a torch.Tensor (N, C, H, W), got {type(images).__name__}")
-    if images.dtype == torch.uint8:
-        raise UserError(
-            f"images are uint8 pixels (shape {tuple(images.shape)}), but CAMs need the normalised float "
-            f"(N, C, H, W) tensors the model was trained on: pass them through "
-            f"eva_utils.transforms.test_transforms() (or ToTensor() + Normalize(mean, std))"
-        )
-    if not images.is_floating_point():
-        raise UserError(f"images must be a float tensor, got dtype {images.dtype}")
-    channels = _first_conv_channels(model)
-    expected = (channels,) if channels is not None else (1, 3)
-    if images.ndim == 3:
-        images = images.unsqueeze(0)  # one (C, H, W) image -> a batch of 1
-        what = "(C, H, W)"
-    elif images.ndim == 4:
-        what = "(N, C, H, W)"
-    else:
-        raise UserError(f"images must be (N, C, H, W) or one (C, H, W) image, got shape {tuple(images.shape)}")
-    if images.shape[1] not in expected:
-        if images.shape[-1] in expected:
-            raise UserError(
-                f"images look channels-last (N, H, W, C) with shape {tuple(images.shape)}; CAMs need {what} "
-                f"channels-first: use images.permute(0, 3, 1, 2) (after normalising), or the test transform "
-                f"eva_utils.transforms.test_transforms() which returns CHW tensors"
-            )
-        raise UserError(
-            f"images have {images.shape[1]} channels (shape {tuple(images.shape)}) but the model's first "
-            f"convolution takes {expected[0]}; images must be {what}"
-        )
-    if images.shape[0] == 0:
-        raise UserError("images is an empty batch")
-    return images
 
 
 def _as_int_array(values: Any, what: str) -> np.ndarray:
@@ -420,27 +401,6 @@ def _check_classes(targets: list[Any] | None, num_classes: int, from_labels: boo
         )
 
 
-def _select_output(output: Any, output_index: int | str | None) -> torch.Tensor:
-    """The model output to explain: the tensor itself, or ``output[output_index]`` for a list/tuple/dict."""
-    if isinstance(output, (list, tuple, Mapping)):
-        if output_index is None:
-            kind = "dict" if isinstance(output, Mapping) else type(output).__name__
-            raise UserError(
-                f"the model returns a {kind} of {len(output)} outputs (a multi-exit network?); pass "
-                f"output_index=k to choose which one to explain, e.g. output_index=-1 for the last"
-            )
-        try:
-            output = output[output_index]
-        except (IndexError, KeyError, TypeError):
-            valid = list(output.keys()) if isinstance(output, Mapping) else f"0..{len(output) - 1}"
-            raise UserError(f"output_index={output_index!r} does not exist; the model's outputs are {valid}") from None
-    elif output_index is not None:
-        raise UserError(f"output_index={output_index!r} was given but the model returns a single tensor; drop it")
-    if not isinstance(output, torch.Tensor):
-        raise UserError(f"the selected model output is a {type(output).__name__}, not a tensor of class scores")
-    return output
-
-
 def predict_targets(
     model: nn.Module, images: torch.Tensor | np.ndarray, batch_size: int = 64, output_index: int | str | None = None,
 ) -> np.ndarray:
@@ -468,11 +428,11 @@ def class_probs(
     Returns:
         float32 array (N, K); each row sums to 1.
     """
-    images = _as_image_batch(model, images)
+    images = as_image_batch(model, images)
     batches = (images[start:start + int(batch_size)] for start in range(0, len(images), int(batch_size)))
     probs = []
     for output in forward_batches(model, batches):  # the package's one prediction loop
-        logits = _select_output(output, output_index)  # (B, K)
+        logits = select_output(output, output_index)  # (B, K)
         if logits.ndim != 2:
             raise UserError(f"the model returns shape {tuple(logits.shape)}, not class scores (N, K)")
         probs.append(logits.float().softmax(-1).cpu())
@@ -590,7 +550,7 @@ class _SelectOutput(nn.Module):
         self.output_index = output_index
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _select_output(self.model(x), self.output_index)
+        return select_output(self.model(x), self.output_index)
 
 
 # ----------------------------------------------------------------------------- CAMs
@@ -640,7 +600,7 @@ def _one_pass_batch(model: nn.Module, x: torch.Tensor, targets: list[Any] | None
     capture = _Capture(layers, graph=uses_gradients)
     try:
         with torch.set_grad_enabled(uses_gradients):
-            output = _select_output(model(x), output_index)  # (B, num_classes)
+            output = select_output(model(x), output_index)  # (B, num_classes)
         modules = list(dict.fromkeys(layers.values()))  # unique, in order
         activations = [capture.activation(m) for m in modules]  # each (B, C_l, h_l, w_l)
     finally:
@@ -746,7 +706,7 @@ def layer_cams(
     key = method_key(method)
     layer_map = resolve_layers(model, layers)
     model, layer_map = _float32_model(model, layer_map)
-    x_all = _as_image_batch(model, images)  # (N, C, H, W)
+    x_all = as_image_batch(model, images)  # (N, C, H, W)
     n, (height, width) = len(x_all), x_all.shape[-2:]
     wanted = _normalise_targets(targets, labels, n)
     if int(batch_size) < 1:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import __version__, cam_cli, msd_cli
 from .app import DEFAULT_SOURCE, Explorer, build_app, write_space
-from .argtypes import Parser, positive_float, positive_int, run_parsed
+from .argtypes import Parser, non_negative_int, positive_float, positive_int, run_parsed
 from .devices import resolve_device
 from .errors import UserError, first_line
 from .fork import point_at_fork
@@ -66,12 +66,26 @@ def _add_training_options(p: argparse.ArgumentParser, defaults: object) -> None:
     g.add_argument("--max-batches", type=positive_int, default=defaults.max_batches,
                    help="batches per pass, for smoke runs")
     g.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
+    g = p.add_argument_group("watching the run")
+    g.add_argument("--track-cams", type=non_negative_int, default=defaults.track_cams, metavar="N",
+                   help="follow the Grad-CAM of N test images (of different classes) through training: "
+                        "cam_evolution.png and .gif in --out (default %(default)s)")
+    g.add_argument("--track-layers", nargs="+", default=list(defaults.track_layers), metavar="LAYER",
+                   help="the layers of the tracked maps (default: %(default)s)")
+    g.add_argument("--tensorboard", metavar="DIR", default=defaults.tensorboard,
+                   help='write TensorBoard logs (loss, accuracy, lr per step, tracked maps) into DIR; '
+                        'needs pip install "eva-utils[tensorboard]"')
 
 
 def _config_from_args(args: argparse.Namespace, base: object) -> object:
     settings = base.to_dict()
     settings.update({k: v for k, v in vars(args).items() if k in settings})
     return TrainConfig.from_dict(settings)
+
+
+def _written(result: object) -> list[Path]:
+    """The files a training run wrote, for the closing lines."""
+    return list(result.files.values())
 
 
 def _resume_path(args: argparse.Namespace) -> Path | None:
@@ -86,7 +100,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     h = result.history
     if len(h):
         print(f"done: {len(h)} epochs, test accuracy {100 * h.test_acc[-1]:.2f}% (best {100 * max(h.test_acc):.2f}%)")
-    print(f"wrote {result.out / 'history.json'}, {result.out / 'checkpoint.pt'}, {result.out / 'curves.png'}")
+    print("wrote " + ", ".join(str(path) for path in _written(result)))
+    if result.files.get("tensorboard"):
+        print(f"see the curves with: tensorboard --logdir {result.files['tensorboard']}")
     return 0
 
 
@@ -108,7 +124,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     h = result.history
     print(f"demo done in {time.perf_counter() - start:.0f}s: {len(h)} epochs on the bundled sample, "
           f"test accuracy {100 * h.test_acc[-1]:.1f}% (a short CPU run, not a full training)")
-    for path in [result.out / "history.json", result.out / "checkpoint.pt", result.out / "curves.png", *files.values()]:
+    for path in [*_written(result), *files.values()]:
         print(f"  {path}")
     print(f"the shipped model's figures (trained on all 50,000 CIFAR-10 images), in {result.out / 'pretrained'}:")
     for path in shipped.values():

@@ -9,7 +9,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 from .devices import eval_mode, model_device_dtype  # model_device_dtype re-exported (its old home)
 from .errors import UserError
 
-__all__ = ["Predictions", "accuracy", "check_exit", "confusion_matrix", "misclassified", "forward_batches", "model_device_dtype", "output_probs", "map_correlation", "per_class_accuracy", "pointing_game", "pointing_hits", "predict"]
+__all__ = ["Predictions", "accuracy", "as_image_batch", "first_conv_channels", "select_output", "check_exit", "confusion_matrix", "misclassified", "forward_batches", "model_device_dtype", "output_probs", "map_correlation", "per_class_accuracy", "pointing_game", "pointing_hits", "predict"]
 
 
 class Predictions(NamedTuple):
@@ -49,6 +49,79 @@ def check_exit(k: Any, num_exits: int) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= num_exits:
         raise UserError(f"exit {k!r} does not exist: the model has {num_exits} exits, numbered 1..{num_exits}")
     return int(k)
+
+
+def first_conv_channels(model: nn.Module) -> int | None:
+    """Input channels of the first ``nn.Conv2d`` of ``model`` (None without one)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.in_channels
+    return None
+
+
+def as_image_batch(model: nn.Module, images: Any) -> torch.Tensor:
+    """Check ``images`` is normalised float (N, C, H, W) for ``model`` (or one (C, H, W)); return a 4-D tensor.
+
+    The one check of images handed to a model by the CAM and faithfulness functions.
+    """
+    if isinstance(images, (list, tuple)) and images and all(isinstance(i, torch.Tensor) for i in images):
+        images = torch.stack(list(images))
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if not isinstance(images, torch.Tensor):
+        raise UserError(f"images must be a torch.Tensor (N, C, H, W), got {type(images).__name__}")
+    if images.dtype == torch.uint8:
+        raise UserError(
+            f"images are uint8 pixels (shape {tuple(images.shape)}), but CAMs need the normalised float "
+            f"(N, C, H, W) tensors the model was trained on: pass them through "
+            f"eva_utils.transforms.test_transforms() (or ToTensor() + Normalize(mean, std))"
+        )
+    if not images.is_floating_point():
+        raise UserError(f"images must be a float tensor, got dtype {images.dtype}")
+    channels = first_conv_channels(model)
+    expected = (channels,) if channels is not None else (1, 3)
+    if images.ndim == 3:
+        images = images.unsqueeze(0)  # one (C, H, W) image -> a batch of 1
+        what = "(C, H, W)"
+    elif images.ndim == 4:
+        what = "(N, C, H, W)"
+    else:
+        raise UserError(f"images must be (N, C, H, W) or one (C, H, W) image, got shape {tuple(images.shape)}")
+    if images.shape[1] not in expected:
+        if images.shape[-1] in expected:
+            raise UserError(
+                f"images look channels-last (N, H, W, C) with shape {tuple(images.shape)}; CAMs need {what} "
+                f"channels-first: use images.permute(0, 3, 1, 2) (after normalising), or the test transform "
+                f"eva_utils.transforms.test_transforms() which returns CHW tensors"
+            )
+        raise UserError(
+            f"images have {images.shape[1]} channels (shape {tuple(images.shape)}) but the model's first "
+            f"convolution takes {expected[0]}; images must be {what}"
+        )
+    if images.shape[0] == 0:
+        raise UserError("images is an empty batch")
+    return images
+
+
+def select_output(output: Any, output_index: int | str | None) -> torch.Tensor:
+    """The model output to explain: the tensor itself, or ``output[output_index]`` for a list/tuple/dict."""
+    if isinstance(output, (list, tuple, Mapping)):
+        if output_index is None:
+            kind = "dict" if isinstance(output, Mapping) else type(output).__name__
+            raise UserError(
+                f"the model returns a {kind} of {len(output)} outputs (a multi-exit network?); pass "
+                f"output_index=k to choose which one to explain, e.g. output_index=-1 for the last"
+            )
+        try:
+            output = output[output_index]
+        except (IndexError, KeyError, TypeError):
+            valid = list(output.keys()) if isinstance(output, Mapping) else f"0..{len(output) - 1}"
+            raise UserError(f"output_index={output_index!r} does not exist; the model's outputs are {valid}") from None
+    elif output_index is not None:
+        raise UserError(f"output_index={output_index!r} was given but the model returns a single tensor; drop it")
+    if not isinstance(output, torch.Tensor):
+        raise UserError(f"the selected model output is a {type(output).__name__}, not a tensor of class scores")
+    return output
 
 
 @torch.inference_mode()

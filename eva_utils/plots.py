@@ -1,5 +1,6 @@
 """Every figure of the package: training curves, the LR range test, misclassified gallery, confusion matrix,
-augmented samples, Grad-CAM overlays and grids (per layer, method, class or exit), MSD-Net's budget curve.
+augmented samples, Grad-CAM overlays and grids (per layer, method, class or exit), the faithfulness table, maps over
+training epochs (and their GIF), MSD-Net's budget curve.
 
 Every function returns a ``matplotlib.figure.Figure`` (built without pyplot, so notebooks
 show it once and scripts need no display); ``save_figure(fig, path)`` writes it.
@@ -8,6 +9,7 @@ Images are shown in RGB and denormalised with the data set's own mean and std.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -17,12 +19,15 @@ from typing import TYPE_CHECKING, Any
 import matplotlib
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, denormalize
 from .errors import UserError, unknown_name
 from .evaluation import Predictions, check_exit, misclassified
+from .faithfulness import BASELINES, HIGHER_IS_BETTER
+from .files import atomic_write
 
 if TYPE_CHECKING:  # for annotations only: multiexit's figures live here, and multiexit names them
     from .multiexit import BudgetCurve, ExitPredictions
@@ -31,9 +36,14 @@ __all__ = [
     "overlay",
     "plot_budget_curve",
     "plot_confusion_matrix",
+    "plot_faithfulness",
     "plot_history",
     "plot_lr_finder",
+    "cam_evolution_frames",
+    "save_animation",
+    "show_cam_evolution",
     "save_figure",
+    "size_label",
     "show_cams",
     "show_exit_cams",
     "show_layer_cams",
@@ -478,3 +488,200 @@ def plot_budget_curve(curve: BudgetCurve, title: str | None = None) -> Figure:
             ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(title or "budgeted prediction: stop at the first confident exit")
     return fig
+
+
+# ----------------------------------------------------------------------------- how faithful the maps are
+
+
+_METRIC_NAMES = {
+    "drop_in_confidence": "drop in\nconfidence", "increase_in_confidence": "increase in\nconfidence",
+    "road_morf": "ROAD\nMoRF", "road_lerf": "ROAD\nLeRF", "road_combined": "ROAD\ncombined",
+    "deletion_auc": "deletion\nAUC", "insertion_auc": "insertion\nAUC",
+}
+
+
+def plot_faithfulness(
+    table: Mapping[str, Mapping[str, float]],
+    title: str | None = None,
+    row_labels: Mapping[str, str] | None = None,
+) -> Figure:
+    """Maps x metrics, each cell coloured by its rank in the column (green = most faithful), baselines last, in italics.
+
+    Args:
+        table: :func:`~eva_utils.faithfulness.cam_faithfulness`'s ``{map: {metric: value}}``.
+        title: the figure's title.
+        row_labels: optional display names of the maps (e.g. ``{"layer3": "layer3 (8x8)"}``).
+    """
+    rows = list(table)
+    if not rows:
+        raise UserError("the faithfulness table is empty: pass cam_faithfulness(...)'s result")
+    metrics = list(table[rows[0]])
+    for name in rows:
+        if list(table[name]) != metrics:
+            raise UserError(f"row {name!r} has metrics {list(table[name])}, row {rows[0]!r} has {metrics}: "
+                            "pass one cam_faithfulness(...) result")
+    for metric in metrics:
+        if metric not in HIGHER_IS_BETTER:
+            raise unknown_name("faithfulness metric", metric, list(HIGHER_IS_BETTER))
+    values = np.array([[table[r][m] for m in metrics] for r in rows], dtype=np.float64)  # (R, M)
+    goodness = np.where([HIGHER_IS_BETTER[m] for m in metrics], values, -values)
+    ranks = goodness.argsort(0).argsort(0) / max(len(rows) - 1, 1)  # 0 = worst, 1 = best in each column
+    fig = Figure(figsize=(1.15 * len(metrics) + 2.2, 0.42 * len(rows) + 1.5), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(ranks, cmap="RdYlGn", vmin=-0.15, vmax=1.15, aspect="auto")
+    for i in range(len(rows)):
+        for j in range(len(metrics)):
+            ax.text(j, i, f"{values[i, j]:.3f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(metrics)),
+                  [f"{_METRIC_NAMES.get(m, m)}\n({'higher' if HIGHER_IS_BETTER[m] else 'lower'} = better)" for m in metrics],
+                  fontsize=8)
+    ax.xaxis.tick_top()
+    labels = [(row_labels or {}).get(r, r) for r in rows]
+    ax.set_yticks(range(len(rows)), [f"{lab} (baseline)" if r in BASELINES else lab for r, lab in zip(rows, labels, strict=True)],
+                  fontsize=8)
+    for tick, r in zip(ax.get_yticklabels(), rows, strict=True):
+        if r in BASELINES:
+            tick.set_fontstyle("italic")
+    first_baseline = next((i for i, r in enumerate(rows) if r in BASELINES), None)
+    if first_baseline:
+        ax.axhline(first_baseline - 0.5, color="black", lw=1.5)
+    ax.tick_params(length=0)
+    fig.suptitle(title or "How faithful is each map? (colour: rank in its column, green = best)", fontsize=10)
+    return fig
+
+
+# ----------------------------------------------------------------------------- maps over training epochs
+
+
+def size_label(layer: str, size: tuple[int, int] | None) -> str:
+    """A layer's name with its feature map's size, e.g. ``layer4\\n4x4 map (coarse)`` (see ``cam.map_sizes``).
+
+    Maps under 5 pixels wide are called coarse: their CAM can only say which part of a 2x2 or 4x4 grid mattered.
+    """
+    if size is None:
+        return layer
+    h, w = size
+    return f"{layer}\n{h}x{w} map{' (coarse)' if min(h, w) < 5 else ''}"
+
+
+def _check_evolution(rgb: np.ndarray, evolution: Mapping[str, np.ndarray], epochs: Sequence[int]) -> None:
+    if not evolution:
+        raise UserError("evolution is empty: pass CamTracker.evolution() (layer -> (E, N, H, W))")
+    for layer, maps in evolution.items():
+        if maps.ndim != 4 or maps.shape[0] != len(epochs) or maps.shape[1] != len(rgb):
+            raise UserError(f"{layer}'s maps have shape {maps.shape}; expected ({len(epochs)} epochs, {len(rgb)} images, H, W)")
+
+
+def _row_names(labels: Sequence[int] | None, classes: Sequence[str], n: int) -> list[str]:
+    return [f"true {classes[int(labels[i])]}" if labels is not None else f"image {i}" for i in range(n)]
+
+
+def show_cam_evolution(
+    images: np.ndarray | torch.Tensor,
+    evolution: Mapping[str, np.ndarray],
+    epochs: Sequence[int],
+    labels: Sequence[int] | None = None,
+    classes: Sequence[str] = CIFAR10_CLASSES,
+    sizes: Mapping[str, tuple[int, int]] | None = None,
+    alpha: float = 0.5,
+) -> Figure:
+    """Rows = each image at each layer; columns = the image, then its map after each recorded epoch.
+
+    Args:
+        images: float RGB in [0, 1], (N, H, W, 3), e.g. ``data.denormalize(tracker.images)``.
+        evolution: layer -> (E, N, H, W) maps, e.g. ``CamTracker.evolution()``.
+        epochs: the E epochs (0 = before training), e.g. ``CamTracker.epochs``.
+        labels: (N,) true classes (the class the tracker's maps explain).
+        classes: class names.
+        sizes: layer -> (h, w) of its feature map (``CamTracker.sizes``), written beside the rows.
+        alpha: heatmap opacity.
+    """
+    rgb = _numpy(images)
+    _check_evolution(rgb, evolution, epochs)
+    names = _row_names(labels, classes, len(rgb))
+    rows, row_labels, columns = [], [], {f"epoch {e}": [] for e in epochs}
+    for i in range(len(rgb)):
+        for layer, maps in evolution.items():
+            rows.append(rgb[i])
+            row_labels.append(f"{names[i]}\n{size_label(layer, (sizes or {}).get(layer))}")
+            for k, e in enumerate(epochs):
+                columns[f"epoch {e}"].append(maps[k, i])
+    return show_cams(np.stack(rows), {name: np.stack(m) for name, m in columns.items()}, row_labels=row_labels,
+                     alpha=alpha, cell=(1.45, 1.5), interpolation="nearest",
+                     title="Grad-CAM of the true class after each epoch (red = most important)")
+
+
+def cam_evolution_frames(
+    images: np.ndarray | torch.Tensor,
+    evolution: Mapping[str, np.ndarray],
+    epochs: Sequence[int],
+    labels: Sequence[int] | None = None,
+    classes: Sequence[str] = CIFAR10_CLASSES,
+    preds: Sequence[Sequence[int]] | None = None,
+    sizes: Mapping[str, tuple[int, int]] | None = None,
+    alpha: float = 0.5,
+) -> list[Figure]:
+    """One figure per recorded epoch (rows = images, columns = the image then each layer), for :func:`save_animation`.
+
+    Args: as for :func:`show_cam_evolution`; ``preds`` (E, N) are the predictions at each epoch (``CamTracker.preds``),
+    shown in each panel's title.
+    """
+    rgb = _numpy(images)
+    _check_evolution(rgb, evolution, epochs)
+    names = _row_names(labels, classes, len(rgb))
+    frames = []
+    for k, e in enumerate(epochs):
+        cams = {size_label(layer, (sizes or {}).get(layer)): maps[k] for layer, maps in evolution.items()}
+        titles = colours = None
+        if preds is not None:
+            titles = [[f"pred {classes[int(preds[k][i])]}"] * len(cams) for i in range(len(rgb))]
+            colours = [["tab:green" if labels is not None and preds[k][i] == labels[i] else "tab:red"] * len(cams)
+                       for i in range(len(rgb))]
+        frames.append(show_cams(rgb, cams, titles=titles, title_colors=colours, row_labels=names, alpha=alpha,
+                                cell=(1.6, 1.75), interpolation="nearest",
+                                title=f"epoch {e}{' (before training)' if e == 0 else ''}: Grad-CAM of the true class"))
+    return frames
+
+
+def _frame_pixels(frame: Figure | np.ndarray, dpi: int) -> np.ndarray:
+    """A figure (or an RGB array) as uint8 (H, W, 3)."""
+    if isinstance(frame, Figure):
+        canvas = FigureCanvasAgg(frame)
+        frame.set_dpi(dpi)
+        canvas.draw()
+        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    arr = _numpy(frame)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise UserError(f"a frame must be a Figure or an (H, W, 3) RGB array, got shape {arr.shape}")
+    return arr
+
+
+def save_animation(frames: Sequence[Figure | np.ndarray], path: str | os.PathLike, seconds_per_frame: float = 0.8,
+                   dpi: int = 80) -> Path:
+    """Write ``frames`` (figures of one layout, or RGB arrays) as a looping GIF with Pillow, atomically.
+
+    Frames of different sizes are padded with white to the largest. The last frame is held three times as long.
+
+    Raises:
+        UserError: no frames, or a non-positive ``seconds_per_frame``.
+    """
+    from PIL import Image
+
+    if not frames:
+        raise UserError("no frames to animate: record at least one epoch")
+    if not seconds_per_frame > 0:
+        raise UserError(f"seconds_per_frame must be positive, got {seconds_per_frame}")
+    pixels = [_frame_pixels(f, dpi) for f in frames]
+    h, w = max(p.shape[0] for p in pixels), max(p.shape[1] for p in pixels)
+    padded = []
+    for p in pixels:
+        canvas = np.full((h, w, 3), 255, np.uint8)
+        canvas[:p.shape[0], :p.shape[1]] = p
+        padded.append(Image.fromarray(canvas))
+    ms = int(round(1000 * seconds_per_frame))
+    buffer = io.BytesIO()
+    padded[0].save(buffer, format="GIF", save_all=True, append_images=padded[1:], loop=0,
+                   duration=[ms] * (len(padded) - 1) + [3 * ms])
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()))

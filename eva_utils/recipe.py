@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -34,14 +35,25 @@ from .errors import DataNotFoundError, UserError, first_line, unknown_name
 from .inputs import cifar_preset
 from .models import MODELS, get_model
 from .models.resnet import MAX_WIDTH
-from .plots import plot_history
+from .plots import cam_evolution_frames, plot_history, save_animation, save_figure, show_cam_evolution
 from .sources import PRETRAINED_PREFIX, Classifier, WeightsDownloadError, load_model, torchvision_names
-from .training import OPTIMIZERS, SCHEDULERS, History, fit, make_optimizer, make_scheduler, resolve_device, set_seed
+from .tracking import CamTracker, TensorBoardLogger, tracked_rows
+from .training import (
+    OPTIMIZERS,
+    SCHEDULERS,
+    Callback,
+    History,
+    fit,
+    make_optimizer,
+    make_scheduler,
+    resolve_device,
+    set_seed,
+)
 from .transforms import test_transforms, train_transforms
 
 __all__ = [
     "SHIPPED_FALLBACK", "TrainConfig", "TrainResult", "check_output_folder", "for_this_machine", "in_colab", "resume_point",
-    "run_folder", "run_training", "torchvision_classifier",
+    "run_folder", "run_training", "torchvision_classifier", "write_cam_evolution",
 ]
 
 
@@ -76,13 +88,16 @@ class TrainConfig:
     out: str = "runs/resnet18"
     max_batches: int | None = None  # per pass; for smoke runs only
     progress: bool = True
+    track_cams: int = 0  # follow the Grad-CAM of this many test images through training (figure + GIF in out)
+    track_layers: tuple[str, ...] = ("layer3", "layer4")  # the layers of the tracked maps
+    tensorboard: str | None = None  # a folder for TensorBoard event files (needs eva-utils[tensorboard])
 
     @classmethod
     def demo(cls, **overrides: Any) -> TrainConfig:
         """The offline CPU demo: a narrow ResNet18 for a few epochs on the bundled sample."""
         settings: dict[str, Any] = dict(
             width=16, data="sample", download=False, epochs=12, batch_size=64, lr=0.05,
-            label_smoothing=0.0, device="cpu", num_workers=0, out="eva_demo",
+            label_smoothing=0.0, device="cpu", num_workers=0, out="eva_demo", track_cams=4,
         )
         settings.update(overrides)
         return cls(**settings)
@@ -116,6 +131,13 @@ class TrainConfig:
             raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.max_batches is not None and self.max_batches <= 0:
             raise UserError(f"max_batches must be a positive integer, got {self.max_batches}")
+        if isinstance(self.track_cams, bool) or not isinstance(self.track_cams, int) or self.track_cams < 0:
+            raise UserError(f"track_cams must be 0 (off) or a number of test images, got {self.track_cams!r}")
+        if self.track_cams and self.model.lower() == "msdnet":
+            raise UserError("--track-cams follows the ResNets' stages (layer0..layer4); for MSD-Net's exits use "
+                            "eva-utils msd on the trained checkpoint")
+        if self.track_cams and (isinstance(self.track_layers, str) or not self.track_layers):
+            raise UserError(f"track_layers must be a list of layer names such as layer3 layer4, got {self.track_layers!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain settings, stored in checkpoints."""
@@ -125,7 +147,10 @@ class TrainConfig:
     def from_dict(cls, settings: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`, ignoring keys this version does not know."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in settings.items() if k in names})
+        known = {k: v for k, v in settings.items() if k in names}
+        if isinstance(known.get("track_layers"), list):
+            known["track_layers"] = tuple(known["track_layers"])
+        return cls(**known)
 
 
 class TrainResult(NamedTuple):
@@ -136,6 +161,7 @@ class TrainResult(NamedTuple):
     out: Path
     test_loader: torch.utils.data.DataLoader
     train_set: data_lib.ArrayDataset
+    files: dict[str, Path] = {}  # what was written: checkpoint, history, curves (and cam_evolution, its gif, tensorboard)
 
 
 def build_loaders(config: TrainConfig, device: torch.device):
@@ -204,6 +230,10 @@ def check_output_folder(out: Path, resume: str | os.PathLike | None, overwrite: 
 def run_training(config: TrainConfig, resume: str | os.PathLike | None = None, overwrite: bool = False) -> TrainResult:
     """Train as ``config`` says and write ``history.json``, ``checkpoint.pt`` and ``curves.png`` into ``config.out``.
 
+    With ``config.track_cams`` also ``cam_evolution.png``, ``.gif`` and ``.npz`` (the maps of that many test
+    images after every epoch, see :class:`~eva_utils.tracking.CamTracker`); with ``config.tensorboard`` event
+    files in that folder (:class:`~eva_utils.tracking.TensorBoardLogger`).
+
     Args:
         config: the settings; validated first.
         resume: a checkpoint to continue from (often ``<out>/checkpoint.pt``).
@@ -241,15 +271,56 @@ def run_training(config: TrainConfig, resume: str | os.PathLike | None = None, o
     def save_progress(epoch: int, history: History) -> None:
         history.save(out / "history.json")
 
-    history = fit(
-        model, train_loader, test_loader, config.epochs, optimizer, scheduler, criterion=criterion,
-        device=device, amp=config.amp, channels_last=config.channels_last, seed=config.seed,
-        checkpoint_path=checkpoint_path, resume=resume, config=config.to_dict(),
-        max_batches=config.max_batches, progress=config.progress, on_epoch_end=save_progress,
-    )
-    history.save(out / "history.json")
-    plot_history(history, title=f"{config.model} (width {config.width}) on {Path(config.data).name}").savefig(out / "curves.png", dpi=120)
-    return TrainResult(model, history, out, test_loader, train_loader.dataset)
+    tracker = _tracker(config, model, test_loader.dataset, out, resume) if config.track_cams else None
+    callbacks: list[Callback] = [] if tracker is None else [tracker]
+    logger = None
+    if config.tensorboard:
+        logger = TensorBoardLogger(config.tensorboard, tracker, steps_per_epoch=steps)
+        callbacks.append(logger)
+    try:
+        history = fit(
+            model, train_loader, test_loader, config.epochs, optimizer, scheduler, criterion=criterion,
+            device=device, amp=config.amp, channels_last=config.channels_last, seed=config.seed,
+            checkpoint_path=checkpoint_path, resume=resume, config=config.to_dict(),
+            max_batches=config.max_batches, progress=config.progress, on_epoch_end=save_progress, callbacks=callbacks,
+        )
+    finally:
+        if logger is not None:
+            logger.close()
+    files = {"checkpoint": checkpoint_path, "history": history.save(out / "history.json"),
+             "curves": save_figure(plot_history(history, title=f"{config.model} (width {config.width}) on {Path(config.data).name}"),
+                                   out / "curves.png")}
+    if tracker is not None and tracker.epochs:
+        files.update(write_cam_evolution(tracker, out, test_loader.dataset.classes))
+    if logger is not None:
+        files["tensorboard"] = Path(config.tensorboard)
+    return TrainResult(model, history, out, test_loader, train_loader.dataset, files)
+
+
+def _tracker(config: TrainConfig, model: nn.Module, test_set: data_lib.ArrayDataset, out: Path,
+             resume: str | os.PathLike | None) -> CamTracker:
+    """The CamTracker of a run: ``track_cams`` test images of different classes; an earlier film continued on resume."""
+    rows = tracked_rows(test_set.labels, config.track_cams)
+    images = torch.stack([test_set[int(i)][0] for i in rows])  # (N, C, H, W), the test transform
+    tracker = CamTracker(model, images, test_set.labels[rows], config.track_layers, path=out / "cam_evolution.npz")
+    earlier = None if resume is None else Path(resume).parent / "cam_evolution.npz"
+    if earlier is not None and earlier.is_file():
+        tracker.load(earlier)
+    elif resume is None:
+        tracker.record(0)  # the untrained network's maps: where the film starts
+    return tracker
+
+
+def write_cam_evolution(tracker: CamTracker, out: Path, classes: Sequence[str]) -> dict[str, Path]:
+    """``cam_evolution.png`` (images x epochs) and ``cam_evolution.gif`` (one frame per epoch) of a tracker into ``out``."""
+    rgb = data_lib.denormalize(tracker.images)
+    evolution = tracker.evolution()
+    figure = show_cam_evolution(rgb, evolution, tracker.epochs, tracker.labels, classes, sizes=tracker.sizes)
+    frames = cam_evolution_frames(rgb, evolution, tracker.epochs, tracker.labels, classes, preds=tracker.preds,
+                                  sizes=tracker.sizes)
+    return {"cam_evolution": save_figure(figure, out / "cam_evolution.png"),
+            "cam_evolution_gif": save_animation(frames, out / "cam_evolution.gif"),
+            "cam_evolution_maps": tracker.save(out / "cam_evolution.npz")}
 
 
 # ----------------------------------------------------------------------------- the notebooks' model to explain

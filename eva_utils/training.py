@@ -54,6 +54,7 @@ __all__ = [
     "History",
     "LRFinderResult",
     "TrainingDivergedError",
+    "Callback",
     "amp_dtype",
     "evaluate",
     "find_lr",
@@ -231,6 +232,7 @@ def train_one_epoch(*args: Any, **kwargs: Any) -> EpochStats:
         channels_last: NHWC memory format on CUDA (ignored on the CPU); ``"always"`` also on the CPU.
         max_batches: stop early, for smoke runs.
         progress: show a tqdm bar with running loss and accuracy.
+        on_batch_end: called with (batch index in this epoch, loss, lr) after every step.
 
     Returns:
         Mean loss and accuracy over the samples seen, and the learning rate at the end.
@@ -259,6 +261,7 @@ def _train_one_epoch(
     channels_last: bool | str = True,
     max_batches: int | None = None,
     progress: bool = True,
+    on_batch_end: Callable[[int, float, float], None] | None = None,
 ) -> EpochStats:
     from tqdm.auto import tqdm
 
@@ -300,6 +303,8 @@ def _train_one_epoch(
             lr = optimizer.param_groups[0]["lr"]  # the rate this batch used (before the scheduler moves on)
             if scheduler is not None:
                 scheduler.step()
+            if on_batch_end is not None:
+                on_batch_end(batch, loss_value, lr)
             n = labels.size(0)
             loss_sum += loss_value * n
             correct += (_as_list(outputs)[-1].argmax(1) == labels).sum().item()
@@ -444,6 +449,22 @@ class History:
             raise UserError(f"cannot read history {path}: {exc}") from exc
 
 
+class Callback:
+    """What :func:`fit` calls during a run; subclass it and override what you need (both are no-ops here).
+
+    ``on_batch_end(step, loss, lr)``: after every optimizer step; ``step`` counts batches from the start of
+    the run (resumed runs continue the count), ``lr`` is the rate that batch used. ``on_epoch_end(epoch,
+    history)``: after each epoch's checkpoint, ``epoch`` 1-based. ``eva_utils.tracking`` has two: the maps
+    of fixed images per epoch (``CamTracker``) and TensorBoard logs (``TensorBoardLogger``).
+    """
+
+    def on_batch_end(self, step: int, loss: float, lr: float) -> None:
+        """Called after every training batch."""
+
+    def on_epoch_end(self, epoch: int, history: History) -> None:
+        """Called after every epoch, once its checkpoint is written."""
+
+
 # ---------------------------------------------------------------------------------------------
 # Optimizers and schedulers
 # ---------------------------------------------------------------------------------------------
@@ -559,6 +580,7 @@ def fit(
     max_batches: int | None = None,
     progress: bool = True,
     on_epoch_end: Callable[[int, History], None] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> History:
     """Train for ``epochs`` epochs, evaluating after each, and return the :class:`History`.
 
@@ -581,6 +603,8 @@ def fit(
         max_batches: per pass, for smoke runs.
         progress: tqdm bars and a one-line summary per epoch.
         on_epoch_end: called with (epoch, history) after each epoch's checkpoint.
+        callbacks: :class:`Callback` objects, called in order after ``on_epoch_end`` (e.g. a
+            ``tracking.CamTracker`` and then a ``tracking.TensorBoardLogger`` that logs its maps).
 
     Returns:
         The history, including epochs loaded from ``resume``.
@@ -612,13 +636,20 @@ def fit(
         if start >= epochs:
             tqdm.write(f"checkpoint {resume} already holds {start} epochs (asked for {epochs}); nothing to do")
     per_batch = _steps_per_batch(scheduler)
+    steps = min(max_batches, len(train_loader)) if max_batches is not None else len(train_loader)
     for epoch in range(start, int(epochs)):
         _seed_epoch(seed, epoch, train_loader)
         t0 = time.perf_counter()
+
+        def batch_done(batch: int, loss: float, lr: float, first: int = epoch * steps) -> None:
+            for callback in callbacks:
+                callback.on_batch_end(first + batch + 1, loss, lr)
+
         train = _train_one_epoch(
             model, train_loader, criterion, optimizer, device=device, epoch=epoch,
             scheduler=scheduler if per_batch else None, scaler=scaler, amp=precision,
             channels_last=channels_last, max_batches=max_batches, progress=progress,
+            on_batch_end=batch_done if callbacks else None,
         )
         if scheduler is not None and not per_batch:
             scheduler.step()
@@ -634,6 +665,8 @@ def fit(
             save_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, history, epoch + 1, config)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, history)
+        for callback in callbacks:
+            callback.on_epoch_end(epoch + 1, history)
     if resume is not None and checkpoint_path is not None and not Path(checkpoint_path).exists():
         Path(checkpoint_path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(resume, checkpoint_path)  # resumed into a new folder with nothing left to train: it holds the run

@@ -135,8 +135,12 @@ def test_demo_writes_every_file(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--epochs", "2", "--max-batches", "2", "--out", str(out), "--quiet"]) == 0
     for name in ["history.json", "checkpoint.pt", "curves.png", "misclassified.png", "confusion_matrix.png",
-                 "samples.png", "gradcam_layers.png", "metrics.json"]:
+                 "samples.png", "gradcam_layers.png", "metrics.json", "cam_evolution.png", "cam_evolution.gif"]:
         assert (out / name).is_file(), name
+    from PIL import Image
+
+    with Image.open(out / "cam_evolution.gif") as gif:  # the maps before training and after each epoch
+        assert gif.n_frames == 3
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == 1000 and len(metrics["per_class_accuracy"]) == 10
     assert "not a full training" in capsys.readouterr().out

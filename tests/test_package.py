@@ -29,6 +29,8 @@ def test_import_leaves_pyplot_and_the_network_alone():
         "socket.socket.connect = refuse\n"
         "import eva_utils\n"
         "assert 'matplotlib.pyplot' not in sys.modules, 'import eva_utils imported matplotlib.pyplot'\n"
+        "extras = [m for m in ('gradio', 'tensorboard', 'torch.utils.tensorboard') if m in sys.modules]\n"
+        "assert not extras, f'import eva_utils imported the optional {extras}'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
