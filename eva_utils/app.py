@@ -30,7 +30,6 @@ from torch import nn
 
 from . import __version__, cam, multiexit
 from .data import CIFAR10_CLASSES, ArrayDataset, load_sample
-from .devices import eval_mode
 from .errors import UserError, unknown_name
 from .evaluation import Predictions, misclassified
 from .inputs import read_image
@@ -82,7 +81,8 @@ class Explorer:
             layers = cam.conv_layers(model, size)  # every conv layer, in forward order: the page picks among them
         examples = load_sample(train=False) if classifier.classes == CIFAR10_CLASSES else None
         classes = tuple(classifier.classes or (str(i) for i in range(_num_outputs(classifier))))
-        return cls(classifier, classes, layers, _map_sizes(model, layers, size), examples)
+        sizes = {label: f"{h}x{w}" for label, (h, w) in cam.map_sizes(model, layers, size).items()}
+        return cls(classifier, classes, layers, sizes, examples)
 
     @property
     def picks_a_layer(self) -> bool:
@@ -209,26 +209,6 @@ def _enlarge(rgb: np.ndarray, side: int = PANEL) -> np.ndarray:
 def _num_outputs(classifier: Classifier) -> int:
     size = classifier.preset.size
     return cam.class_probs(classifier.model, torch.zeros(1, 3, size, size)).shape[1]
-
-
-def _map_sizes(model: nn.Module, layers: dict[str, nn.Module], size: int) -> dict[str, str]:
-    """label -> "h x w" of each layer's output at the model's input size (one dummy forward pass)."""
-    seen: dict[str, str] = {}
-    names = {id(module): label for label, module in layers.items()}
-
-    def record(module: nn.Module, inputs: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor) and output.ndim == 4:
-            seen.setdefault(names[id(module)], f"{output.shape[-2]}x{output.shape[-1]}")
-
-    handles = [module.register_forward_hook(record) for module in layers.values()]
-    try:
-        device = next(model.parameters()).device
-        with eval_mode(model), torch.no_grad():
-            model(torch.zeros(1, 3, size, size, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return seen
 
 
 # ----------------------------------------------------------------------------- the page

@@ -230,6 +230,7 @@ def _explain_batch(
                               batch_size=len(x) * per, output_index=args.output_index)  # key -> (B*T, S, S)
     except torch.OutOfMemoryError as exc:
         raise UserError("out of memory while computing the CAMs: lower --batch-size (or --input-size)") from exc
+    sizes = cam.map_sizes(model, modules, tuple(x.shape[-2:]))  # how coarse each layer's map really is
     rgb = preset.to_rgb(x)  # (B, S, S, 3)
     ranks = ["top 1", "top 2", "top 3"][: min(3, per)] + (["lowest"] if per > 3 else [])
     out = []
@@ -238,11 +239,16 @@ def _explain_batch(
         for key, layer in layers.items():
             panels = [maps[key][b * per + t][None] for t in range(per)]  # each (1, S, S)
             fig = show_cams(rgb[b:b + 1], panels, titles=[titles], row_labels=[textwrap.shorten(image_file.name, 40)],
-                                title=f"{args.method} at {layer.label}; red = high")
+                                title=f"{args.method} at {layer.label} ({_size(sizes[key])} map); red = high")
             top = targets[b, 0]
             note = f"{image_file.name}: {textwrap.shorten(classes[top], 60)} (p = {_prob(probs[b, top])})"
             out.append((_file_name(idx, layer.stem, many_images, len(layers) > 1), fig, note))
     return out
+
+
+def _size(size: tuple[int, int]) -> str:
+    """``8x8``, or ``4x4, coarse`` under 5 pixels (a CAM that can only name a quarter of the image)."""
+    return f"{size[0]}x{size[1]}{', coarse' if min(size) < 5 else ''}"
 
 
 def _can_show() -> tuple[bool, str]:

@@ -289,6 +289,7 @@ def show_cams(
     title_colors: Sequence[Sequence[str]] | None = None,
     cell: tuple[float, float] = (2.3, 2.5),
     interpolation: str = "bilinear",
+    sizes: Mapping[str, tuple[int, int]] | None = None,
 ) -> Figure:
     """Rows = images; columns = the image, then one CAM overlay per entry of ``cams``.
 
@@ -306,6 +307,8 @@ def show_cams(
         title_colors: optional (N, K) colours of the panel titles (green for right, red for wrong, ...).
         cell: width and height of one panel, in inches.
         interpolation: how the image itself is drawn ("nearest" shows a 32x32 image's real pixels).
+        sizes: column name -> (h, w) of the layer's own feature map (``cam.map_sizes``), written under the name:
+            every map is drawn at the image's size, so only this says how coarse it really is.
 
     Returns:
         A ``matplotlib.figure.Figure`` (built without pyplot).
@@ -334,6 +337,7 @@ def show_cams(
         ax.set_xticks([])
         ax.set_yticks([])
     for col, name in enumerate(["image", *names]):
+        name = size_label(name, sizes.get(name)) if sizes and col else name
         if titles is None:
             axes[0, col].set_title(name, fontsize=9, fontweight="bold")
         else:  # panel titles below: the column's name goes above them
@@ -360,6 +364,7 @@ def show_layer_cams(
     images: torch.Tensor, cams: Mapping[str, np.ndarray], labels: Sequence[int], preds: Sequence[int],
     targets: Sequence[int] | None = None, classes: Sequence[str] = CIFAR10_CLASSES,
     mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD, alpha: float = 0.5,
+    sizes: Mapping[str, tuple[int, int]] | None = None,
 ) -> Figure:
     """Rows = images, columns = the image then one Grad-CAM overlay per layer.
 
@@ -373,6 +378,7 @@ def show_layer_cams(
         mean: normalisation mean of ``images``.
         std: normalisation std of ``images``.
         alpha: heatmap opacity.
+        sizes: layer -> (h, w) of its feature map (``cam.map_sizes(model, layers, 32)``), shown under each layer.
     """
     n = len(images)
     targets = list(preds) if targets is None else list(targets)
@@ -381,7 +387,8 @@ def show_layer_cams(
     rows = [f"true {classes[labels[i]]}\npred {classes[preds[i]]} ({'ok' if labels[i] == preds[i] else 'wrong'})"
             f"\nCAM {classes[targets[i]]}" for i in range(n)]
     return show_cams(denormalize(images, mean, std), cams, row_labels=rows, alpha=alpha, cell=(1.9, 2.0),
-                     interpolation="nearest", title="Grad-CAM per layer (red = most important for the CAM class)")
+                     interpolation="nearest", title="Grad-CAM per layer (red = most important for the CAM class)",
+                     sizes=sizes)
 
 
 def _unnormalised_rgb(images: torch.Tensor | np.ndarray, mean: Sequence[float] | None,

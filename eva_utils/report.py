@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cam import layer_cams, resnet_layers
+from .cam import layer_cams, map_sizes, resnet_layers
 from .checkpoint import load_checkpoint, rebuild_model
 from .data import CIFAR10_MEAN, CIFAR10_STD, load_dataset, load_sample, make_loader
 from .errors import DataNotFoundError, UserError
@@ -78,7 +78,9 @@ def write_report(
     if len(rows):
         images = torch.stack([torch.as_tensor(test_set[int(i)][0]) for i in pred.indices[rows]])  # (n, C, H, W)
         cams = layer_cams(model, images, resnet_layers(model), targets=pred.preds[rows], method=method)
-        fig = show_layer_cams(images, cams, pred.labels[rows], pred.preds[rows], pred.preds[rows], classes, CIFAR10_MEAN, CIFAR10_STD)
+        sizes = map_sizes(model, resnet_layers(model), tuple(images.shape[-2:]))
+        fig = show_layer_cams(images, cams, pred.labels[rows], pred.preds[rows], pred.preds[rows], classes, CIFAR10_MEAN,
+                              CIFAR10_STD, sizes=sizes)
         files["gradcam_layers"] = save(fig, out / "gradcam_layers.png")
     per_class = per_class_accuracy(pred.labels, pred.preds, len(classes))
     metrics = {

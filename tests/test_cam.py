@@ -26,7 +26,7 @@ from pytorch_grad_cam import (
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from eva_utils import data, models, transforms
+from eva_utils import data, models, plots, transforms
 from eva_utils.cam import (
     CAM_METHODS,
     layer_cams,
@@ -547,3 +547,21 @@ def test_maps_under_a_callers_autocast_equal_float32_maps():
         maps = layer_cams(model, x, resnet_layers(model))
     for name in expected:
         np.testing.assert_allclose(maps[name], expected[name], atol=1e-6)
+
+
+def test_map_sizes_are_the_layers_own_resolutions():
+    """What a figure writes under each layer: the feature map's size before layer_cams upsamples it."""
+    import torchvision
+
+    from eva_utils.cam import map_sizes
+
+    model = models.resnet18(width=8).train()
+    sizes = map_sizes(model, resnet_layers(model), 32)
+    assert sizes == {"layer0": (32, 32), "layer1": (32, 32), "layer2": (16, 16), "layer3": (8, 8), "layer4": (4, 4)}
+    assert model.training and not any(m._forward_hooks for m in model.modules())
+    tv = torchvision.models.resnet18()
+    assert map_sizes(tv, resnet_layers(tv), (224, 160)) == {
+        "layer0": (112, 80), "layer1": (56, 40), "layer2": (28, 20), "layer3": (14, 10), "layer4": (7, 5)}
+    fig = plots.show_layer_cams(torch.zeros(1, 3, 32, 32), {"layer4": np.zeros((1, 32, 32), np.float32)}, [0], [0],
+                                sizes={"layer4": (4, 4)})
+    assert fig.axes[1].get_title() == "layer4\n4x4 map (coarse)"
