@@ -17,13 +17,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, cam_cli, msd_cli
+from . import __version__, cam_cli, distributed, msd_cli
 from .app import DEFAULT_SOURCE, Explorer, build_app, write_space
 from .argtypes import Parser, non_negative_int, positive_float, positive_int, run_parsed
 from .devices import resolve_device
 from .errors import UserError, first_line
 from .fork import point_at_fork
-from .recipe import TrainConfig, run_training
+from .recipe import TrainConfig, check_output_folder, run_training
 from .report import write_pretrained_report, write_report, write_submission
 from .training import TrainingDivergedError
 
@@ -94,9 +94,33 @@ def _resume_path(args: argparse.Namespace) -> Path | None:
     return Path(args.resume) if args.resume else Path(args.out) / "checkpoint.pt"
 
 
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    """``argv`` less ``--nproc N`` (the processes it starts run the rest)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            kept.append(arg)
+    return kept
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     config = _config_from_args(args, TrainConfig())
-    result = run_training(config, resume=_resume_path(args), overwrite=args.overwrite)
+    if args.nproc > 1 and not distributed.under_torchrun():  # start torchrun's processes, each running this command
+        config.validate()
+        distributed.per_process_batch(config.batch_size, args.nproc)
+        check_output_folder(Path(config.out), _resume_path(args), args.overwrite)
+        return distributed.launch(args.nproc, _without_nproc(args.argv))
+    try:
+        result = run_training(config, resume=_resume_path(args), overwrite=args.overwrite)
+        group = distributed.current()
+    finally:
+        distributed.leave()
+    if group is not None and not group.is_main:
+        return 0
     h = result.history
     if len(h):
         print(f"done: {len(h)} epochs, test accuracy {100 * h.test_acc[-1]:.2f}% (best {100 * max(h.test_acc):.2f}%)")
@@ -182,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a ResNet on CIFAR-10 (default: the 20-epoch ResNet18 recipe)",
                        description="Train a ResNet on CIFAR-10; writes history.json, checkpoint.pt and curves.png into --out.")
     _add_training_options(p, TrainConfig())
+    g = p.add_argument_group("several GPUs (PyTorch DDP)")
+    g.add_argument("--nproc", type=positive_int, default=1, metavar="N",
+                   help="train on N processes of this machine (one per GPU; gloo on the CPU with --device cpu), "
+                        "as torchrun --standalone --nproc-per-node N does; --batch-size stays the global batch")
+    g.add_argument("--sync-bn", action="store_true", help="with several processes: BatchNorm over the global batch")
     p.set_defaults(func=_cmd_train)
     p = sub.add_parser("demo", help="offline CPU demo on the bundled CIFAR-10 sample (about a minute)",
                        description="Train a narrow ResNet18 on the bundled CIFAR-10 sample on the CPU and write "
@@ -235,7 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for user errors, 1 for a diverged training)."""
-    return run_parsed(build_parser(), argv, diverged=TrainingDivergedError)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    parser.set_defaults(argv=argv)  # what train --nproc hands on to the processes it starts
+    return run_parsed(parser, argv, diverged=TrainingDivergedError)
 
 
 if __name__ == "__main__":

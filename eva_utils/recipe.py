@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from . import data as data_lib
+from . import distributed
 from .errors import DataNotFoundError, UserError, first_line, unknown_name
 from .inputs import cifar_preset
 from .models import MODELS, get_model
@@ -91,6 +92,7 @@ class TrainConfig:
     track_cams: int = 0  # follow the Grad-CAM of this many test images through training (figure + GIF in out)
     track_layers: tuple[str, ...] = ("layer3", "layer4")  # the layers of the tracked maps
     tensorboard: str | None = None  # a folder for TensorBoard event files (needs eva-utils[tensorboard])
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)
 
     @classmethod
     def demo(cls, **overrides: Any) -> TrainConfig:
@@ -249,8 +251,13 @@ def run_training(config: TrainConfig, resume: str | os.PathLike | None = None, o
     config.validate()
     out = Path(config.out)
     checkpoint_path = out / "checkpoint.pt"
-    device = resolve_device(config.device)
+    group = distributed.join(config.device)  # under torchrun: this process's rank; None otherwise
+    if group is not None:
+        distributed.per_process_batch(config.batch_size, group.world_size)  # refused before any data is read
+    device = group.device if group is not None else resolve_device(config.device)
+    main = group is None or group.is_main
     check_output_folder(out, resume, overwrite)
+    distributed.barrier(group)  # every process has checked the folder before rank 0 writes into it
     set_seed(config.seed)
     train_loader, test_loader = build_loaders(config, device)
     if config.num_classes is None:  # follows the data; stored in the checkpoint as a number
@@ -271,10 +278,10 @@ def run_training(config: TrainConfig, resume: str | os.PathLike | None = None, o
     def save_progress(epoch: int, history: History) -> None:
         history.save(out / "history.json")
 
-    tracker = _tracker(config, model, test_loader.dataset, out, resume) if config.track_cams else None
+    tracker = _tracker(config, model, test_loader.dataset, out, resume) if config.track_cams and main else None
     callbacks: list[Callback] = [] if tracker is None else [tracker]
     logger = None
-    if config.tensorboard:
+    if config.tensorboard and main:
         logger = TensorBoardLogger(config.tensorboard, tracker, steps_per_epoch=steps)
         callbacks.append(logger)
     try:
@@ -283,10 +290,13 @@ def run_training(config: TrainConfig, resume: str | os.PathLike | None = None, o
             device=device, amp=config.amp, channels_last=config.channels_last, seed=config.seed,
             checkpoint_path=checkpoint_path, resume=resume, config=config.to_dict(),
             max_batches=config.max_batches, progress=config.progress, on_epoch_end=save_progress, callbacks=callbacks,
+            sync_batchnorm=config.sync_bn,
         )
     finally:
         if logger is not None:
             logger.close()
+    if not main:  # rank 0 writes the run's files
+        return TrainResult(model, history, out, test_loader, train_loader.dataset, {})
     files = {"checkpoint": checkpoint_path, "history": history.save(out / "history.json"),
              "curves": save_figure(plot_history(history, title=f"{config.model} (width {config.width}) on {Path(config.data).name}"),
                                    out / "curves.png")}

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from . import distributed
 from .checkpoint import load_checkpoint, restore_training_state, save_checkpoint
 from .devices import kept_modes, resolve_device
 from .errors import CheckpointError, UserError, unknown_name
@@ -262,6 +263,7 @@ def _train_one_epoch(
     max_batches: int | None = None,
     progress: bool = True,
     on_batch_end: Callable[[int, float, float], None] | None = None,
+    group: distributed.Group | None = None,
 ) -> EpochStats:
     from tqdm.auto import tqdm
 
@@ -311,6 +313,7 @@ def _train_one_epoch(
             seen += n
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}%")
     bar.close()
+    loss_sum, correct, seen = distributed.sum_across([loss_sum, correct, seen], group).tolist()  # all processes' images
     if seen == 0:
         raise UserError("the training loader yielded no batches: is the data set empty?")
     return EpochStats(loss_sum / seen, correct / seen, lr=lr)
@@ -357,6 +360,7 @@ def _evaluate(
     tta: bool = False,
     max_batches: int | None = None,
     progress: bool = False,
+    group: distributed.Group | None = None,
 ) -> EpochStats:
     from tqdm.auto import tqdm
 
@@ -382,6 +386,11 @@ def _evaluate(
         hits = torch.stack([(o.argmax(1) == labels).sum() for o in outs]).cpu()  # (exits,)
         exit_correct = hits if exit_correct is None else exit_correct + hits
         seen += n
+    if group is not None:  # every process's shard: each test image counted once
+        if exit_correct is None:  # a shard can be empty (fewer images than processes); the exits' count comes from the rest
+            raise UserError(f"the test set has fewer images than processes ({group.world_size}): use fewer processes")
+        totals = distributed.sum_across([loss_sum, seen, *exit_correct.tolist()], group)
+        loss_sum, seen, exit_correct = float(totals[0]), int(totals[1]), totals[2:]
     if seen == 0:
         raise UserError("the test loader yielded no batches: is the data set empty?")
     exit_acc = (exit_correct.double() / seen).tolist()
@@ -554,11 +563,16 @@ def _steps_per_batch(scheduler: object) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def _seed_epoch(seed: int, epoch: int, train_loader: DataLoader) -> None:
-    """Make epoch ``epoch``'s randomness a function of (seed, epoch) alone, so a resumed run repeats it."""
+def _seed_epoch(seed: int, epoch: int, train_loader: DataLoader, rank: int = 0) -> None:
+    """Make epoch ``epoch``'s randomness a function of (seed, epoch) alone, so a resumed run repeats it.
+
+    Under torchrun each process's augmentations get their own stream (``rank``); the model's randomness is shared.
+    """
     set_seed(seed * 1000 + epoch)
     if getattr(train_loader, "generator", None) is not None:
-        train_loader.generator.manual_seed(seed * 1000 + epoch)
+        train_loader.generator.manual_seed(seed * 1000 + epoch + 1_000_003 * rank)
+    if hasattr(train_loader.sampler, "set_epoch"):  # a DistributedSampler: this epoch's permutation
+        train_loader.sampler.set_epoch(epoch)
 
 
 def fit(
@@ -581,6 +595,7 @@ def fit(
     progress: bool = True,
     on_epoch_end: Callable[[int, History], None] | None = None,
     callbacks: Sequence[Callback] = (),
+    sync_batchnorm: bool = False,
 ) -> History:
     """Train for ``epochs`` epochs, evaluating after each, and return the :class:`History`.
 
@@ -605,6 +620,11 @@ def fit(
         on_epoch_end: called with (epoch, history) after each epoch's checkpoint.
         callbacks: :class:`Callback` objects, called in order after ``on_epoch_end`` (e.g. a
             ``tracking.CamTracker`` and then a ``tracking.TensorBoardLogger`` that logs its maps).
+        sync_batchnorm: under torchrun, BatchNorm statistics over the global batch (``SyncBatchNorm``).
+
+    Under ``torchrun`` (see :mod:`eva_utils.distributed`) the same call trains one model on every
+    process: the loaders are sharded (the global batch kept), gradients averaged by DDP, metrics summed
+    over all processes, and rank 0 alone prints, checkpoints (the unwrapped model) and calls back.
 
     Returns:
         The history, including epochs loaded from ``resume``.
@@ -612,7 +632,10 @@ def fit(
     from tqdm.auto import tqdm
 
     _positive("epochs", epochs)
-    device = resolve_device(device)
+    group = distributed.join(device)  # None in a single process
+    device = group.device if group is not None else resolve_device(device)
+    main = group is None or group.is_main
+    progress = progress and main
     criterion = criterion or nn.CrossEntropyLoss()
     model.to(device)
     if device.type == "cuda":
@@ -633,12 +656,18 @@ def fit(
             raise CheckpointError(f"checkpoint {resume}: its history is damaged ({exc}); resume from an earlier copy "
                                   "or start a new run in another output folder") from exc
         start = int(ckpt["epoch"])
-        if start >= epochs:
+        if start >= epochs and main:
             tqdm.write(f"checkpoint {resume} already holds {start} epochs (asked for {epochs}); nothing to do")
     per_batch = _steps_per_batch(scheduler)
     steps = min(max_batches, len(train_loader)) if max_batches is not None else len(train_loader)
+    trained = model
+    if group is not None:
+        trained = distributed.wrap(model, group, sync_batchnorm)  # after resuming: DDP starts from rank 0's weights
+        train_loader = distributed.shard_train_loader(train_loader, group, seed)
+        test_loader = distributed.shard_eval_loader(test_loader, group)
+    callbacks = callbacks if main else ()
     for epoch in range(start, int(epochs)):
-        _seed_epoch(seed, epoch, train_loader)
+        _seed_epoch(seed, epoch, train_loader, 0 if group is None else group.rank)
         t0 = time.perf_counter()
 
         def batch_done(batch: int, loss: float, lr: float, first: int = epoch * steps) -> None:
@@ -646,28 +675,29 @@ def fit(
                 callback.on_batch_end(first + batch + 1, loss, lr)
 
         train = _train_one_epoch(
-            model, train_loader, criterion, optimizer, device=device, epoch=epoch,
+            trained, train_loader, criterion, optimizer, device=device, epoch=epoch,
             scheduler=scheduler if per_batch else None, scaler=scaler, amp=precision,
             channels_last=channels_last, max_batches=max_batches, progress=progress,
-            on_batch_end=batch_done if callbacks else None,
+            on_batch_end=batch_done if callbacks else None, group=group,
         )
         if scheduler is not None and not per_batch:
             scheduler.step()
+        distributed.broadcast_buffers(model, group)  # every process evaluates the model rank 0 checkpoints
         test = _evaluate(model, test_loader, criterion, device=device, amp=precision, channels_last=channels_last,
-                         max_batches=max_batches)
+                         max_batches=max_batches, group=group)
         history.append(epoch + 1, train, test, time.perf_counter() - t0)
         if progress:
             tqdm.write(
                 f"epoch {epoch + 1:>3}/{epochs}  lr {train.lr:.4g}  train loss {train.loss:.4f} acc {100 * train.acc:.2f}%"
                 f"  test loss {test.loss:.4f} acc {100 * test.acc:.2f}%  ({history.seconds[-1]:.1f}s)"
             )
-        if checkpoint_path is not None:
+        if checkpoint_path is not None and main:
             save_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, history, epoch + 1, config)
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and main:
             on_epoch_end(epoch + 1, history)
         for callback in callbacks:
             callback.on_epoch_end(epoch + 1, history)
-    if resume is not None and checkpoint_path is not None and not Path(checkpoint_path).exists():
+    if main and resume is not None and checkpoint_path is not None and not Path(checkpoint_path).exists():
         Path(checkpoint_path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(resume, checkpoint_path)  # resumed into a new folder with nothing left to train: it holds the run
     return history
