@@ -47,10 +47,10 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def time_it(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Median and minimum wall time of ``fn()`` in seconds, after two warm-up calls."""
-    fn()
-    fn()
+def time_it(fn: Callable[[], object], repeats: int, warmups: int = 2) -> tuple[float, float]:
+    """Median and minimum wall time of ``fn()`` in seconds, after ``warmups`` warm-up calls."""
+    for _ in range(warmups):
+        fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -28,12 +28,10 @@ Run::
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
+import cam_speed
 import torch
-from cam_speed import cpu_model
 from pytorch_grad_cam.metrics.cam_mult_image import DropInConfidence, IncreaseInConfidence
 from pytorch_grad_cam.metrics.road import ROADCombined, ROADLeastRelevantFirstAverage, ROADMostRelevantFirstAverage
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
@@ -44,14 +42,8 @@ from eva_utils.faithfulness import baseline_maps, cam_faithfulness
 
 
 def time_it(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn()`` in seconds, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median wall time of ``fn()`` in seconds, after one warm-up call (cam_speed's timer: these calls take seconds)."""
+    return cam_speed.time_it(fn, repeats, warmups=1)[0]
 
 
 def main(args: argparse.Namespace) -> dict[str, float]:
@@ -81,7 +73,7 @@ def main(args: argparse.Namespace) -> dict[str, float]:
         "f  pytorch-grad-cam, (c)+(d)": time_it(pgc, max(1, args.repeats)),
     }
     a = times["a  layer_cams, 5 layers"]
-    print(f"CPU: {cpu_model()}; torch {torch.__version__}; {torch.get_num_threads()} threads")
+    print(f"CPU: {cam_speed.cpu_model()}; torch {torch.__version__}; {torch.get_num_threads()} threads")
     print(f"shipped ResNet18 width 16, {len(images)} test images at 32x32, 5 layers + 2 baselines, median of {args.repeats}\n")
     print(f"{'what':36s} {'seconds':>8s} {'x (a)':>8s}")
     for name, seconds in times.items():

@@ -27,6 +27,7 @@ Commands::
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -222,8 +223,6 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     Raises:
         UserError: ``nproc`` below 1; a process that crashed (the message names its rank and exit code).
     """
-    import sys
-
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 

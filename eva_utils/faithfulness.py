@@ -163,33 +163,36 @@ def _target_fns(targets: Any, preds: np.ndarray) -> list[Target]:
 # ----------------------------------------------------------------------------- the model's confidence
 
 
+def _outputs(model: nn.Module, images: torch.Tensor, batch_size: int, output_index: int | str | None) -> torch.Tensor:
+    """The selected output (M, K) of ``model`` for images (M, C, H, W), in float32, batched on its device."""
+    chunks = (images[i:i + batch_size] for i in range(0, len(images), batch_size))
+    out = torch.cat([select_output(o, output_index).float() for o in forward_batches(model, chunks)])
+    if out.ndim != 2:
+        raise UserError(f"the model returns shape {tuple(out.shape)}, not class scores (N, K)")
+    return out
+
+
+def _target_scores(out: torch.Tensor, targets: Sequence[Target]) -> np.ndarray:
+    """float32 (M,): ``targets[m](out[m])``, as pytorch-grad-cam's metrics compute it (softmax targets in one gather)."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    if all(type(t) is ClassifierOutputSoftmaxTarget for t in targets):  # the common case
+        classes = torch.as_tensor([t.category for t in targets], device=out.device)
+        return out.softmax(-1).gather(1, classes[:, None])[:, 0].cpu().numpy().astype(np.float32)
+    return np.float32([t(o).cpu().numpy() for t, o in zip(targets, out, strict=True)])
+
+
 class _Scorer:
     """The explained score of perturbed images, batched on the model's device (eval mode, no gradients)."""
 
     def __init__(self, model: nn.Module, targets: list[Target], batch_size: int, output_index: int | str | None):
         self.model, self.targets, self.batch_size, self.output_index = model, targets, batch_size, output_index
         self.device, _ = model_device_dtype(model)
-        self.num_classes: int | None = None
-
-    def outputs(self, images: torch.Tensor) -> torch.Tensor:
-        """The selected output (M, K) for images (M, C, H, W), in float32."""
-        chunks = (images[i:i + self.batch_size] for i in range(0, len(images), self.batch_size))
-        outs = [select_output(o, self.output_index).float() for o in forward_batches(self.model, chunks)]
-        out = torch.cat(outs)
-        if out.ndim != 2:
-            raise UserError(f"the model returns shape {tuple(out.shape)}, not class scores (N, K)")
-        return out
 
     def scores(self, images: torch.Tensor, rows: Sequence[int]) -> np.ndarray:
-        """float32 (M,): ``targets[rows[m]](output of images[m])``, as pytorch-grad-cam's metrics compute it."""
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
-
-        out = self.outputs(images)  # (M, K)
-        fns = [self.targets[r] for r in rows]
-        if all(type(t) is ClassifierOutputSoftmaxTarget for t in fns):  # the common case, in one gather
-            classes = torch.as_tensor([t.category for t in fns], device=out.device)
-            return out.softmax(-1).gather(1, classes[:, None])[:, 0].cpu().numpy().astype(np.float32)
-        return np.float32([t(o).cpu().numpy() for t, o in zip(fns, out, strict=True)])
+        """float32 (M,): the score of ``targets[rows[m]]`` for images[m]."""
+        out = _outputs(self.model, images, self.batch_size, self.output_index)  # (M, K)
+        return _target_scores(out, [self.targets[r] for r in rows])
 
 
 def _check_target_classes(out: torch.Tensor, targets: list[Target]) -> None:
@@ -326,13 +329,12 @@ def cam_faithfulness(
 
     with eval_mode(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # ROAD's imputation noise; the caller's RNG is restored after
-        probe = _Scorer(model, [], batch_size, output_index)
-        out = probe.outputs(x)  # (N, K) the clean images' outputs, once
+        out = _outputs(model, x, batch_size, output_index)  # (N, K) the clean images' outputs, once
         preds = out.argmax(1).cpu().numpy()
         fns = _target_fns(targets, preds)
         _check_target_classes(out, fns)
         scorer = _Scorer(model, fns, batch_size, output_index)
-        before = np.float32([t(o).cpu().numpy() for t, o in zip(fns, out, strict=True)])  # (N,)
+        before = _target_scores(out, fns)  # (N,)
         rows = np.arange(n)
         device = scorer.device
         table: dict[str, dict[str, np.ndarray]] = {}
