@@ -34,7 +34,7 @@ setup(
         "dev": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "ruff>=0.6",
                 "gradio>=5", "playwright>=1.40", "tensorboard>=2.14"],  # the app, its browser test and TensorBoard's run in CI
     },
-    entry_points={"console_scripts": ["eva-utils=eva_utils.cli:main"]},
+    entry_points={"console_scripts": ["eva-utils=eva_utils.apps.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Framework :: Jupyter",

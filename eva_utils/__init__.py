@@ -1,97 +1,89 @@
 """eva_utils: train CNNs on CIFAR-10 and look inside them with Grad-CAM.
 
-Modules: ``data`` and ``transforms`` (CIFAR-10, the bundled sample, albumentations presets),
-``models`` (ResNet18/34, MSD-Net), ``training`` and ``checkpoint`` (the engine), ``recipe``
-(the default recipe), ``evaluation``, ``plots``, ``cam`` (Grad-CAM), ``faithfulness`` (how much a map explains),
-``tracking`` (maps during training, TensorBoard), ``sources`` and ``inputs`` (any CNN
-and its images), ``multiexit`` (MSD-Net's exits), ``report`` and ``cli``.
-The most used names are re-exported here.
+The package is split by concern into layers, each importing only the ones below it::
+
+    apps        the command line, the Gradio app, reports, Colab helpers (the only layer that prints)
+    plots       every figure
+    explain     Grad-CAM (layer_cams), faithfulness, MSD-Net's exits, maps during training
+    training    the engine (fit), checkpoints, torchrun, the default recipe
+    evaluation  predictions, accuracy, confusion matrix
+    models      ResNet18/34, MSD-Net, the shipped model, THE loader
+    data        CIFAR-10, the bundled sample, loaders, the preprocessing presets, image files
+    core        errors, atomic files, devices, the safe torch loader
+
+The most used names are re-exported here. They are imported on first use (PEP 562), so that
+``eva-utils --help`` starts without torchvision or matplotlib; ``eva_utils.fit`` and
+``from eva_utils import fit`` work as before.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from . import (
-    cam,
-    checkpoint,
-    data,
-    evaluation,
-    faithfulness,
-    inputs,
-    models,
-    multiexit,
-    plots,
-    recipe,
-    sources,
-    tracking,
-    training,
-    transforms,
+# public name -> the module that defines it (the old module paths, e.g. ``eva_utils.cam``, still import)
+_HOMES = {
+    "CIFAR10_CLASSES": "eva_utils.data.cifar10",
+    "CIFAR10_MEAN": "eva_utils.data.cifar10",
+    "CIFAR10_STD": "eva_utils.data.cifar10",
+    "denormalize": "eva_utils.data.cifar10",
+    "get_cifar10": "eva_utils.data.cifar10",
+    "load_sample": "eva_utils.data.cifar10",
+    "make_loader": "eva_utils.data.cifar10",
+    "test_transforms": "eva_utils.data.presets",
+    "train_transforms": "eva_utils.data.presets",
+    "CheckpointError": "eva_utils.core.errors",
+    "DataNotFoundError": "eva_utils.core.errors",
+    "UserError": "eva_utils.core.errors",
+    "get_model": "eva_utils.models",
+    "resnet18": "eva_utils.models",
+    "resnet34": "eva_utils.models",
+    "summary": "eva_utils.models",
+    "confusion_matrix": "eva_utils.evaluation.metrics",
+    "misclassified": "eva_utils.evaluation.metrics",
+    "per_class_accuracy": "eva_utils.evaluation.metrics",
+    "predict": "eva_utils.evaluation.metrics",
+    "History": "eva_utils.training.engine",
+    "evaluate": "eva_utils.training.engine",
+    "find_lr": "eva_utils.training.engine",
+    "fit": "eva_utils.training.engine",
+    "make_optimizer": "eva_utils.training.engine",
+    "make_scheduler": "eva_utils.training.engine",
+    "set_seed": "eva_utils.training.engine",
+    "train_one_epoch": "eva_utils.training.engine",
+    "TrainConfig": "eva_utils.training.recipe",
+    "run_training": "eva_utils.training.recipe",
+    "layer_cams": "eva_utils.explain.cam",
+    "resnet_layers": "eva_utils.explain.cam",
+    "cam_faithfulness": "eva_utils.explain.faithfulness",
+    "overlay": "eva_utils.plots.figures",
+    "plot_confusion_matrix": "eva_utils.plots.figures",
+    "plot_history": "eva_utils.plots.figures",
+    "show_layer_cams": "eva_utils.plots.figures",
+    "show_misclassified": "eva_utils.plots.figures",
+    "show_samples": "eva_utils.plots.figures",
+}
+# the modules of 0.1.0, by their old paths
+_MODULES = (
+    "cam", "checkpoint", "data", "evaluation", "faithfulness", "inputs", "models", "multiexit", "plots", "recipe",
+    "sources", "tracking", "training", "transforms",
 )
-from .cam import layer_cams, resnet_layers
-from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, denormalize, get_cifar10, load_sample, make_loader
-from .errors import CheckpointError, DataNotFoundError, UserError
-from .evaluation import confusion_matrix, misclassified, per_class_accuracy, predict
-from .faithfulness import cam_faithfulness
-from .models import get_model, resnet18, resnet34, summary
-from .plots import overlay, plot_confusion_matrix, plot_history, show_layer_cams, show_misclassified, show_samples
-from .recipe import TrainConfig, run_training
-from .training import History, evaluate, find_lr, fit, make_optimizer, make_scheduler, set_seed, train_one_epoch
-from .transforms import test_transforms, train_transforms
 
-__all__ = [
-    "CIFAR10_CLASSES",
-    "CIFAR10_MEAN",
-    "CIFAR10_STD",
-    "CheckpointError",
-    "DataNotFoundError",
-    "History",
-    "TrainConfig",
-    "UserError",
-    "__version__",
-    "cam",
-    "checkpoint",
-    "confusion_matrix",
-    "data",
-    "denormalize",
-    "evaluate",
-    "evaluation",
-    "cam_faithfulness",
-    "faithfulness",
-    "find_lr",
-    "fit",
-    "get_cifar10",
-    "get_model",
-    "inputs",
-    "layer_cams",
-    "load_sample",
-    "make_loader",
-    "make_optimizer",
-    "make_scheduler",
-    "misclassified",
-    "models",
-    "multiexit",
-    "overlay",
-    "per_class_accuracy",
-    "plot_confusion_matrix",
-    "plot_history",
-    "plots",
-    "predict",
-    "recipe",
-    "resnet18",
-    "resnet34",
-    "resnet_layers",
-    "run_training",
-    "set_seed",
-    "show_layer_cams",
-    "show_misclassified",
-    "show_samples",
-    "sources",
-    "summary",
-    "tracking",
-    "test_transforms",
-    "train_one_epoch",
-    "train_transforms",
-    "training",
-    "transforms",
-]
+__all__ = sorted([*_HOMES, *_MODULES, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    """Import a re-exported name's home on first use."""
+    if name in _MODULES:
+        return importlib.import_module(f"eva_utils.{name}")
+    if name in _HOMES:
+        value = getattr(importlib.import_module(_HOMES[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'eva_utils' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,6 +1,5 @@
 """The package surface: what ``import eva_utils`` gives and what it leaves alone."""
 
-import ast
 import importlib
 import re
 import subprocess
@@ -152,85 +151,7 @@ def test_every_public_name_of_the_previous_release_still_imports():
 PACKAGE = Path(eva_utils.__file__).parent
 
 
-def _modules() -> dict[str, ast.Module]:
-    found = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        found[name] = ast.parse(path.read_text(), str(path))
-    return found
-
-
-def _target(module: str, node: ast.ImportFrom, alias: str, modules: dict) -> str | None:
-    """The package module an import statement loads, or None for one outside the package."""
-    if node.level == 0:
-        base = node.module or ""
-    else:
-        package = module if module in _PACKAGES else module.rsplit(".", 1)[0]
-        parts = package.split(".")
-        base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
-    if not base.startswith("eva_utils"):
-        return None
-    return f"{base}.{alias}" if f"{base}.{alias}" in modules else base
-
-
-_PACKAGES = {"eva_utils", "eva_utils.models", "eva_utils.sample_data"}
-
-
-def _annotation_only(node: ast.AST) -> bool:
-    return isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
-
-
-def _imports(tree: ast.Module, module: str, modules: dict, top_level: bool) -> set[str]:
-    """What a module imports from the package: at its top level, or inside functions and classes
-    (``if TYPE_CHECKING:`` blocks are for annotations only and count as neither)."""
-    skipped = {id(n) for block in tree.body if _annotation_only(block) for n in ast.walk(block)}
-    nodes = tree.body if top_level else [n for n in ast.walk(tree) if n not in tree.body and id(n) not in skipped]
-    found = set()
-    for node in nodes:
-        if isinstance(node, ast.ImportFrom):
-            found |= {t for a in node.names if (t := _target(module, node, a.name, modules))}
-        elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("eva_utils")}
-    return found - {module}
-
-
-def test_no_import_circle_among_the_modules():
-    modules = _modules()
-    # the root package is every module's parent: its own imports are the re-exports, not a dependency
-    graph = {m: _imports(t, m, modules, True) - {"eva_utils"} for m, t in modules.items()}
-    state: dict[str, int] = {}
-    circles = []
-
-    def visit(m: str, path: list[str]) -> None:
-        state[m] = 1
-        for n in sorted(graph.get(m, ())):
-            if state.get(n) == 1:
-                circles.append(" -> ".join(path[path.index(n):] + [n]) if n in path else f"{m} -> {n}")
-            elif n not in state:
-                visit(n, path + [n])
-        state[m] = 2
-
-    for m in sorted(graph):
-        if m not in state:
-            visit(m, [m])
-    assert not circles
-    below = {"eva_utils.errors", "eva_utils.files", "eva_utils.safe_load", "eva_utils.models", "eva_utils.models.resnet"}
-    assert graph["eva_utils.checkpoint"] <= below  # checkpoint depends on nothing above it (not recipe, not training)
-
-
-# The one function-level import of the package's own modules, and why.
-ALLOWED_LATE_IMPORTS = {
-    # the deprecation alias sources.torchvision_classifier: recipe imports sources, so the alias
-    # resolves on first use (module __getattr__) instead of at import
-    ("eva_utils.sources", "eva_utils.recipe"),
-}
-
-
-def test_no_function_level_import_of_the_package_but_the_allowed_one():
-    modules = _modules()
-    late = {(m, t) for m, tree in modules.items() for t in _imports(tree, m, modules, False)}
-    assert late == ALLOWED_LATE_IMPORTS
+# The layers, and that no import runs up them or in a circle: tests/test_layers.py
 
 
 def test_import_runs_no_albumentations_and_sets_no_variable():

@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..devices import eval_mode
-from .msdnet import MSDNet, MSDNetConfig, download_msdnet_gcn_checkpoint, load_msdnet_gcn_checkpoint, msdnet
-from .registry import MODELS, get_model, model_key
-from .resnet import BasicBlock, ResNet, resnet18, resnet34
-from .shipped import PRETRAINED, pretrained
+from eva_utils.core.devices import eval_mode
+from eva_utils.models.msdnet import MSDNet, MSDNetConfig, download_msdnet_gcn_checkpoint, load_msdnet_gcn_checkpoint, msdnet
+from eva_utils.models.registry import MODELS, get_model, model_key
+from eva_utils.models.resnet import BasicBlock, ResNet, resnet18, resnet34
+from eva_utils.models.shipped import PRETRAINED, pretrained
 
 __all__ = [
     "MODELS",

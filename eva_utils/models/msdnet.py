@@ -39,10 +39,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..devices import eval_mode
-from ..errors import CheckpointError, UserError
-from ..files import sha256_file
-from ..safe_load import safe_load, state_dict_mismatch
+from eva_utils.core.devices import eval_mode
+from eva_utils.core.errors import CheckpointError, UserError
+from eva_utils.core.files import sha256_file
+from eva_utils.core.safe_load import safe_load, state_dict_mismatch
 
 __all__ = [
     "MSDNetConfig",

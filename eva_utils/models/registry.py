@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ..errors import unknown_name
-from .msdnet import msdnet
-from .resnet import resnet18, resnet34
+from eva_utils.core.errors import unknown_name
+from eva_utils.models.msdnet import msdnet
+from eva_utils.models.resnet import resnet18, resnet34
 
 __all__ = ["MODELS", "get_model", "model_key"]
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, unknown_name
-from ..files import sha256_of  # re-exported: models.shipped.sha256_of is public
-from .registry import get_model
+from eva_utils.core.errors import CheckpointError, unknown_name
+from eva_utils.core.files import sha256_of  # re-exported: models.shipped.sha256_of is public
+from eva_utils.models.registry import get_model
 
 __all__ = ["PRETRAINED", "PretrainedWeights", "export_weights", "pretrained", "pretrained_info", "sha256_of", "training_history"]
 

@@ -1,0 +1,87 @@
+"""Point a fork's notebooks and README at the fork: ``eva-utils fork https://github.com/<you>/<repo>``.
+
+A student who forks the repository and opens a notebook in Colab would otherwise install the
+upstream package (``REPO_URL`` in each notebook's first cell) and follow badges that open the
+upstream notebooks. ``point_at_fork`` rewrites, in ``notebooks/**/*.ipynb`` and ``README.md``:
+
+* ``REPO_URL = "https://github.com/<owner>/<repo>"`` in every install cell;
+* the Colab badges, ``https://colab.research.google.com/github/<owner>/<repo>/blob/<branch>/...``;
+* ``pip install git+https://github.com/<owner>/<repo>`` in the prose.
+
+Files are edited as text (a notebook's JSON layout and outputs stay as they are) and written whole.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from eva_utils.core.errors import UserError
+from eva_utils.core.files import atomic_write_text
+
+__all__ = ["parse_github_url", "point_at_fork"]
+
+_GITHUB = re.compile(r"^https://github\.com/([A-Za-z0-9-]+)/([A-Za-z0-9._-]+?)(?:\.git)?/?$")
+_REPO_URL = re.compile(r'REPO_URL = \\?"https://github\.com/([A-Za-z0-9-]+)/([A-Za-z0-9._-]+)\\?"')
+
+
+def parse_github_url(url: str) -> tuple[str, str]:
+    """``(owner, repo)`` of ``https://github.com/<owner>/<repo>`` (``.git`` and a trailing slash allowed).
+
+    Raises:
+        UserError: anything else, with the form expected.
+    """
+    found = _GITHUB.match(url.strip())
+    if not found:
+        raise UserError(f"{url!r} is not a GitHub repository URL: give https://github.com/<you>/<repo>")
+    return found.group(1), found.group(2)
+
+
+def _files(root: Path) -> list[Path]:
+    notebooks = sorted((root / "notebooks").rglob("*.ipynb"))
+    if not notebooks:
+        raise UserError(f"{root} has no notebooks/ folder with notebooks: run this in the fork's checkout (or pass --repo)")
+    readme = root / "README.md"
+    return [*notebooks, *([readme] if readme.is_file() else [])]
+
+
+def _current(files: list[Path]) -> tuple[str, str]:
+    for path in files:
+        found = _REPO_URL.search(path.read_text(encoding="utf-8"))
+        if found:
+            return found.group(1), found.group(2)
+    raise UserError("no notebook sets REPO_URL = \"https://github.com/...\": nothing to point at the fork")
+
+
+def point_at_fork(url: str, root: str | os.PathLike[str] = ".", branch: str = "main") -> list[Path]:
+    """Rewrite the repository URL and the Colab badges of a checkout to ``url`` (on ``branch``).
+
+    Args:
+        url: the fork, ``https://github.com/<you>/<repo>``.
+        root: the checkout (holds ``notebooks/`` and ``README.md``).
+        branch: the branch the Colab badges open.
+
+    Returns:
+        The files changed (none when they already point at ``url`` and ``branch``).
+
+    Raises:
+        UserError: not a GitHub URL, or not a checkout with notebooks.
+    """
+    owner, repo = parse_github_url(url)
+    if not re.fullmatch(r"[A-Za-z0-9._/-]+", branch):
+        raise UserError(f"{branch!r} is not a branch name")
+    root = Path(root).expanduser()
+    files = _files(root)
+    old_owner, old_repo = _current(files)
+    old = re.escape(f"github.com/{old_owner}/{old_repo}")
+    changed = []
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        new = re.sub(rf"colab\.research\.google\.com/github/{re.escape(old_owner)}/{re.escape(old_repo)}/blob/[^/]+/",
+                     f"colab.research.google.com/github/{owner}/{repo}/blob/{branch}/", text)
+        new = re.sub(rf"https://{old}(?=[\"@\s)`\\/]|$)", f"https://github.com/{owner}/{repo}", new)
+        if new != text:
+            atomic_write_text(path, new)
+            changed.append(path)
+    return changed

@@ -1,0 +1,311 @@
+"""Write the "look inside" figures of a trained model in one call (used by ``eva-utils demo`` and notebook 01).
+
+``write_report(model, test_set, out)`` predicts the test set and saves: the most confident
+misclassified images, the confusion matrix, per-layer Grad-CAM of misclassified images,
+a grid of augmented training images, and ``metrics.json`` (accuracy, per-class accuracy).
+``write_pretrained_report(out)`` does the same for the model that ships with the package, on
+the 1,000 bundled test images, and adds the curves of the run that trained it: the README's
+figures. ``write_submission(run_dir)`` turns an ``eva-utils train`` run into the folder a
+coursework submission asks for (``eva-utils report RUN_DIR``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from eva_utils.core.errors import DataNotFoundError, UserError
+from eva_utils.core.files import atomic_write_text
+from eva_utils.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, load_dataset, load_sample, make_loader
+from eva_utils.data.presets import test_transforms
+from eva_utils.evaluation.metrics import accuracy, confusion_matrix, misclassified, per_class_accuracy, predict
+from eva_utils.explain.cam import layer_cams, map_sizes, resnet_layers
+from eva_utils.models import summary
+from eva_utils.models.shipped import pretrained, pretrained_info, training_history
+from eva_utils.plots.figures import (
+    plot_confusion_matrix,
+    plot_history,
+    save_figure,
+    show_layer_cams,
+    show_misclassified,
+    show_samples,
+)
+from eva_utils.training.checkpoint import load_checkpoint, rebuild_model
+from eva_utils.training.engine import History
+
+__all__ = ["write_pretrained_report", "write_report", "write_submission"]
+
+
+def write_report(
+    model: nn.Module,
+    test_set: Any,
+    out: str | os.PathLike,
+    train_set: Any | None = None,
+    n_misclassified: int = 20,
+    n_cam: int = 10,
+    method: str = "gradcam",
+    caption: str | None = None,
+    extra_metrics: dict[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Predict ``test_set`` and save the figures and metrics into ``out``.
+
+    Args:
+        model: a trained eva_utils ResNet (Grad-CAM uses its layer0..layer4).
+        test_set: items ``(normalised CHW tensor, label)``, with ``classes``.
+        out: folder for the files (created).
+        train_set: an augmented training set for the sample grid (skipped when ``None``).
+        n_misclassified: images in the gallery.
+        n_cam: misclassified images in the Grad-CAM grid.
+        method: CAM method name.
+        caption: a line under every figure saying which model made it.
+        extra_metrics: more entries for ``metrics.json`` (the submission's final accuracies, settings).
+
+    Returns:
+        Name -> path of every file written.
+    """
+    out = Path(out)
+    save = _captioned_saver(caption)
+    classes = list(getattr(test_set, "classes", []))
+    device = next(model.parameters()).device
+    pred = predict(model, make_loader(test_set, batch_size=256, shuffle=False, num_workers=0), device=device)
+    files: dict[str, Path] = {}
+    files["misclassified"] = save(show_misclassified(test_set, pred, n=n_misclassified, classes=classes), out / "misclassified.png")
+    cm = confusion_matrix(pred.labels, pred.preds, len(classes))
+    files["confusion_matrix"] = save(plot_confusion_matrix(cm, classes), out / "confusion_matrix.png")
+    if train_set is not None:
+        files["samples"] = save(show_samples(train_set, n=32, classes=classes), out / "samples.png")
+    rows = misclassified(pred, k=n_cam)
+    if len(rows):
+        images = torch.stack([torch.as_tensor(test_set[int(i)][0]) for i in pred.indices[rows]])  # (n, C, H, W)
+        cams = layer_cams(model, images, resnet_layers(model), targets=pred.preds[rows], method=method)
+        sizes = map_sizes(model, resnet_layers(model), tuple(images.shape[-2:]))
+        fig = show_layer_cams(images, cams, pred.labels[rows], pred.preds[rows], pred.preds[rows], classes, CIFAR10_MEAN,
+                              CIFAR10_STD, sizes=sizes)
+        files["gradcam_layers"] = save(fig, out / "gradcam_layers.png")
+    per_class = per_class_accuracy(pred.labels, pred.preds, len(classes))
+    metrics = {
+        "images": len(pred.labels),
+        "accuracy": accuracy(pred),
+        "per_class_accuracy": {c: (None if np.isnan(a) else float(a)) for c, a in zip(classes, per_class, strict=True)},
+        "misclassified": int((pred.preds != pred.labels).sum()),
+        "confusion_matrix": cm.tolist(),  # rows true, columns predicted
+        **(extra_metrics or {}),
+    }
+    files["metrics"] = out / "metrics.json"
+    files["metrics"].write_text(json.dumps(metrics, indent=1))
+    return files
+
+
+def _captioned_saver(caption: str | None):
+    """``save_figure``, writing ``caption`` under the figure first when there is one."""
+
+    def save(fig: Any, path: Path) -> Path:
+        if caption:
+            fig.supxlabel(caption, fontsize=9, color="0.3")
+        return save_figure(fig, path)
+
+    return save
+
+
+def write_pretrained_report(out: str | os.PathLike, name: str = "resnet18_w16_cifar10") -> dict[str, Path]:
+    """The figures of a model that ships with the package, on the 1,000 bundled CIFAR-10 test images.
+
+    Writes what :func:`write_report` writes (no augmented samples) plus ``curves.png``, the
+    loss and accuracy of the run that trained the model, each figure captioned with the model
+    and its measured accuracy. ``eva-utils demo --figures images`` makes the README's figures with it.
+
+    Returns:
+        Name -> path of every file written.
+    """
+
+    info = pretrained_info(name)
+    model = pretrained(name)
+    test_set = load_sample(train=False, transform=test_transforms())
+    caption = (f"shipped model {name} ({info.arch}, width {info.width}, trained on the CPU on all 50,000 CIFAR-10 "
+               f"training images): {100 * info.test_accuracy:.1f}% on the 1,000 bundled test images")
+    files = write_report(model, test_set, out, caption=caption)
+    history = training_history(name)
+    fig = plot_history(history, title=f"the run that trained {name}: {len(history['epoch'])} epochs on 50,000 CIFAR-10 images")
+    files["curves"] = _captioned_saver(caption)(fig, Path(out) / "curves.png")
+    return files
+
+
+# ----------------------------------------------------------------------------- the coursework submission
+
+_SETTINGS = ("model", "width", "data", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
+             "weight_decay", "scheduler", "pct_start", "label_smoothing", "augment", "amp", "seed")
+
+
+def _percent(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _observations(history: History, metrics: dict[str, Any], classes: list[str], cm: np.ndarray) -> list[str]:
+    """Facts read off the numbers, for the student to build on (each one checkable in the files)."""
+    best = int(np.argmax(history.test_acc))
+    gap = history.train_acc[-1] - history.test_acc[-1]
+    per_class = metrics["per_class_accuracy"]
+    ranked = sorted((a, c) for c, a in per_class.items() if a is not None)
+    off = cm - np.diag(np.diag(cm))
+    true, guess = np.unravel_index(int(off.argmax()), off.shape)
+    notes = [
+        f"Test accuracy peaked at {_percent(history.test_acc[best])} in epoch {history.epoch[best]} "
+        f"and ended at {_percent(history.test_acc[-1])} after {len(history)} epochs.",
+        f"Train accuracy ended {abs(100 * gap):.1f} points {'above' if gap >= 0 else 'below'} test accuracy"
+        + (" (train accuracy is measured on augmented images, which are harder)." if gap < 0 else "."),
+    ]
+    if ranked:
+        notes.append(f"Hardest class: {ranked[0][1]} ({_percent(ranked[0][0])}); easiest: {ranked[-1][1]} "
+                     f"({_percent(ranked[-1][0])}).")
+    if off.max() > 0:
+        notes.append(f"The most frequent confusion: {classes[true]} taken for {classes[guess]} "
+                     f"({int(off[true, guess])} images).")
+    return notes
+
+
+def write_submission(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    data_dir: str | os.PathLike | None = None,
+    n_images: int = 10,
+    zip: bool = False,
+) -> dict[str, Path]:
+    """The folder a coursework submission asks for, from a finished ``eva-utils train`` run.
+
+    Writes ``README.md`` (hyperparameters, model summary, final train and test accuracy from
+    ``history.json``, a per-class table, the loss curves, the ``n_images`` most confident mistakes,
+    Grad-CAM of layer0..layer4 on them, and observations read off the numbers), the figures it
+    links, ``metrics.json`` and a copy of ``history.json``.
+
+    Args:
+        run_dir: the run's folder (``checkpoint.pt`` and ``history.json``, as ``eva-utils train`` writes them).
+        out: where to write (default ``run_dir/submission``).
+        overwrite: replace a submission already there.
+        data_dir: where CIFAR-10 is (default: the run's own ``data_dir``); it is not downloaded.
+        n_images: misclassified images shown, and explained with Grad-CAM.
+        zip: also write the folder as ``<out>.zip`` beside it (``zip`` in the result), to hand in or download.
+
+    Returns:
+        Name -> path of every file written (``readme`` is the README).
+
+    Raises:
+        UserError: no run there, a submission already there without ``overwrite``, a model without
+            ResNet stages (MSD-Net runs: use ``eva-utils msd``), or the run's data not found.
+    """
+    run = Path(run_dir).expanduser()
+    checkpoint, history_file = run / "checkpoint.pt", run / "history.json"
+    for needed in (checkpoint, history_file):
+        if not needed.is_file():
+            raise DataNotFoundError(f"{run} is not a finished run: {needed.name} is missing "
+                                    "(give the --out folder of eva-utils train)")
+    out = Path(out).expanduser() if out is not None else run / "submission"
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"{out} already holds a submission: add --overwrite to replace it, or choose --out")
+    ckpt = load_checkpoint(checkpoint)  # read once: its settings and its model
+    config = ckpt.get("config") or {}
+    model = rebuild_model(ckpt, checkpoint)
+    if not hasattr(model, "layer4"):
+        raise UserError(f"{run} holds a {type(model).__name__}; the submission kit explains ResNet stages "
+                        "(for MSD-Net use eva-utils msd)")
+    history = History.load(history_file)
+    if not len(history):
+        raise UserError(f"{history_file} holds no epochs: train for at least one epoch first")
+    test_set = load_dataset(config.get("data", "cifar10"), train=False, transform=test_transforms(),
+                            root=data_dir or config.get("data_dir", "./data"), download=False)
+    classes = list(test_set.classes)
+    if out.exists():
+        shutil.rmtree(out)
+    final = dict(final_train_accuracy=history.train_acc[-1], final_test_accuracy=history.test_acc[-1],
+                 final_train_loss=history.train_loss[-1], final_test_loss=history.test_loss[-1],
+                 epochs=len(history), settings={k: config[k] for k in _SETTINGS if k in config})
+    files = write_report(model, test_set, out, n_misclassified=n_images, n_cam=n_images, extra_metrics=final,
+                         caption=f"{config.get('model', 'model')} from {run.name}: {len(history)} epochs")
+    files["curves"] = save_figure(plot_history(history, title=f"{run.name}: loss and accuracy per epoch"), out / "curves.png")
+    files["history"] = out / "history.json"
+    shutil.copyfile(history_file, files["history"])
+    metrics = json.loads(files["metrics"].read_text())
+    files["readme"] = out / "README.md"
+    readme = _submission_readme(run, config, model, history, metrics, classes, np.asarray(metrics["confusion_matrix"]), n_images)
+    atomic_write_text(files["readme"], readme)
+    if zip:
+        files["zip"] = Path(shutil.make_archive(str(out), "zip", root_dir=out))
+    return files
+
+
+def _remeasured_note(history: History, metrics: dict) -> str:
+    if abs(metrics["accuracy"] - history.test_acc[-1]) < 5e-5:
+        return ", as in the last epoch"
+    return (" (the history's last epoch says otherwise: it measured a part of the test set, e.g. a smoke run "
+            "with --max-batches, or before the last checkpoint)")
+
+
+def _submission_readme(run: Path, config: dict, model: nn.Module, history: History, metrics: dict,
+                       classes: list[str], cm: np.ndarray, n_images: int) -> str:
+    settings = "\n".join(f"| {k} | {config[k]} |" for k in _SETTINGS if k in config)
+    per_class = "\n".join(f"| {c} | {'n/a' if a is None else _percent(a)} |" for c, a in metrics["per_class_accuracy"].items())
+    stats = summary(model, (1, 3, 32, 32))
+    observed = "\n".join(f"- {line}" for line in _observations(history, metrics, classes, cm))
+    return f"""# {config.get("model", "model")} on {Path(str(config.get("data", "cifar10"))).name}: {_percent(history.test_acc[-1])} test accuracy
+
+Run folder: `{run.name}`. Written by `eva-utils report` from the run's `checkpoint.pt` and `history.json`.
+
+## Hyperparameters
+
+| setting | value |
+| --- | --- |
+{settings}
+
+## Model
+
+{type(model).__name__}, {stats.total_params:,} parameters ({stats.trainable_params:,} trainable).
+
+```
+{stats}
+```
+
+## Results
+
+| | train | test |
+| --- | --- | --- |
+| final accuracy (epoch {history.epoch[-1]}) | {_percent(history.train_acc[-1])} | {_percent(history.test_acc[-1])} |
+| final loss | {history.train_loss[-1]:.4f} | {history.test_loss[-1]:.4f} |
+| best test accuracy | | {_percent(max(history.test_acc))} |
+
+The saved model, measured again now on all {metrics["images"]} test images: {_percent(metrics["accuracy"])}
+({metrics["misclassified"]} misclassified){_remeasured_note(history, metrics)}. Per class:
+
+| class | accuracy |
+| --- | --- |
+{per_class}
+
+## Loss and accuracy curves
+
+![loss and accuracy per epoch](curves.png)
+
+## The {n_images} most confident mistakes
+
+![misclassified test images](misclassified.png)
+
+## Grad-CAM of those mistakes at every stage (layer0 = stem .. layer4)
+
+Each map is scaled to [0, 1] on its own: compare where a map is high, not how strong it is
+across images or layers. layer4's map is 4x4 at 32x32 input, so it can only say which region.
+
+![Grad-CAM per stage](gradcam_layers.png)
+
+Confusion matrix: ![confusion matrix](confusion_matrix.png)
+
+## What was observed
+
+Read off the numbers (add your own reading of the figures):
+
+{observed}
+"""

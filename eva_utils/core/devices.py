@@ -1,0 +1,85 @@
+"""Where and how a model runs: the device a command asks for (one rule for ``train``, ``cam``, ``msd`` and
+the library), the device and float type a model computes in, and a context that evaluates it and puts
+every module's train/eval flag back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from eva_utils.core.errors import UserError
+
+__all__ = ["COMPUTE_DEVICES", "eval_mode", "kept_modes", "model_device_dtype", "resolve_device"]
+
+COMPUTE_DEVICES = ("cpu", "cuda")
+"""Device types the package computes on. ``meta`` (no data) is accepted where asked for, as a stand-in
+for a GPU in tests of where a model ends up."""
+
+
+def _available() -> str:
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        return "this machine has no GPU"
+    return "this machine has 1 GPU: cuda:0" if count == 1 else f"this machine has {count} GPUs: cuda:0..cuda:{count - 1}"
+
+
+def resolve_device(device: str | torch.device | None = None, *, allow: tuple[str, ...] = COMPUTE_DEVICES) -> torch.device:
+    """``None`` or ``"auto"``: CUDA when present, else the CPU; otherwise the device named, checked.
+
+    Args:
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, a ``torch.device`` or None.
+        allow: the device types accepted; add ``"meta"`` for a stand-in device in tests.
+
+    Raises:
+        UserError: an unknown name, a type not in ``allow`` (mps, xla...), CUDA on a machine without
+            a GPU, or ``cuda:N`` beyond the GPUs present; the message says which devices exist.
+    """
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    choices = "auto, cpu, cuda or cuda:N"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise UserError(f"unknown device {str(device)!r}: use {choices} ({_available()})") from exc
+    if dev.type not in allow:
+        raise UserError(f"device {str(device)!r} is not supported here: use {choices} ({_available()})")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {str(device)!r} asked for but no GPU is available: use --device cpu "
+                        "(in Colab: Runtime > Change runtime type > GPU)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"device {str(device)!r} does not exist: {_available()}")
+    return dev
+
+
+def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where ``model`` computes and in which float type: of its first floating parameter or buffer (CPU, float32 if none)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.device, tensor.dtype
+    return torch.device("cpu"), torch.float32
+
+
+@contextmanager
+def kept_modes(model: nn.Module) -> Iterator[nn.Module]:
+    """Whatever the block does to the model's train/eval flags, every module's own flag goes back after.
+
+    Not ``model.train(was_training)``: that would also switch on a submodule the caller froze in eval
+    mode (a frozen backbone's batch norm) inside a model in train mode.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model.eval()`` for the block, then every module's own flag back as it was (see :func:`kept_modes`)."""
+    with kept_modes(model):
+        model.eval()
+        yield model

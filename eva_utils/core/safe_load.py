@@ -1,0 +1,102 @@
+"""One safe way to read a torch file (``torch.load(weights_only=True)`` with every failure classified once),
+and one way to say why a state dict does not fit a model.
+
+A leaf module (torch and ``errors`` only), so that every loader (checkpoints, model files,
+MSD-Net checkpoints) can use it without importing the others.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eva_utils.core.errors import CheckpointError, DataNotFoundError, first_line, refused_global
+
+__all__ = ["RefusedPickleError", "safe_load", "state_dict_mismatch"]
+
+# Modules whose functions in a pickle mean code that runs on loading (the classic os.system payload).
+_CODE_MODULES = ("posix", "nt", "os", "subprocess", "builtins", "sys", "socket", "shutil", "runpy", "importlib",
+                 "webbrowser", "pty", "commands", "code", "ctypes")
+
+
+class RefusedPickleError(CheckpointError):
+    """A file that ``weights_only=True`` refused because it pickles a Python object (``global_name``)."""
+
+    def __init__(self, message: str, global_name: str) -> None:
+        super().__init__(message)
+        self.global_name = global_name
+
+
+def safe_load(path: str | os.PathLike, refused_hint: str = "", corrupt_hint: str = "") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with one classification of every failure.
+
+    Every command reads torch files through this. Failures, each one line naming the file:
+
+    * the file does not exist: :class:`DataNotFoundError`;
+    * it contains code that would run when loaded (e.g. ``posix.system``): :class:`RefusedPickleError`;
+    * it pickles another Python object (a whole model saved with ``torch.save(model)``): :class:`RefusedPickleError`;
+    * it is not a readable PyTorch file (truncated, corrupt, a web page, any other bytes): :class:`CheckpointError`.
+
+    Args:
+        path: the file; never modified.
+        refused_hint: appended to a refused pickle's message: what the caller offers (a flag, a safer way).
+        corrupt_hint: appended to an unreadable file's message.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"{path} does not exist: check the path")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (PermissionError, IsADirectoryError, MemoryError) as exc:  # the file may be fine; reading it is not
+        raise CheckpointError(f"{path} cannot be read ({type(exc).__name__}: {first_line(exc)})") from exc
+    except Exception as exc:  # arbitrary bytes reach the legacy unpickler: KeyError, IndexError, struct.error, ...
+        refused = refused_global(exc) if isinstance(exc, pickle.UnpicklingError) else None
+        if refused is not None:
+            raise RefusedPickleError(_refused_message(path, refused, refused_hint), refused) from exc
+        reason = first_line(exc) if isinstance(exc, pickle.UnpicklingError) else f"{type(exc).__name__}: {first_line(exc)[:80]}"
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch file: truncated or corrupt, or not a checkpoint at all ({reason}). "
+            f"{corrupt_hint}".rstrip(". ")
+        ) from exc
+
+
+def _refused_message(path: Path, refused: str, hint: str) -> str:
+    module = refused.split(".")[0] if "." in refused else "builtins"  # torch names builtins bare: "print"
+    if module in _CODE_MODULES:  # no hint: never advise loading it anyway
+        return (f"{path} contains code ({refused}) that would run when the file is loaded, so it was refused "
+                "(torch.load with weights_only=True); it is not a model file: delete it unless you made it yourself")
+    else:
+        what = (f"{path} holds a pickled Python object ({refused}); loading it runs code stored in the file, "
+                "which can do anything you can (delete or upload files), so it was refused")
+    return f"{what}. {hint}".rstrip(". ")
+
+
+def state_dict_mismatch(state: Mapping[str, torch.Tensor], model: torch.nn.Module, limit: int = 3) -> str | None:
+    """Plain words for how ``state`` differs from ``model.state_dict()``; None when it fits.
+
+    Names up to ``limit`` keys of each kind: tensors the model has and the file lacks, tensors the
+    model does not have, and tensors of another shape (with both shapes).
+    """
+    current = model.state_dict()
+
+    def some(keys: list[str]) -> str:
+        more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+        return ", ".join(keys[:limit]) + more
+
+    missing = [k for k in current if k not in state]
+    unexpected = [k for k in state if k not in current]
+    shapes = [f"{k}: file {tuple(v.shape)} vs model {tuple(current[k].shape)}"
+              for k, v in state.items() if k in current and v.shape != current[k].shape]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of the model's tensors are missing from the file ({some(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} tensors the model does not have ({some(unexpected)})")
+    if shapes:
+        parts.append(f"{len(shapes)} tensors of another shape ({some(shapes)})")
+    return "; ".join(parts) or None

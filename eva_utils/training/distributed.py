@@ -1,0 +1,241 @@
+"""Training on several processes with PyTorch's DistributedDataParallel, started by ``torchrun``: the one home.
+
+``fit`` (and ``run_training``) call :func:`join` and find out whether they run under ``torchrun``; in a
+notebook or a plain ``python`` they do not, and nothing here changes what they do. Under ``torchrun``:
+
+* one process per GPU (NCCL, ``cuda:LOCAL_RANK``) or per CPU worker (gloo, ``--device cpu``), chosen
+  from the device asked for;
+* the global batch stays the one given: each process takes ``batch_size / world_size`` images
+  (:func:`shard_train_loader`; an error when it does not divide), drawn by a ``DistributedSampler``
+  reseeded every epoch (``set_epoch``), so process ``r`` gets positions ``r, r + N, ...`` of one
+  permutation and the processes together see the same global batches as one process with a
+  ``DistributedSampler(num_replicas=1)`` of the same seed;
+* evaluation is sharded without padding (:class:`Shard`) and its sums are added up across the
+  processes (:func:`sum_across`): every test image counts exactly once;
+* rank 0 alone prints and writes (history, figures, checkpoints, atomically as always); checkpoints
+  hold the unwrapped model (no ``module.`` prefix), so they load anywhere, a single process included.
+
+Commands::
+
+    torchrun --standalone --nproc-per-node 2 -m eva_utils train --out runs/r18     # one machine, 2 GPUs
+    eva-utils train --nproc 2 --out runs/r18                                       # the same, started for you
+    eva-utils train --nproc 2 --device cpu --data sample --out runs/cpu            # gloo on the CPU
+    torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
+        --rdzv-id run1 -m eva_utils train --out runs/r18                          # each of two machines
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from eva_utils.core.devices import resolve_device
+from eva_utils.core.errors import UserError
+from eva_utils.data.cifar10 import SeededLoader
+
+__all__ = [
+    "Group", "Shard", "barrier", "broadcast_buffers", "current", "join", "launch", "leave", "per_process_batch",
+    "shard_eval_loader", "shard_train_loader", "sum_across", "under_torchrun", "unwrap", "wrap",
+]
+
+_TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class Group:
+    """This process's place in a run: ``rank`` of ``world_size``, on ``device`` with ``backend``."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that prints and writes."""
+        return self.rank == 0
+
+
+def under_torchrun() -> bool:
+    """Whether this process was started by ``torchrun`` (its environment variables are set)."""
+    return all(name in os.environ for name in _TORCHRUN_VARIABLES)
+
+
+def current() -> Group | None:
+    """The group this process has joined, or None (a single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    backend = dist.get_backend()
+    local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+    device = torch.device("cuda", local) if backend == "nccl" else torch.device("cpu")
+    return Group(dist.get_rank(), dist.get_world_size(), local, device, backend)
+
+
+def join(device: str | torch.device | None = "auto", timeout_minutes: float = 30.0) -> Group | None:
+    """Under ``torchrun``, join the process group (once); elsewhere return None.
+
+    NCCL on GPUs (each process on ``cuda:LOCAL_RANK``), gloo on the CPU (``device="cpu"``).
+
+    Raises:
+        UserError: a GPU asked for but fewer GPUs than processes on this machine.
+    """
+    group = current()
+    if group is not None or not under_torchrun():
+        return group
+    wanted = resolve_device(device)
+    local, local_world = int(os.environ["LOCAL_RANK"]), int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    if wanted.type == "cuda":
+        if torch.cuda.device_count() < local_world:
+            raise UserError(f"{local_world} processes on this machine but {torch.cuda.device_count()} GPUs: "
+                            f"use --nproc {torch.cuda.device_count()} (one process per GPU), or --device cpu")
+        torch.cuda.set_device(local)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
+    return current()
+
+
+def leave() -> None:
+    """Leave the process group (at the end of a run under torchrun)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(group: Group | None) -> None:
+    """Wait until every process gets here (nothing in a single process)."""
+    if group is not None:
+        dist.barrier()
+
+
+def per_process_batch(batch_size: int, world_size: int) -> int:
+    """The images each process takes so that the global batch stays ``batch_size``.
+
+    Raises:
+        UserError: ``batch_size`` is not a multiple of ``world_size``.
+    """
+    if batch_size % world_size:
+        below, above = batch_size // world_size * world_size, -(-batch_size // world_size) * world_size
+        raise UserError(f"--batch-size {batch_size} does not divide among {world_size} processes (each takes an equal "
+                        f"share of the global batch): use {below or world_size} or {above}")
+    return batch_size // world_size
+
+
+class Shard(Sampler[int]):
+    """Positions ``rank, rank + world_size, ...`` of a data set: every item in exactly one shard, no padding."""
+
+    def __init__(self, length: int, rank: int, world_size: int) -> None:
+        self.length, self.rank, self.world_size = length, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world_size))
+
+
+def _like(loader: DataLoader, batch_size: int, sampler: Sampler, drop_last: bool) -> DataLoader:
+    """A loader over the same data set with the same workers, pinning and seeding, but ``sampler``.
+
+    A :class:`~eva_utils.data.SeededLoader` stays one, so its augmentations still follow its generator.
+    """
+    kind = SeededLoader if isinstance(loader, SeededLoader) else DataLoader
+    return kind(
+        loader.dataset, batch_size=batch_size, sampler=sampler, num_workers=loader.num_workers,
+        pin_memory=loader.pin_memory, drop_last=drop_last, worker_init_fn=loader.worker_init_fn,
+        generator=loader.generator, persistent_workers=False,
+    )
+
+
+def shard_train_loader(loader: DataLoader, group: Group, seed: int) -> DataLoader:
+    """This process's share of a training loader: a ``DistributedSampler`` (call ``set_epoch``), batch / world_size."""
+    if loader.batch_size is None:
+        raise UserError("the training loader must have a batch size to share among processes")
+    batch = per_process_batch(loader.batch_size, group.world_size)
+    sampler = DistributedSampler(loader.dataset, group.world_size, group.rank, shuffle=True, seed=seed,
+                                 drop_last=loader.drop_last)
+    return _like(loader, batch, sampler, loader.drop_last)
+
+
+def shard_eval_loader(loader: DataLoader, group: Group) -> DataLoader:
+    """This process's share of an evaluation loader: every image in exactly one process (no padding)."""
+    return _like(loader, loader.batch_size or 1, Shard(len(loader.dataset), group.rank, group.world_size), False)
+
+
+def sum_across(values: Sequence[float] | torch.Tensor, group: Group | None) -> torch.Tensor:
+    """The element-wise sum of ``values`` over every process (float64 on the CPU); ``values`` itself alone."""
+    tensor = torch.as_tensor(values, dtype=torch.float64).clone()
+    if group is None:
+        return tensor
+    moved = tensor.to(group.device)
+    dist.all_reduce(moved)
+    return moved.cpu()
+
+
+def wrap(model: nn.Module, group: Group, sync_batchnorm: bool = False) -> nn.Module:
+    """``model`` as DistributedDataParallel on ``group.device`` (BatchNorm synchronised across processes if asked).
+
+    Raises:
+        UserError: ``sync_batchnorm`` on the CPU (PyTorch's SyncBatchNorm runs on GPUs only).
+
+    ``SyncBatchNorm`` reuses the BatchNorm parameters, so an optimizer built on ``model`` stays valid;
+    its state dict has the same keys, so checkpoints load into plain BatchNorm.
+    """
+    if sync_batchnorm:
+        if group.device.type != "cuda":
+            raise UserError("--sync-bn needs GPUs: PyTorch's SyncBatchNorm does not run on the CPU (gloo); leave it out "
+                            "there (each process then keeps BatchNorm statistics of its own share of the batch)")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    device_ids = [group.device.index] if group.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (the model itself otherwise)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def broadcast_buffers(model: nn.Module, group: Group | None) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) to every process, so all evaluate the checkpointed model."""
+    if group is None:
+        return
+    for buffer in unwrap(model).buffers():
+        dist.broadcast(buffer.data, src=0)
+
+
+def launch(nproc: int, argv: Sequence[str]) -> int:
+    """Run ``python -m eva_utils <argv>`` on ``nproc`` processes of this machine, as ``torchrun --standalone`` does.
+
+    Every process's output goes to the terminal. A failure in one process stops all of them; the
+    return value is 0, 2 when a process stopped on a user error (its one-line message is already
+    printed), or 1 with the failing rank's exit code in the message.
+
+    Raises:
+        UserError: ``nproc`` below 1; a process that crashed (the message names its rank and exit code).
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if nproc < 1:
+        raise UserError(f"--nproc must be at least 1, got {nproc}")
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5)
+    try:
+        elastic_launch(config, entrypoint=sys.executable)("-m", "eva_utils", *argv)
+    except ChildFailedError as exc:
+        rank, failure = min(exc.failures.items())
+        if failure.exitcode == 2:
+            return 2  # a user error: the process printed its one line
+        raise UserError(f"process {rank} of {nproc} failed with exit code {failure.exitcode} (its error is printed "
+                        "above); the other processes were stopped") from None
+    return 0

@@ -1,0 +1,79 @@
+"""Tests for eva_utils.report: the demo's figures and the coursework submission kit."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from eva_utils.apps import report
+from eva_utils.apps.cli import main
+from eva_utils.core.errors import UserError
+
+TINY = ["--data", "sample", "--width", "4", "--batch-size", "64", "--quiet", "--workers", "0", "--scheduler", "step"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "r18"
+    assert main(["train", *TINY, "--epochs", "2", "--out", str(out)]) == 0
+    return out
+
+
+def _links(markdown: str) -> list[str]:
+    return re.findall(r"!?\[[^\]]*\]\(([^)\s]+)\)", markdown)
+
+
+def test_the_submission_holds_what_coursework_asks_for_and_every_figure_it_names(run, tmp_path):
+    files = report.write_submission(run, out=tmp_path / "submission")
+    readme = files["readme"].read_text()
+    links = _links(readme)
+    assert set(links) >= {"curves.png", "misclassified.png", "gradcam_layers.png", "confusion_matrix.png"}
+    for link in links:
+        with Image.open(tmp_path / "submission" / link) as image:
+            image.verify()  # each figure the README names exists and is a complete image
+    for section in ("## Hyperparameters", "## Model", "## Results", "## What was observed", "Per class"):
+        assert section in readme
+
+
+def test_the_submissions_numbers_are_the_historys(run, tmp_path):
+    files = report.write_submission(run, out=tmp_path / "s")
+    history = json.loads((run / "history.json").read_text())
+    assert json.loads(files["history"].read_text()) == history
+    metrics = json.loads(files["metrics"].read_text())
+    assert metrics["final_test_accuracy"] == history["test_acc"][-1]
+    assert metrics["final_train_accuracy"] == history["train_acc"][-1]
+    assert metrics["epochs"] == len(history["epoch"]) == 2
+    row = f"| final accuracy (epoch 2) | {100 * history['train_acc'][-1]:.2f}% | {100 * history['test_acc'][-1]:.2f}% |"
+    readme = files["readme"].read_text()
+    assert row in readme
+    assert f"| lr | {metrics['settings']['lr']} |" in readme
+    per_class = metrics["per_class_accuracy"]
+    assert len(per_class) == 10 and sum(sum(r) for r in metrics["confusion_matrix"]) == metrics["images"] == 1000
+
+
+def test_an_existing_submission_is_kept_without_overwrite(run, tmp_path, capsys):
+    out = tmp_path / "s"
+    report.write_submission(run, out=out)
+    before = (out / "README.md").read_bytes()
+    code = main(["report", str(run), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert (out / "README.md").read_bytes() == before
+    assert main(["report", str(run), "--out", str(out), "--overwrite", "--zip"]) == 0
+    assert Path(f"{out}.zip").stat().st_size > 10_000
+
+
+def test_a_folder_that_is_not_a_run(tmp_path, capsys):
+    code = main(["report", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "checkpoint.pt is missing" in err and "Traceback" not in err
+
+
+def test_an_msdnet_run_is_pointed_to_eva_utils_msd(tmp_path):
+    out = tmp_path / "msd"
+    assert main(["train", "--model", "msdnet", "--data", "sample", "--batch-size", "64", "--max-batches", "1",
+                 "--epochs", "1", "--quiet", "--workers", "0", "--scheduler", "step", "--out", str(out)]) == 0
+    with pytest.raises(UserError, match="eva-utils msd"):
+        report.write_submission(out)

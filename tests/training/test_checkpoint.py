@@ -1,0 +1,186 @@
+
+import os
+import re
+
+import pytest
+import torch
+
+from eva_utils.core.errors import CheckpointError, DataNotFoundError
+from eva_utils.models import resnet18, resnet34
+from eva_utils.training import checkpoint
+from eva_utils.training import engine as training
+
+
+def _save(path, model=None, config=None):
+    model = model or resnet18(width=4)
+    opt = training.make_optimizer(model, "sgd", lr=0.1)
+    sched = training.make_scheduler(opt, "step")
+    history = training.History()
+    history.append(1, training.EpochStats(2.0, 0.1, lr=0.1), training.EpochStats(2.1, 0.12), 1.0)
+    checkpoint.save_checkpoint(path, model, opt, sched, torch.amp.GradScaler("cuda", enabled=False), history, 1,
+                               config or {"model": "resnet18", "width": 4, "num_classes": 10})
+    return model, opt, sched, history
+
+
+def test_roundtrip_restores_everything(tmp_path):
+    model, opt, sched, history = _save(tmp_path / "ck.pt")
+    ckpt = checkpoint.load_checkpoint(tmp_path / "ck.pt")
+    assert ckpt["epoch"] == 1 and ckpt["config"]["width"] == 4
+    fresh = resnet18(width=4)
+    fresh_opt = training.make_optimizer(fresh, "sgd", lr=0.1)
+    fresh_sched = training.make_scheduler(fresh_opt, "step")
+    restored = checkpoint.restore_training_state(ckpt, fresh, fresh_opt, fresh_sched)
+    assert training.History.from_dict(restored) == history  # plain data: checkpoint does not import training
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True))
+    loaded = checkpoint.load_trained_model(tmp_path / "ck.pt")
+    assert not loaded.training and isinstance(loaded, type(model))
+
+
+def test_save_is_atomic_and_a_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "ck.pt"
+    _save(path)
+    before = path.read_bytes()
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(CheckpointError, match="disk full.*the previous checkpoint is intact.*then resume"):
+        _save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_checkpoint_is_reported_and_left_untouched(tmp_path, damage):
+    path = tmp_path / "ck.pt"
+    _save(path)
+    raw = path.read_bytes()
+    raw = {"truncate": raw[: len(raw) // 2], "garbage": b"not a checkpoint at all" * 10, "empty": b""}[damage]
+    path.write_bytes(raw)
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        checkpoint.load_checkpoint(path)
+    assert path.read_bytes() == raw
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(DataNotFoundError, match="does not exist"):
+        checkpoint.load_checkpoint(tmp_path / "nope.pt")
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this would run",))
+
+
+def test_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": checkpoint.FORMAT, "model": Payload()}, path)
+    with pytest.raises(CheckpointError, match=r"contains code \(print\) that would run"):
+        checkpoint.load_checkpoint(path)
+
+
+def test_bare_state_dict_is_not_mistaken_for_a_checkpoint(tmp_path):
+    torch.save(resnet18(width=2).state_dict(), tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match="not an eva_utils training checkpoint"):
+        checkpoint.load_checkpoint(tmp_path / "w.pt")
+
+
+def test_other_architecture_gets_a_readable_message(tmp_path):
+    _save(tmp_path / "ck.pt")
+    ckpt = checkpoint.load_checkpoint(tmp_path / "ck.pt")
+    with pytest.raises(CheckpointError, match=r"made for resnet18, width 4.*does not fit this ResNet.*tensors are missing from the file"):
+        checkpoint.restore_training_state(ckpt, resnet34(width=4))
+    with pytest.raises(CheckpointError, match="another shape"):
+        checkpoint.restore_training_state(ckpt, resnet18(width=8))
+
+
+def test_other_scheduler_is_refused(tmp_path):
+    _save(tmp_path / "ck.pt")
+    ckpt = checkpoint.load_checkpoint(tmp_path / "ck.pt")
+    model = resnet18(width=4)
+    opt = training.make_optimizer(model, "sgd", lr=0.1)
+    with pytest.raises(CheckpointError, match="scheduler StepLR"):
+        checkpoint.restore_training_state(ckpt, model, opt, training.make_scheduler(opt, "cosine"))
+
+
+def test_trained_model_goes_to_the_requested_device(tmp_path):
+    # "meta" stands in for a GPU: the model must end up there, not stay on the CPU.
+    _save(tmp_path / "ck.pt")
+    model = checkpoint.load_trained_model(tmp_path / "ck.pt", map_location="meta")
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert not model.training
+
+
+# ----------------------------------------------------------------------------- one safe loader
+
+
+def test_safe_load_classifies_every_failure_in_one_line(tmp_path, bad_torch_files):
+    files = bad_torch_files(tmp_path)
+    for name in ("hello", "q0", "j", "empty", "html", "truncated"):
+        with pytest.raises(CheckpointError, match="not a readable PyTorch file: truncated or corrupt") as exc:
+            checkpoint.safe_load(files[name], corrupt_hint="Try again.")
+        assert "\n" not in str(exc.value) and str(files[name]) in str(exc.value) and "Try again" in str(exc.value)
+    with pytest.raises(checkpoint.RefusedPickleError, match=r"contains code \(posix.system\) that would run") as exc:
+        checkpoint.safe_load(files["code"], refused_hint="Pass --trust if you trust it")
+    assert exc.value.global_name == "posix.system" and "--trust" not in str(exc.value)  # no advice to load code
+    assert not (tmp_path / "PWNED").exists()
+    with pytest.raises(checkpoint.RefusedPickleError, match=r"pickled Python object \(torch.nn.modules.linear.Linear\)"
+                                                            r".*Pass --trust"):
+        checkpoint.safe_load(files["object"], refused_hint="Pass --trust if you trust it")
+    with pytest.raises(DataNotFoundError):
+        checkpoint.safe_load(tmp_path / "absent.pt")
+    assert checkpoint.safe_load(tmp_path / "good.pt")["w"].shape == (3,)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"width": 10**6}, "impossible width 1000000"),
+    ({"width": "abc"}, "impossible width 'abc'"),
+    ({"num_classes": True}, "impossible num_classes True"),
+    ({"width": 8}, "says width 8, but its weights do not fit"),
+    ({"model": "resnet19"}, "unknown model 'resnet19'"),
+    ({"model": ["x"]}, "unknown model"),
+])
+def test_crafted_settings_are_refused_before_building_a_model(tmp_path, settings, message):
+    config = {"model": "resnet18", "width": 4, "num_classes": 10, **settings}
+    _save(tmp_path / "ck.pt", config=config)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        checkpoint.load_trained_model(tmp_path / "ck.pt")
+
+
+def test_stale_temporaries_of_a_killed_save_are_removed_on_the_next_save(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".ck.pt.tmp{int(dead.stdout)}"  # what kill -9 mid-save leaves behind
+    stale.write_bytes(b"half a checkpoint")
+    live = tmp_path / f".ck.pt.tmp{os.getppid()}"  # a save in progress in a running process: kept
+    live.write_bytes(b"in progress")
+    _save(tmp_path / "ck.pt")
+    assert not stale.exists() and live.exists()
+    assert checkpoint.load_checkpoint(tmp_path / "ck.pt")["epoch"] == 1
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.pop("model"), "no model weights"),
+    (lambda c: c.pop("epoch"), "epoch None is not a count"),
+    (lambda c: c.update(epoch="abc"), "epoch 'abc' is not a count"),
+    (lambda c: c.update(config=[1, 2]), "its settings are not a dict"),
+    (lambda c: c.update(history={"x": 1}), "its history is not a dict of lists"),
+])
+def test_damaged_checkpoints_are_named_not_crashed_on(tmp_path, change, message):
+    _save(tmp_path / "ck.pt")
+    ckpt = torch.load(tmp_path / "ck.pt", weights_only=True)
+    change(ckpt)
+    torch.save(ckpt, tmp_path / "ck.pt")
+    with pytest.raises(CheckpointError, match="damaged or incomplete \\(" + re.escape(message)):
+        checkpoint.load_checkpoint(tmp_path / "ck.pt")
+
+
+def test_a_file_with_code_gets_no_advice_to_load_it_anyway(tmp_path, bad_torch_files):
+    files = bad_torch_files(tmp_path)
+    with pytest.raises(checkpoint.RefusedPickleError) as exc:
+        checkpoint.safe_load(files["code"], refused_hint="load it with weights_only=False")
+    assert "weights_only=False" not in str(exc.value) and "delete it" in str(exc.value)

@@ -1,0 +1,320 @@
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from eva_utils.core.errors import UserError
+from eva_utils.data import cifar10 as data
+from eva_utils.data import presets as transforms
+from eva_utils.models import resnet18
+from eva_utils.training import engine as training
+
+
+def _loaders(batch_size=32, n_train=None, seed=0, augment=True):
+    train_set = data.load_sample(True, transforms.train_transforms() if augment else transforms.test_transforms())
+    test_set = data.load_sample(False, transforms.test_transforms())
+    if n_train:
+        keep = np.random.default_rng(0).permutation(len(train_set))[:n_train]
+        train_set = data.ArrayDataset(train_set.images[keep], train_set.labels[keep], train_set.transform)
+        test_set = data.ArrayDataset(test_set.images[:200], test_set.labels[:200], test_set.transform)
+    return (data.make_loader(train_set, batch_size, shuffle=True, num_workers=0, seed=seed),
+            data.make_loader(test_set, 100, num_workers=0))
+
+
+def _run(epochs, checkpoint=None, resume=None, width=4, max_batches=3):
+    training.set_seed(0)
+    train_loader, test_loader = _loaders()
+    model = resnet18(width=width)
+    opt = training.make_optimizer(model, "sgd", lr=0.05)
+    sched = training.make_scheduler(opt, "onecycle", epochs=3, steps_per_epoch=max_batches)
+    return training.fit(model, train_loader, test_loader, epochs, opt, sched, device="cpu", seed=7,
+                        checkpoint_path=checkpoint, resume=resume, max_batches=max_batches, progress=False), model, sched
+
+
+def test_short_training_on_the_sample_lowers_the_loss():
+    training.set_seed(0)
+    train_loader, test_loader = _loaders(batch_size=32, n_train=256, augment=False)
+    model = resnet18(width=8)
+    opt = training.make_optimizer(model, "adam", lr=2e-3, weight_decay=0)
+    history = training.fit(model, train_loader, test_loader, 4, opt, device="cpu", progress=False)
+    assert history.train_loss[-1] < 0.8 * history.train_loss[0]
+    assert history.train_acc[-1] > history.train_acc[0]
+    assert history.epoch == [1, 2, 3, 4] and len(history.lr) == 4
+
+
+def test_resume_repeats_the_uninterrupted_run(tmp_path):
+    full, full_model, _ = _run(3)
+    _run(2, checkpoint=tmp_path / "ck.pt")
+    resumed, resumed_model, sched = _run(3, checkpoint=tmp_path / "ck2.pt", resume=tmp_path / "ck.pt")
+    for key in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr"):
+        assert getattr(resumed, key) == getattr(full, key), key
+    for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert sched.last_epoch == 9  # OneCycleLR stepped once per batch: 3 epochs x 3 batches
+
+
+def test_evaluate_loss_is_the_mean_over_samples():
+    torch.manual_seed(0)
+    images, labels = torch.randn(5, 3, 8, 8), torch.tensor([0, 1, 2, 1, 0])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(192, 3))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=2)
+    stats = training.evaluate(model, loader, device="cpu")
+    expected = nn.functional.cross_entropy(model(images), labels).item()
+    assert stats.loss == pytest.approx(expected, rel=1e-6)
+    assert stats.acc == pytest.approx((model(images).argmax(1) == labels).float().mean().item())
+
+
+def test_multi_exit_model_trains_on_mean_loss_and_reports_exit_accuracy():
+    class TwoExits(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(192, 3), nn.Linear(192, 3)
+
+        def forward(self, x):
+            x = x.flatten(1)
+            return [self.a(x), self.b(x)]
+
+    torch.manual_seed(0)
+    images, labels = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2, 1, 0, 2])
+    model = TwoExits()
+    crit = nn.CrossEntropyLoss()
+    outs = model(images)
+    assert training.multi_exit_loss(crit, outs, labels).item() == pytest.approx(
+        (crit(outs[0], labels).item() + crit(outs[1], labels).item()) / 2)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=4)
+    stats = training.evaluate(model, loader, device="cpu")
+    assert len(stats.exit_acc) == 2 and stats.acc == stats.exit_acc[-1]
+    opt = training.make_optimizer(model, "sgd", lr=0.1)
+    history = training.fit(model, loader, loader, 2, opt, device="cpu", progress=False)
+    assert len(history.test_exit_acc) == 2 and len(history.test_exit_acc[0]) == 2
+
+
+def test_nan_loss_stops_with_epoch_and_batch():
+    class Exploding(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(192, 3)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += self.training  # count training batches only
+            out = self.fc(x.flatten(1))
+            return out * float("nan") if self.training and self.calls == 3 else out
+
+    images, labels = torch.randn(8, 3, 8, 8), torch.zeros(8, dtype=torch.long)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=4)
+    model = Exploding()
+    opt = training.make_optimizer(model, "sgd", lr=0.1)
+    with pytest.raises(training.TrainingDivergedError, match="epoch 2, batch 1"):
+        training.fit(model, loader, loader, 3, opt, device="cpu", progress=False)
+
+
+def test_history_roundtrips_through_json(tmp_path):
+    h = training.History()
+    h.append(1, training.EpochStats(1.5, 0.4, lr=0.1), training.EpochStats(1.2, 0.5, [0.3, 0.5]), 2.0)
+    path = h.save(tmp_path / "sub" / "history.json")
+    assert training.History.load(path) == h
+    (tmp_path / "bad.json").write_text('{"nope": [1]}')
+    with pytest.raises(UserError, match="History"):
+        training.History.load(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("name,error", [("sgdd", "adam, sgd"), ("rmsprop", "adam, sgd")])
+def test_unknown_optimizer(name, error):
+    with pytest.raises(UserError, match=error):
+        training.make_optimizer(resnet18(width=2), name)
+
+
+def test_unknown_scheduler_and_bad_numbers():
+    opt = training.make_optimizer(resnet18(width=2), "sgd", lr=0.1)
+    with pytest.raises(UserError, match="cosine, none, onecycle, step"):
+        training.make_scheduler(opt, "warmup")
+    with pytest.raises(UserError, match="lr"):
+        training.make_optimizer(resnet18(width=2), "sgd", lr=0)
+    with pytest.raises(UserError, match="lr"):
+        training.make_optimizer(resnet18(width=2), "adam", lr=-1e-3)
+    with pytest.raises(UserError, match="epochs"):
+        training.make_scheduler(opt, "onecycle", epochs=0, steps_per_epoch=3)
+
+
+def test_onecycle_warms_up_then_decays_linearly():
+    opt = training.make_optimizer(resnet18(width=2), "sgd", lr=0.4)
+    sched = training.make_scheduler(opt, "onecycle", epochs=4, steps_per_epoch=10, pct_start=0.25)
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    peak = int(np.argmax(lrs))
+    assert lrs[peak] == pytest.approx(0.4) and 8 <= peak <= 10
+    assert lrs[0] == pytest.approx(0.4 / 25) and lrs[-1] < 0.02
+
+
+def test_find_lr_restores_model_and_optimizer(capsys):
+    training.set_seed(0)
+    train_loader, _ = _loaders(batch_size=32, n_train=256)
+    model = resnet18(width=4).eval()
+    opt = training.make_optimizer(model, "sgd", lr=0.01)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt_before = opt.state_dict()["param_groups"][0]["lr"]
+    result = training.find_lr(model, train_loader, optimizer=opt, num_iter=25, end_lr=1.0)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert opt.param_groups[0]["lr"] == opt_before and not model.training
+    assert 1e-6 <= result.suggested_lr <= 1.0 and len(result.lrs) == 25
+    assert result.figure.axes[0].get_xscale() == "log"
+    assert ".plot()" not in capsys.readouterr().out  # torch-lr-finder's pointer to its own API is dropped
+
+
+@pytest.mark.parametrize(
+    "capability, expected",
+    [((7, 5), torch.float16), ((7, 0), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)],
+    ids=["T4", "V100", "A100", "H100"],
+)
+def test_amp_uses_bf16_only_where_the_gpu_runs_it_natively(monkeypatch, capability, expected):
+    # torch.cuda.is_bf16_supported() says yes on a T4 too (emulated, slow): the capability decides here.
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert training.amp_dtype(torch.device("cuda")) == expected
+
+
+def test_no_autocast_and_no_scaler_on_the_cpu():
+    precision = training.mixed_precision(torch.device("cpu"), amp=True)
+    assert not precision.new_scaler().is_enabled()
+    with precision.autocast():
+        assert not torch.is_autocast_enabled("cpu")
+
+
+class _OverflowScaler:
+    """Stands in for fp16's GradScaler on its first batches: gradients overflow, the step is skipped."""
+
+    def scale(self, loss):
+        return loss
+
+    def step(self, optimizer):
+        return None
+
+    def update(self):
+        return None
+
+
+def test_a_skipped_fp16_step_keeps_the_schedule_and_raises_no_warning():
+    import warnings
+
+    training.set_seed(0)
+    train_loader, _ = _loaders(batch_size=16, n_train=64)
+    model = resnet18(width=4)
+    opt = training.make_optimizer(model, "sgd", lr=0.05)
+    sched = training.make_scheduler(opt, "onecycle", epochs=1, steps_per_epoch=4)
+    before = {k: v.clone() for k, v in model.state_dict().items() if "weight" in k}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "lr_scheduler.step() before optimizer.step()" would raise
+        training.train_one_epoch(model, train_loader, torch.nn.CrossEntropyLoss(), opt, device="cpu",
+                                 scheduler=sched, scaler=_OverflowScaler(), max_batches=4, progress=False)
+    assert sched.last_epoch == 4  # the schedule moved on for every batch
+    assert all(torch.equal(before[k], model.state_dict()[k]) for k in before)  # no weight was updated
+
+
+# ----------------------------------------------------------------------------- the CUDA path, on the CPU
+
+
+class _Spy:
+    """Records the dtype and memory format the first conv of a model sees and produces."""
+
+    def __init__(self, model):
+        self.inputs, self.outputs = [], []
+        model.conv1.register_forward_hook(self.hook)
+
+    def hook(self, module, args, output):
+        self.inputs.append((args[0].dtype, args[0].is_contiguous(memory_format=torch.channels_last)))
+        self.outputs.append(output.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mixed_precision_and_channels_last_run_on_the_cpu(tmp_path, dtype):
+    # the branch fit takes on a GPU, with CPU kernels: autocast, a GradScaler for fp16, NHWC inputs and weights
+    training.set_seed(0)
+    train_loader, test_loader = _loaders(batch_size=16, n_train=64)
+    model = resnet18(width=4)
+    spy = _Spy(model)
+    opt = training.make_optimizer(model, "sgd", lr=0.05)
+    history = training.fit(model, train_loader, test_loader, 1, opt, device="cpu", amp=dtype, channels_last="always",
+                           max_batches=2, progress=False, checkpoint_path=tmp_path / "ck.pt")
+    assert all(out == dtype for out in spy.outputs)  # autocast was on, in training and evaluation
+    assert all(channels_last for _, channels_last in spy.inputs)
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert np.isfinite(history.train_loss[-1]) and np.isfinite(history.test_loss[-1])
+    scaler = torch.load(tmp_path / "ck.pt", weights_only=True)["scaler"]
+    assert bool(scaler) == (dtype == torch.float16)  # an enabled scaler's state is saved...
+    if scaler:  # ...and an enabled scaler is restored from it on resume
+        from eva_utils.training import checkpoint
+
+        ckpt = checkpoint.load_checkpoint(tmp_path / "ck.pt")
+        ckpt["scaler"]["scale"] = 1234.0
+        fresh = training.mixed_precision(torch.device("cpu"), dtype).new_scaler()
+        checkpoint.restore_training_state(ckpt, resnet18(width=4), None, None, fresh)
+        assert fresh.get_scale() == 1234.0
+
+
+def test_precision_refuses_a_dtype_autocast_cannot_use():
+    with pytest.raises(UserError, match="bfloat16 or float16"):
+        training.mixed_precision(torch.device("cpu"), torch.float64)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_find_lr_runs_in_the_precision_and_memory_format_of_training(dtype):
+    training.set_seed(0)
+    train_loader, _ = _loaders(batch_size=16, n_train=64)
+    model = resnet18(width=4)
+    spy = _Spy(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    training.find_lr(model, train_loader, num_iter=20, skip_start=2, skip_end=2, end_lr=1.0,
+                     amp=dtype, channels_last="always")
+    assert spy.outputs and all(out == dtype for out in spy.outputs)  # the forward passes ran under autocast
+    assert all(channels_last for _, channels_last in spy.inputs)
+    assert not model.conv1.weight.is_contiguous(memory_format=torch.channels_last)  # memory format put back
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_find_lr_in_float32_on_the_cpu_by_default():
+    train_loader, _ = _loaders(batch_size=16, n_train=64)
+    model = resnet18(width=4)
+    spy = _Spy(model)
+    training.find_lr(model, train_loader, num_iter=12, skip_start=2, skip_end=2, end_lr=1.0)
+    assert {out for out in spy.outputs} == {torch.float32}
+    assert not any(channels_last for _, channels_last in spy.inputs)
+
+
+def test_the_old_argument_order_still_works_with_a_deprecation_warning():
+    training.set_seed(0)
+    train_loader, test_loader = _loaders(batch_size=16, n_train=32)
+    model = resnet18(width=4)
+    opt = training.make_optimizer(model, "sgd", lr=0.05)
+    with pytest.warns(DeprecationWarning, match="order of eva_utils 0.1.0"):
+        old = training.evaluate(model, test_loader, torch.device("cpu"), max_batches=1)
+    assert old == training.evaluate(model, test_loader, device="cpu", max_batches=1)
+    with pytest.warns(DeprecationWarning, match="order of eva_utils 0.1.0"):
+        stats = training.train_one_epoch(model, torch.nn.CrossEntropyLoss(), opt, train_loader, torch.device("cpu"),
+                                         max_batches=1, progress=False)
+    assert np.isfinite(stats.loss)
+
+
+def test_float16_epoch_without_the_runs_scaler_is_refused():
+    train_loader, _ = _loaders(batch_size=16, n_train=32)
+    model = resnet18(width=4)
+    opt = training.make_optimizer(model, "sgd", lr=0.05)
+    with pytest.raises(UserError, match="needs the run's GradScaler"):
+        training.train_one_epoch(model, train_loader, torch.nn.CrossEntropyLoss(), opt, amp=torch.float16, progress=False)
+
+
+def test_fit_decides_the_precision_once(monkeypatch):
+    calls = []
+    real = training.mixed_precision
+    monkeypatch.setattr(training, "mixed_precision", lambda *a: calls.append(a) or real(*a))
+    train_loader, test_loader = _loaders(batch_size=16, n_train=32)
+    model = resnet18(width=4)
+    opt = training.make_optimizer(model, "sgd", lr=0.05)
+    training.fit(model, train_loader, test_loader, 3, opt, device="cpu", amp=torch.bfloat16, max_batches=1, progress=False)
+    assert len(calls) == 1 + 2 * 3  # fit's own decision; each epoch only passes it on (a Precision is returned as is)
+    assert all(isinstance(a[1], training.Precision) for a in calls[1:])
