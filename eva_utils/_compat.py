@@ -12,15 +12,18 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
+import torch
 
 from eva_utils.core.errors import UserError
 from eva_utils.data import labels
 from eva_utils.data.cifar10 import CIFAR10_CLASSES
-from eva_utils.evaluation import metrics
+from eva_utils.evaluation import localisation
 from eva_utils.explain.multiexit import ExitPredictions
 from eva_utils.models.loading import Classifier
 from eva_utils.plots import figures
-from eva_utils.training import recipe
+from eva_utils.plots.training import plot_lr_finder
+from eva_utils.training import engine, model_to_explain
+from eva_utils.training.lr_finder import LRFinderResult, find_lr  # noqa: F401  (the root's find_lr)
 
 REMOVED_IN = "0.3.0"
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -43,8 +46,8 @@ def moved(func: _F, old: str) -> _F:
 
 cam_overlay = moved(figures.overlay, "eva_utils.cam.overlay")
 cam_show_cams = moved(figures.show_cams, "eva_utils.cam.show_cams")
-cam_pointing_hits = moved(metrics.pointing_hits, "eva_utils.cam.pointing_hits")
-cam_pointing_game = moved(metrics.pointing_game, "eva_utils.cam.pointing_game")
+cam_pointing_hits = moved(localisation.pointing_hits, "eva_utils.cam.pointing_hits")
+cam_pointing_game = moved(localisation.pointing_game, "eva_utils.cam.pointing_game")
 
 # ----------------------------------------------------------------------------- eva_utils.multiexit
 
@@ -69,7 +72,7 @@ multiexit_show_exit_cams = moved(_show_exit_cams_0_1, "eva_utils.multiexit.show_
 
 sources_read_labels = moved(labels.read_labels, "eva_utils.sources.read_labels")
 sources_imagenet_categories = moved(labels.imagenet_classes, "eva_utils.sources.imagenet_categories")
-sources_torchvision_classifier = moved(recipe.torchvision_classifier, "eva_utils.sources.torchvision_classifier")
+sources_torchvision_classifier = moved(model_to_explain.torchvision_classifier, "eva_utils.sources.torchvision_classifier")
 
 
 def _categories(self: Classifier) -> tuple[str, ...] | None:
@@ -80,3 +83,45 @@ def _categories(self: Classifier) -> tuple[str, ...] | None:
 
 
 Classifier.categories = property(_categories)  # type: ignore[attr-defined]
+
+
+# ----------------------------------------------------------------------------- eva_utils.training (and the root)
+# The root's train_one_epoch, evaluate and find_lr come from here (eva_utils._HOMES): the engine's own functions,
+# which also take 0.1.0's positional order (with a warning), and a find_lr result that still has 0.1.0's .figure.
+
+_TRAIN_ONE_EPOCH_0_1 = ("model", "criterion", "optimizer", "train_loader", "device", "epoch", "scheduler", "scaler",
+                        "amp", "channels_last", "max_batches", "progress")
+_EVALUATE_0_1 = ("model", "test_loader", "device", "criterion", "amp", "channels_last", "tta", "max_batches", "progress")
+
+
+def _old_order(func: _F, old: tuple[str, ...], is_old: Callable[[tuple], bool]) -> _F:
+    """``func`` that also takes eva_utils 0.1.0's positional order ``old`` (told apart by ``is_old(args)``), with a
+    DeprecationWarning; ``inspect.signature`` shows ``func``'s own parameters."""
+
+    @functools.wraps(func)
+    def shim(*args: Any, **kwargs: Any) -> Any:
+        if is_old(args):
+            name = func.__name__
+            warnings.warn(f"{name}({', '.join(old[:len(args)])}) is the order of eva_utils 0.1.0; pass "
+                          f"{name}(model, loader, criterion, ...) and the rest by name (the old order is removed in "
+                          f"{REMOVED_IN})", DeprecationWarning, stacklevel=2)
+            args, kwargs = (), {**dict(zip(old, args, strict=False)), **kwargs}
+        return func(*args, **kwargs)
+
+    return shim  # type: ignore[return-value]
+
+
+# (model, criterion, optimizer, loader, ...) and (model, loader, device, criterion, ...)
+train_one_epoch = _old_order(engine.train_one_epoch, _TRAIN_ONE_EPOCH_0_1,
+                             lambda args: len(args) >= 3 and isinstance(args[2], torch.optim.Optimizer))
+evaluate = _old_order(engine.evaluate, _EVALUATE_0_1, lambda args: len(args) >= 3 and isinstance(args[2], (str, torch.device)))
+
+
+def _lr_finder_figure(self: LRFinderResult) -> Any:
+    """0.1.0's ``find_lr(...).figure``: the curve, drawn by :func:`eva_utils.plots.plot_lr_finder`."""
+    warnings.warn("LRFinderResult.figure: draw the curve with eva_utils.plots.plot_lr_finder(result); the attribute "
+                  f"is removed in {REMOVED_IN}", DeprecationWarning, stacklevel=2)
+    return plot_lr_finder(self)
+
+
+LRFinderResult.figure = property(_lr_finder_figure)  # type: ignore[attr-defined]

@@ -22,6 +22,7 @@ import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -30,13 +31,14 @@ from torch import nn
 
 from eva_utils import __version__
 from eva_utils.core.errors import UserError, unknown_name
+from eva_utils.core.files import atomic_write_text, claim_output_folder
 from eva_utils.data.cifar10 import CIFAR10_CLASSES, ArrayDataset, load_sample
 from eva_utils.data.images import read_image
 from eva_utils.evaluation.metrics import Predictions, misclassified
 from eva_utils.explain import cam, multiexit
 from eva_utils.models.loading import PRETRAINED_PREFIX, Classifier, load_model
-from eva_utils.models.msdnet import MSDNet
-from eva_utils.plots.figures import overlay
+from eva_utils.models.msdnet_model import MSDNet
+from eva_utils.plots import overlay
 
 __all__ = ["DEFAULT_SOURCE", "Explanation", "Explorer", "build_app", "write_space"]
 
@@ -76,7 +78,7 @@ class Explorer:
         if isinstance(model, MSDNet):
             taps = model.exit_feature_modules()
             layers = {f"exit {k}": taps[k - 1] for k in range(1, model.num_exits + 1)}
-        elif hasattr(model, "layer4"):
+        elif cam.is_resnet(model):
             layers = cam.resnet_layers(model)
         else:
             layers = cam.conv_layers(model, size)  # every conv layer, in forward order: the page picks among them
@@ -88,7 +90,7 @@ class Explorer:
     @property
     def picks_a_layer(self) -> bool:
         """A model without named stages or exits: the page offers a layer picker (default the last conv)."""
-        return not (self.is_multiexit or hasattr(self.classifier.model, "layer4"))
+        return not (self.is_multiexit or cam.is_resnet(self.classifier.model))
 
     @property
     def is_multiexit(self) -> bool:
@@ -235,6 +237,20 @@ def build_app(explorer: Explorer | str | None = None, title: str = "Grad-CAM exp
     gr = _gradio()
     if not isinstance(explorer, Explorer):
         explorer = Explorer.from_source(explorer or DEFAULT_SOURCE)
+    mistakes = explorer.mistakes()
+    on = _handlers(gr, explorer, mistakes)
+    with gr.Blocks(title=title) as page:
+        gr.Markdown(f"# {title}\n{explorer.classifier.description}")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Explain an image", id="explain-tab"):
+                view = _explain_tab(gr, explorer, on)
+            with gr.Tab("Mistakes", id="mistakes-tab"):
+                _mistakes_tab(gr, mistakes, on, tabs, view)
+    return page.queue(default_concurrency_limit=1)
+
+
+def _handlers(gr: Any, explorer: Explorer, mistakes: list[list[Any]]) -> SimpleNamespace:
+    """The page's callbacks, each showing a :class:`UserError` in the page as a readable message (``gr.Error``)."""
 
     def guarded(fn: Any) -> Any:
         @functools.wraps(fn)  # keeps fn's signature: Gradio reads it (the clicked cell comes as gr.SelectData)
@@ -263,53 +279,56 @@ def build_app(explorer: Explorer | str | None = None, title: str = "Grad-CAM exp
         return chosen(explorer.examples.images[mistakes[int(row)][0]])
 
     pick_mistake.__annotations__ = {"event": gr.SelectData}  # how Gradio knows to pass the clicked cell
+    return SimpleNamespace(explain=guarded(explain), uploaded=guarded(uploaded), example=guarded(example),
+                           pick_mistake=guarded(pick_mistake))
 
-    classes = [PREDICTED, *explorer.classes]
-    mistakes = explorer.mistakes()
-    with gr.Blocks(title=title) as page:
-        gr.Markdown(f"# {title}\n{explorer.classifier.description}")
-        with gr.Tabs() as tabs:
-            with gr.Tab("Explain an image", id="explain-tab"):
-                current = gr.State(None)  # the image to explain (uint8 RGB), per user
+
+def _explain_tab(gr: Any, explorer: Explorer, on: SimpleNamespace) -> SimpleNamespace:
+    """The first tab's components and events; returns what the mistakes tab drives (image, controls, outputs)."""
+    current = gr.State(None)  # the image to explain (uint8 RGB), per user
+    with gr.Row():
+        with gr.Column():
+            # a file, not gr.Image: the explorer reads it, so a bad file gets a readable message
+            upload = gr.File(label="upload an image (PNG, JPEG, WebP, ...)", type="filepath", elem_id="upload")
+            shown = gr.Image(label="the image", interactive=False, elem_id="image")
+        with gr.Column():
+            method = gr.Dropdown(list(cam.ONE_PASS_METHODS), value="gradcam", label="CAM method")
+            target = gr.Dropdown([PREDICTED, *explorer.classes], value=PREDICTED, label="class to explain",
+                                 allow_custom_value=True)
+            alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="opacity of the map")
+            controls = [current, method, target, alpha]
+            if explorer.picks_a_layer:
+                names = list(explorer.layers)
+                controls.append(gr.Dropdown(names, value=names[-1], label="layer (conv layers, first to last)"))
+            if explorer.examples is not None:
                 with gr.Row():
-                    with gr.Column():
-                        # a file, not gr.Image: the explorer reads it, so a bad file gets a readable message
-                        upload = gr.File(label="upload an image (PNG, JPEG, WebP, ...)", type="filepath", elem_id="upload")
-                        shown = gr.Image(label="the image", interactive=False, elem_id="image")
-                    with gr.Column():
-                        method = gr.Dropdown(list(cam.ONE_PASS_METHODS), value="gradcam", label="CAM method")
-                        target = gr.Dropdown(classes, value=PREDICTED, label="class to explain", allow_custom_value=True)
-                        alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="opacity of the map")
-                        controls = [current, method, target, alpha]
-                        if explorer.picks_a_layer:
-                            names = list(explorer.layers)
-                            controls.append(gr.Dropdown(names, value=names[-1], label="layer (conv layers, first to last)"))
-                        if explorer.examples is not None:
-                            with gr.Row():
-                                pick = gr.Dropdown(list(explorer.examples.classes), value=explorer.examples.classes[0],
-                                                   label="a bundled test image of class")
-                                use = gr.Button("use it")
-                        go = gr.Button("Explain", variant="primary", elem_id="explain")
-                top5 = gr.Label(num_top_classes=5, label="top-5 classes", elem_id="top5")
-                gallery = gr.Gallery(label="Grad-CAM of every stage (the map's size at the model's input)", columns=6,
-                                     height=240, elem_id="maps")
-                note = gr.Markdown(elem_id="note")
-                upload.upload(guarded(uploaded), [upload], [shown, current])
-                go.click(guarded(explain), controls, [top5, gallery, note])
-                if explorer.examples is not None:
-                    use.click(guarded(example), [pick], [shown, current])
-            with gr.Tab("Mistakes", id="mistakes-tab"):
-                if mistakes:
-                    gr.Markdown("The most confident mistakes on the bundled CIFAR-10 test images: click a row to "
-                                "explain it in the first tab.")
-                    table = gr.Dataframe(mistakes, headers=["test image", "true", "predicted", "p"], interactive=False,
-                                         elem_id="mistakes")
-                    # a click shows the image in the first tab and explains it there
-                    table.select(guarded(pick_mistake), None, [shown, current]).then(
-                        lambda: gr.Tabs(selected="explain-tab"), None, [tabs]).then(guarded(explain), controls, [top5, gallery, note])
-                else:
-                    gr.Markdown("Mistakes need a CIFAR-10 model (the bundled test images are CIFAR-10's).")
-    return page.queue(default_concurrency_limit=1)
+                    pick = gr.Dropdown(list(explorer.examples.classes), value=explorer.examples.classes[0],
+                                       label="a bundled test image of class")
+                    use = gr.Button("use it")
+            go = gr.Button("Explain", variant="primary", elem_id="explain")
+    top5 = gr.Label(num_top_classes=5, label="top-5 classes", elem_id="top5")
+    gallery = gr.Gallery(label="Grad-CAM of every stage (the map's size at the model's input)", columns=6,
+                         height=240, elem_id="maps")
+    note = gr.Markdown(elem_id="note")
+    upload.upload(on.uploaded, [upload], [shown, current])
+    go.click(on.explain, controls, [top5, gallery, note])
+    if explorer.examples is not None:
+        use.click(on.example, [pick], [shown, current])
+    return SimpleNamespace(image=[shown, current], controls=controls, outputs=[top5, gallery, note])
+
+
+def _mistakes_tab(gr: Any, mistakes: list[list[Any]], on: SimpleNamespace, tabs: Any, view: SimpleNamespace) -> None:
+    """The second tab: the most confident mistakes; a click explains one in the first tab."""
+    if not mistakes:
+        gr.Markdown("Mistakes need a CIFAR-10 model (the bundled test images are CIFAR-10's).")
+        return
+    gr.Markdown("The most confident mistakes on the bundled CIFAR-10 test images: click a row to "
+                "explain it in the first tab.")
+    table = gr.Dataframe(mistakes, headers=["test image", "true", "predicted", "p"], interactive=False,
+                         elem_id="mistakes")
+    # a click shows the image in the first tab and explains it there
+    table.select(on.pick_mistake, None, view.image).then(
+        lambda: gr.Tabs(selected="explain-tab"), None, [tabs]).then(on.explain, view.controls, view.outputs)
 
 
 # ----------------------------------------------------------------------------- a Hugging Face Space
@@ -331,23 +350,21 @@ def write_space(folder: str | os.PathLike[str], source: str = DEFAULT_SOURCE, re
     ``README.md`` with the Space's front matter, and the model file when ``source`` is a file.
 
     Raises:
-        UserError: the folder holds files already (without ``overwrite``).
+        UserError: the folder holds files already (without ``overwrite``), or is a file.
     """
     gr = _gradio()
-    out = Path(folder).expanduser()
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{out} is not empty: choose a new folder for the Space, or add --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
-    model_source = source
+    out = claim_output_folder(folder, overwrite=overwrite, owned=("*",), kind="files", param="folder")
+    model_source, copied = source, []
     if Path(source).is_file():
         model_source = Path(source).name
-        shutil.copyfile(source, out / model_source)
-    (out / "app.py").write_text(_SPACE_APP.format(source=model_source))
+        copied.append(Path(shutil.copyfile(source, out / model_source)))
     package = f"eva-utils[app] @ git+{repo_url}" if repo_url else f"eva-utils[app]=={__version__}"
-    (out / "requirements.txt").write_text(f"{package}\ngradio=={gr.__version__}\n")
-    (out / "README.md").write_text(
-        "---\ntitle: Grad-CAM explorer\nemoji: 🔍\nsdk: gradio\n"
-        f"sdk_version: {gr.__version__}\napp_file: app.py\npinned: false\n---\n\n"
-        "Grad-CAM of every stage of a CIFAR-10 ResNet, made with [eva_utils](https://github.com/eva-utils/eva_utils).\n"
-    )
-    return sorted(out.iterdir())
+    written = [
+        atomic_write_text(out / "app.py", _SPACE_APP.format(source=model_source)),
+        atomic_write_text(out / "requirements.txt", f"{package}\ngradio=={gr.__version__}\n"),
+        atomic_write_text(out / "README.md", "---\ntitle: Grad-CAM explorer\nemoji: 🔍\nsdk: gradio\n"
+                          f"sdk_version: {gr.__version__}\napp_file: app.py\npinned: false\n---\n\n"
+                          "Grad-CAM of every stage of a CIFAR-10 ResNet, made with "
+                          "[eva_utils](https://github.com/eva-utils/eva_utils).\n"),
+    ]
+    return sorted([*written, *copied])

@@ -1,16 +1,52 @@
 """The building blocks of every ``eva-utils`` sub-command: the parser, how a command's errors end
-(one line, exit 2), and argparse types that parse numbers (the functions that use them check the rest)."""
+(one line naming the flag to change, exit 2), and argparse types that parse numbers (the functions that
+use them check the rest)."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from collections.abc import Sequence
 
+from eva_utils.core import checks
 from eva_utils.core.errors import UserError
 
-__all__ = ["Parser", "count_from_back", "finite_float", "non_negative_int", "positive_float", "positive_int", "run_parsed"]
+__all__ = ["FLAGS", "Parser", "count_from_back", "error_line", "finite_float", "non_negative_int", "positive_float",
+           "positive_int", "run_parsed"]
+
+FLAGS = {
+    "amp": "--no-amp",
+    "arch": "--arch",
+    "batch_size": "--batch-size",
+    "data": "--data",
+    "data_dir": "--data-dir",
+    "device": "--device",
+    "download": "--no-download",
+    "epochs": "--epochs",
+    "figures": "--figures",
+    "folder": "--space",
+    "lr": "--lr",
+    "max_batches": "--max-batches",
+    "model": "--model",
+    "nproc": "--nproc",
+    "num_classes": "--num-classes",
+    "num_workers": "--workers",
+    "out": "--out",
+    "overwrite": "--overwrite",
+    "resume": "--resume",
+    "save_dir": "--save_dir",
+    "seed": "--seed",
+    "sync_batchnorm": "--sync-bn",
+    "sync_bn": "--sync-bn",
+    "track_cams": "--track-cams",
+    "track_layers": "--track-layers",
+    "unsafe_pickle": "--unsafe-pickle",
+    "weights": "--weights",
+    "width": "--width",
+}
+"""A library parameter's name (``UserError.param``) -> the command-line flag that sets it."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -20,7 +56,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None, diverged: type[Exception] = ()) -> int:
+def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+               diverged: type[Exception] | tuple[type[Exception], ...] = ()) -> int:
     """Parse ``argv`` and run the chosen command's ``func``; returns the exit status.
 
     A :class:`UserError` prints one line and returns 2; ``diverged`` (training's NaN loss) prints its
@@ -30,7 +67,7 @@ def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None, dive
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"eva-utils {args.command}: error: {exc}", file=sys.stderr)
+        print(error_line(args.command, exc), file=sys.stderr)
         return 2
     except diverged as exc:
         print(f"eva-utils {args.command}: {exc}", file=sys.stderr)
@@ -38,6 +75,23 @@ def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None, dive
     except KeyboardInterrupt:
         print(f"eva-utils {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def error_line(command: str, exc: UserError) -> str:
+    """The one line a user error prints: ``eva-utils train: error: <message> (on the command line: --no-amp)``.
+
+    The library names parameters (``pass amp=False``); the flags that set them are added from :data:`FLAGS`:
+    of ``exc.param`` when the message names it, and of every other parameter it names as ``name=``,
+    in the order the message names them, unless the message names the flag already.
+    """
+    line = f"eva-utils {command}: error: {exc}"
+    message = str(exc)
+    named = {m.start(): m.group(1) for m in re.finditer(r"(?<![\w-])([a-z_]+)=", message) if m.group(1) in FLAGS}
+    if exc.param in FLAGS and (found := re.search(rf"(?<![\w-]){re.escape(exc.param)}(?![\w-])", message)):
+        named.setdefault(found.start(), exc.param)
+    flags = [FLAGS[name] for _, name in sorted(named.items())]
+    flags = [flag for i, flag in enumerate(flags) if flag not in line and flag not in flags[:i]]
+    return f"{line} (on the command line: {', '.join(flags)})" if flags else line
 
 
 def _number(text: str, kind: type, expected: str) -> float:
@@ -54,15 +108,21 @@ def _rule(value: float, holds: bool, rule: str) -> float:
 
 
 def positive_int(text: str) -> int:
-    """An integer > 0."""
+    """An integer > 0 (the rule of :func:`eva_utils.core.checks.positive_int`)."""
     value = _number(text, int, "a positive integer")
-    return _rule(value, value > 0, "a positive integer")
+    try:
+        return checks.positive_int(value, "the value")
+    except UserError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}") from None
 
 
 def non_negative_int(text: str) -> int:
     """An integer >= 0 (an image number, a row limit where 0 means all)."""
     value = _number(text, int, "a whole number")
-    return _rule(value, value >= 0, "0 or more")
+    try:
+        return checks.non_negative_int(value, "the value")
+    except UserError:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}") from None
 
 
 def positive_float(text: str) -> float:
@@ -80,4 +140,8 @@ def finite_float(text: str) -> float:
 def count_from_back(text: str) -> int:
     """A conv layer counted from the back: 1 = the last."""
     value = _number(text, int, "a count from the back (1 = the last conv layer)")
-    return _rule(value, value > 0, "1 or more: counts from the back start at 1 (1 = the last conv layer)")
+    try:
+        return checks.positive_int(value, "the count")
+    except UserError:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: counts from the back start at 1 (1 = the last conv "
+                                         f"layer), got {value}") from None

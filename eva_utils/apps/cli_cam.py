@@ -36,12 +36,14 @@ import torch
 from eva_utils.apps.argtypes import Parser, count_from_back, finite_float, positive_float, positive_int, run_parsed
 from eva_utils.core.devices import resolve_device
 from eva_utils.core.errors import UserError, first_line
+from eva_utils.core.files import claim_output_folder
 from eva_utils.data import images as inputs
 from eva_utils.data.labels import imagenet_classes, read_labels
+from eva_utils.data.presets import get_preset
 from eva_utils.explain import cam
 from eva_utils.explain.cam import CAM_METHODS
 from eva_utils.models import loading as sources
-from eva_utils.plots.figures import save_figure, show_cams
+from eva_utils.plots import save_figure, show_cams
 
 __all__ = ["add_parser", "main", "run"]
 
@@ -61,7 +63,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``cam`` on the ``eva-utils`` subcommands; returns its parser."""
 
     p = subparsers.add_parser(
-        "cam", help="Grad-CAM for any CNN (torchvision name, state dict, TorchScript, checkpoint) on your images",
+        "cam",
         description="Grad-CAM for any CNN: for each image, the CAMs of the three most likely classes and of the least "
                     "likely one, at the layers you choose. Accepts the flags of the original GradCam tool "
                     "(--model_path, --conv2d_backcount, ...), also with dashes.",
@@ -291,16 +293,8 @@ def _save_dir(args: argparse.Namespace) -> tuple[Path | None, bool]:
         if not args.show:
             print(f"no --save_dir and no --show: saving the figures into ./{DEFAULT_SAVE_DIR}")
     if save_dir is not None:
-        if save_dir.exists() and not save_dir.is_dir():
-            raise UserError(f"--save_dir {save_dir} is a file, not a folder")
-        earlier = sorted(save_dir.glob("*.png")) if save_dir.is_dir() else []
-        if earlier and not args.overwrite:
-            raise UserError(f"--save_dir {save_dir} already holds figures ({earlier[0].name}, {len(earlier)} in all): "
-                            "choose another --save_dir, or pass --overwrite to replace them")
-        try:
-            save_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # under a file, read-only, ...
-            raise UserError(f"cannot create --save_dir {save_dir} ({first_line(exc)}): choose another folder") from exc
+        save_dir = claim_output_folder(save_dir, overwrite=args.overwrite, owned=("*.png",), kind="figures",
+                                       param="save_dir")
     return save_dir, show
 
 
@@ -315,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
     classifier = sources.load_model(args.model_path, arch=args.arch, num_classes=args.num_classes, weights=args.weights,
                                     unsafe_pickle=args.unsafe_pickle, device=resolve_device(args.device))
     model = classifier.model
-    preset = inputs.get_preset(args.preset or classifier.preset, args.input_size, args.mean, args.std)
+    preset = get_preset(args.preset or classifier.preset, args.input_size, args.mean, args.std)
     device = next(iter(model.parameters()), torch.empty(0)).device
     print(f"model: {classifier.description}; on {device.type}")
     classes = _class_names(args, classifier.classes, _check_runs(model, preset.size, args.output_index))

@@ -25,21 +25,18 @@ import numpy as np
 
 from eva_utils.apps.argtypes import non_negative_int, positive_int
 from eva_utils.core.devices import resolve_device
-from eva_utils.core.errors import UserError, first_line
-from eva_utils.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, denormalize, load_dataset, make_loader
+from eva_utils.core.errors import UserError
+from eva_utils.core.files import claim_output_folder
+from eva_utils.data.arrays import load_dataset
+from eva_utils.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, denormalize
+from eva_utils.data.loaders import make_loader
 from eva_utils.data.presets import test_transforms
 from eva_utils.explain import multiexit as mx
 from eva_utils.explain.multiexit import default_exits, exit_cams, predict_exits
-from eva_utils.models.msdnet import (
-    MSDNET_GCN_CIFAR10_PAGE,
-    MSDNet,
-    download_msdnet_gcn_checkpoint,
-    load_msdnet_gcn_checkpoint,
-    read_checkpoint,
-    verify_msdnet_gcn_download,
-)
-from eva_utils.plots.figures import overlay, plot_budget_curve, save_figure, show_exit_cams
-from eva_utils.training.checkpoint import FORMAT, load_trained_model
+from eva_utils.models.loading import load_model
+from eva_utils.models.msdnet_gcn import MSDNET_GCN_CIFAR10_PAGE, download_msdnet_gcn_checkpoint, verify_msdnet_gcn_download
+from eva_utils.models.msdnet_model import MSDNet
+from eva_utils.plots import overlay, plot_budget_curve, save_figure, show_exit_cams
 
 __all__ = ["add_parser", "run"]
 
@@ -63,7 +60,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register ``msd`` on the ``eva-utils`` sub-command parsers."""
     p = subparsers.add_parser(
         "msd",
-        help="evaluate every exit of an MSD-Net checkpoint; per-exit Grad-CAM",
         description="Per-exit accuracy, which exits get each test image right (its difficulty), per-class "
                     "accuracy per exit, the anytime accuracy/compute curve, and Grad-CAM of image N by exit K, "
                     "for an MSD-Net checkpoint (MSDNet-GCN format, or from eva-utils train --model msdnet).",
@@ -115,13 +111,10 @@ def _marks() -> tuple[str, str]:
 def _load_model(path: str, device):
     """(model, normalised): an MSDNet-GCN checkpoint (inputs in [0, 1]) or an ``eva-utils train`` one (normalised)."""
 
-    content = read_checkpoint(path)  # a file that cannot be read safely fails here, once, whatever its kind
-    if not (isinstance(content, dict) and content.get("format") == FORMAT):
-        return load_msdnet_gcn_checkpoint(path, map_location=device), False
-    model = load_trained_model(path, map_location=device)  # written by `eva-utils train --model msdnet`
-    if not isinstance(model, MSDNet):
-        raise UserError(f"{path} holds a {type(model).__name__}, not an MSD-Net: eva-utils msd needs a multi-exit model")
-    return model, True
+    classifier = load_model(path, device=device)  # the one loader: it tells the two kinds apart
+    if not isinstance(classifier.model, MSDNet):
+        raise UserError(f"{path} holds a {type(classifier.model).__name__}, not an MSD-Net: eva-utils msd needs a multi-exit model")
+    return classifier.model, any(classifier.preset.mean)  # MSDNet-GCN's weights: ToTensor() images, mean 0
 
 
 def _fetch_if_asked(args: argparse.Namespace) -> None:
@@ -217,17 +210,7 @@ def _heatmaps(args: argparse.Namespace, model, test_set, normalized: bool) -> in
 def _output_folder(args: argparse.Namespace, names: list[str]) -> Path:
     """``--out``, created, after checking that none of ``names`` would replace a file there (unless --overwrite)."""
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder: choose a folder for the images")
-    there = [name for name in names if (out / name).exists()]
-    if there and not args.overwrite:
-        raise UserError(f"{out / there[0]} already exists: choose another --out, or pass --overwrite to replace it")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create --out {out} ({first_line(exc)}): choose another folder") from exc
-    return out
+    return claim_output_folder(args.out, overwrite=args.overwrite, owned=names, kind="images")
 
 
 def _tables(args: argparse.Namespace, model, test_set, normalized: bool) -> int:

@@ -13,14 +13,16 @@ Files are edited as text (a notebook's JSON layout and outputs stay as they are)
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from eva_utils.core.errors import UserError
 from eva_utils.core.files import atomic_write_text
 
-__all__ = ["parse_github_url", "point_at_fork"]
+__all__ = ["add_parser", "parse_github_url", "point_at_fork"]
 
 _GITHUB = re.compile(r"^https://github\.com/([A-Za-z0-9-]+)/([A-Za-z0-9._-]+?)(?:\.git)?/?$")
 _REPO_URL = re.compile(r'REPO_URL = \\?"https://github\.com/([A-Za-z0-9-]+)/([A-Za-z0-9._-]+)\\?"')
@@ -85,3 +87,28 @@ def point_at_fork(url: str, root: str | os.PathLike[str] = ".", branch: str = "m
             atomic_write_text(path, new)
             changed.append(path)
     return changed
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``fork`` on the ``eva-utils`` subcommands; returns its parser."""
+    p = subparsers.add_parser("fork", description="Rewrite REPO_URL in every notebook and the Colab badges in the "
+                              "notebooks and README so that Colab installs and opens your fork, not the upstream repository.")
+    p.add_argument("url", metavar="URL", help="your fork: https://github.com/<you>/<repo>")
+    p.add_argument("--branch", default="main", help="the branch the Colab badges open (default %(default)s)")
+    p.add_argument("--repo", default=".", help="the fork's checkout (default: the current folder)")
+    p.set_defaults(func=_cmd_fork)
+    return p
+
+
+def _cmd_fork(args: argparse.Namespace) -> int:
+    changed = point_at_fork(args.url, root=args.repo, branch=args.branch)
+    if not changed:
+        print(f"the notebooks and README already point at {args.url} ({args.branch}); nothing changed")
+    for path in changed:
+        print(f"pointed {path} at {args.url} ({args.branch})")
+    if changed:
+        print("commit and push these files; Colab then installs and opens your fork")
+    return 0

@@ -11,6 +11,7 @@ coursework submission asks for (``eva-utils report RUN_DIR``).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -21,15 +22,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from eva_utils.apps.argtypes import positive_int
 from eva_utils.core.errors import DataNotFoundError, UserError
-from eva_utils.core.files import atomic_write_text
-from eva_utils.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, load_dataset, load_sample, make_loader
+from eva_utils.core.files import atomic_write_text, claim_output_file, claim_output_folder, remove_owned_files
+from eva_utils.data.arrays import load_dataset
+from eva_utils.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, load_sample
+from eva_utils.data.loaders import make_loader
 from eva_utils.data.presets import test_transforms
 from eva_utils.evaluation.metrics import accuracy, confusion_matrix, misclassified, per_class_accuracy, predict
-from eva_utils.explain.cam import layer_cams, map_sizes, resnet_layers
+from eva_utils.explain.cam import is_resnet, layer_cams, map_sizes, resnet_layers
 from eva_utils.models import summary
 from eva_utils.models.shipped import pretrained, pretrained_info, training_history
-from eva_utils.plots.figures import (
+from eva_utils.plots import (
     plot_confusion_matrix,
     plot_history,
     save_figure,
@@ -38,9 +42,9 @@ from eva_utils.plots.figures import (
     show_samples,
 )
 from eva_utils.training.checkpoint import load_checkpoint, rebuild_model
-from eva_utils.training.engine import History
+from eva_utils.training.history import History
 
-__all__ = ["write_pretrained_report", "write_report", "write_submission"]
+__all__ = ["add_parser", "write_pretrained_report", "write_report", "write_submission"]
 
 
 def write_report(
@@ -139,6 +143,10 @@ def write_pretrained_report(out: str | os.PathLike, name: str = "resnet18_w16_ci
 
 # ----------------------------------------------------------------------------- the coursework submission
 
+SUBMISSION_FILES = ("README.md", "metrics.json", "history.json", "curves.png", "misclassified.png",
+                    "confusion_matrix.png", "gradcam_layers.png", "samples.png")
+"""What ``write_submission`` writes into its folder: all that ``overwrite=True`` may replace there."""
+
 _SETTINGS = ("model", "width", "data", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
              "weight_decay", "scheduler", "pct_start", "label_smoothing", "augment", "amp", "seed")
 
@@ -188,7 +196,8 @@ def write_submission(
     Args:
         run_dir: the run's folder (``checkpoint.pt`` and ``history.json``, as ``eva-utils train`` writes them).
         out: where to write (default ``run_dir/submission``).
-        overwrite: replace a submission already there.
+        overwrite: replace the files of a submission already in ``out`` (and ``<out>.zip``); only those: a folder
+            holding anything else, the run folder or a folder containing it is refused even so.
         data_dir: where CIFAR-10 is (default: the run's own ``data_dir``); it is not downloaded.
         n_images: misclassified images shown, and explained with Grad-CAM.
         zip: also write the folder as ``<out>.zip`` beside it (``zip`` in the result), to hand in or download.
@@ -197,8 +206,9 @@ def write_submission(
         Name -> path of every file written (``readme`` is the README).
 
     Raises:
-        UserError: no run there, a submission already there without ``overwrite``, a model without
-            ResNet stages (MSD-Net runs: use ``eva-utils msd``), or the run's data not found.
+        UserError: no run there, a submission (or its zip) already there without ``overwrite``, an ``out``
+            that is the run, contains it or holds other files, a model without ResNet stages (MSD-Net
+            runs: use ``eva-utils msd``), or the run's data not found.
     """
     run = Path(run_dir).expanduser()
     checkpoint, history_file = run / "checkpoint.pt", run / "history.json"
@@ -207,12 +217,13 @@ def write_submission(
             raise DataNotFoundError(f"{run} is not a finished run: {needed.name} is missing "
                                     "(give the --out folder of eva-utils train)")
     out = Path(out).expanduser() if out is not None else run / "submission"
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{out} already holds a submission: add --overwrite to replace it, or choose --out")
+    archive = claim_output_file(f"{out}.zip", overwrite=overwrite) if zip else None  # before any work
+    out = claim_output_folder(out, overwrite=overwrite, owned=SUBMISSION_FILES, exclusive=True, protect=[run],
+                              kind="a submission")
     ckpt = load_checkpoint(checkpoint)  # read once: its settings and its model
     config = ckpt.get("config") or {}
     model = rebuild_model(ckpt, checkpoint)
-    if not hasattr(model, "layer4"):
+    if not is_resnet(model):
         raise UserError(f"{run} holds a {type(model).__name__}; the submission kit explains ResNet stages "
                         "(for MSD-Net use eva-utils msd)")
     history = History.load(history_file)
@@ -220,9 +231,16 @@ def write_submission(
         raise UserError(f"{history_file} holds no epochs: train for at least one epoch first")
     test_set = load_dataset(config.get("data", "cifar10"), train=False, transform=test_transforms(),
                             root=data_dir or config.get("data_dir", "./data"), download=False)
-    classes = list(test_set.classes)
-    if out.exists():
-        shutil.rmtree(out)
+    remove_owned_files(out, SUBMISSION_FILES)  # an earlier submission's files: none of them may stay stale
+    files = _write_submission_files(run, out, model, test_set, history, config, n_images)
+    if archive is not None:
+        files["zip"] = _archive(out, archive)
+    return files
+
+
+def _write_submission_files(run: Path, out: Path, model: nn.Module, test_set: Any, history: History, config: dict,
+                            n_images: int) -> dict[str, Path]:
+    """The submission's figures, metrics, history and README, written into the claimed folder ``out``."""
     final = dict(final_train_accuracy=history.train_acc[-1], final_test_accuracy=history.test_acc[-1],
                  final_train_loss=history.train_loss[-1], final_test_loss=history.test_loss[-1],
                  epochs=len(history), settings={k: config[k] for k in _SETTINGS if k in config})
@@ -230,14 +248,23 @@ def write_submission(
                          caption=f"{config.get('model', 'model')} from {run.name}: {len(history)} epochs")
     files["curves"] = save_figure(plot_history(history, title=f"{run.name}: loss and accuracy per epoch"), out / "curves.png")
     files["history"] = out / "history.json"
-    shutil.copyfile(history_file, files["history"])
+    shutil.copyfile(run / "history.json", files["history"])
     metrics = json.loads(files["metrics"].read_text())
     files["readme"] = out / "README.md"
-    readme = _submission_readme(run, config, model, history, metrics, classes, np.asarray(metrics["confusion_matrix"]), n_images)
+    readme = _submission_readme(run, config, model, history, metrics, list(test_set.classes),
+                                np.asarray(metrics["confusion_matrix"]), n_images)
     atomic_write_text(files["readme"], readme)
-    if zip:
-        files["zip"] = Path(shutil.make_archive(str(out), "zip", root_dir=out))
     return files
+
+
+def _archive(folder: Path, archive: Path) -> Path:
+    """``folder`` as the zip file ``archive``, written beside it and renamed into place (never half a zip)."""
+    partial = archive.with_name(f".{archive.name}.tmp{os.getpid()}")
+    try:
+        os.replace(shutil.make_archive(str(partial), "zip", root_dir=folder), archive)
+    finally:
+        Path(f"{partial}.zip").unlink(missing_ok=True)
+    return archive
 
 
 def _remeasured_note(history: History, metrics: dict) -> str:
@@ -249,10 +276,14 @@ def _remeasured_note(history: History, metrics: dict) -> str:
 
 def _submission_readme(run: Path, config: dict, model: nn.Module, history: History, metrics: dict,
                        classes: list[str], cm: np.ndarray, n_images: int) -> str:
+    """The submission's README.md: settings, model, results, figures and observations."""
+    return "\n".join((_readme_setup(run, config, model, history), _readme_results(history, metrics),
+                      _readme_figures(n_images, _observations(history, metrics, classes, cm))))
+
+
+def _readme_setup(run: Path, config: dict, model: nn.Module, history: History) -> str:
     settings = "\n".join(f"| {k} | {config[k]} |" for k in _SETTINGS if k in config)
-    per_class = "\n".join(f"| {c} | {'n/a' if a is None else _percent(a)} |" for c, a in metrics["per_class_accuracy"].items())
     stats = summary(model, (1, 3, 32, 32))
-    observed = "\n".join(f"- {line}" for line in _observations(history, metrics, classes, cm))
     return f"""# {config.get("model", "model")} on {Path(str(config.get("data", "cifar10"))).name}: {_percent(history.test_acc[-1])} test accuracy
 
 Run folder: `{run.name}`. Written by `eva-utils report` from the run's `checkpoint.pt` and `history.json`.
@@ -270,8 +301,12 @@ Run folder: `{run.name}`. Written by `eva-utils report` from the run's `checkpoi
 ```
 {stats}
 ```
+"""
 
-## Results
+
+def _readme_results(history: History, metrics: dict) -> str:
+    per_class = "\n".join(f"| {c} | {'n/a' if a is None else _percent(a)} |" for c, a in metrics["per_class_accuracy"].items())
+    return f"""## Results
 
 | | train | test |
 | --- | --- | --- |
@@ -285,8 +320,12 @@ The saved model, measured again now on all {metrics["images"]} test images: {_pe
 | class | accuracy |
 | --- | --- |
 {per_class}
+"""
 
-## Loss and accuracy curves
+
+def _readme_figures(n_images: int, observations: list[str]) -> str:
+    observed = "\n".join(f"- {line}" for line in observations)
+    return f"""## Loss and accuracy curves
 
 ![loss and accuracy per epoch](curves.png)
 
@@ -309,3 +348,34 @@ Read off the numbers (add your own reading of the figures):
 
 {observed}
 """
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``report`` on the ``eva-utils`` subcommands; returns its parser."""
+    p = subparsers.add_parser("report", description="Write RUN_DIR/submission: README.md (hyperparameters, model "
+                              "summary, final accuracy, per-class table, curves, the most confident mistakes and their "
+                              "Grad-CAM at every stage), its figures, metrics.json and history.json.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of eva-utils train")
+    p.add_argument("--out", help="where to write (default RUN_DIR/submission)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a submission already there (only the files report wrote; nothing else is removed)")
+    p.add_argument("--data-dir", help="where CIFAR-10 is (default: the run's own); nothing is downloaded")
+    p.add_argument("--images", type=positive_int, default=10, help="mistakes shown and explained (default %(default)s)")
+    p.add_argument("--zip", action="store_true", help="also write the folder as a .zip beside it")
+    p.set_defaults(func=_cmd_report)
+    return p
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    files = write_submission(args.run_dir, out=args.out, overwrite=args.overwrite, data_dir=args.data_dir,
+                             n_images=args.images, zip=args.zip)
+    archive = files.pop("zip", None)
+    print(f"wrote the submission into {files['readme'].parent}:")
+    for path in sorted(files.values()):
+        print(f"  {path.name}")
+    if archive is not None:
+        print(f"and {archive}")
+    return 0

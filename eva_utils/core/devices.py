@@ -43,14 +43,15 @@ def resolve_device(device: str | torch.device | None = None, *, allow: tuple[str
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise UserError(f"unknown device {str(device)!r}: use {choices} ({_available()})") from exc
+        raise UserError(f"unknown device {str(device)!r}: use {choices} ({_available()})", param="device") from exc
     if dev.type not in allow:
-        raise UserError(f"device {str(device)!r} is not supported here: use {choices} ({_available()})")
+        raise UserError(f"device {str(device)!r} is not supported here: use {choices} ({_available()})",
+                        param="device")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {str(device)!r} asked for but no GPU is available: use --device cpu "
-                        "(in Colab: Runtime > Change runtime type > GPU)")
+        raise UserError(f"device {str(device)!r} asked for but no GPU is available: use device='cpu' "
+                        "(in Colab: Runtime > Change runtime type > GPU)", param="device")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UserError(f"device {str(device)!r} does not exist: {_available()}")
+        raise UserError(f"device {str(device)!r} does not exist: {_available()}", param="device")
     return dev
 
 

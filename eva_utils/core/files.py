@@ -1,14 +1,18 @@
-"""Files written whole or not at all, and their checksums: one home for checkpoints, histories and downloads."""
+"""Files written whole or not at all, their checksums, and THE output-folder guard: one home for checkpoints,
+histories, downloads and every command's output folder."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "atomic_write_text", "remove_stale_temporaries", "sha256_file", "sha256_of"]
+from eva_utils.core.errors import UserError, first_line
+
+__all__ = ["atomic_write", "atomic_write_text", "claim_output_file", "claim_output_folder", "remove_owned_files",
+           "remove_stale_temporaries", "sha256_file", "sha256_of"]
 
 
 def sha256_of(data: bytes) -> str:
@@ -86,3 +90,120 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """:func:`atomic_write` of UTF-8 text."""
     data = text.encode("utf-8")
     return atomic_write(path, lambda f: f.write(data))
+
+
+# ----------------------------------------------------------------------------- the one output-folder guard
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``folder`` is ``path`` or lies inside it (both resolved)."""
+    return folder == path or path in folder.parents
+
+
+def _held(path: Path, owned: Iterable[str]) -> list[Path]:
+    """The files in ``path`` matching the names or glob patterns ``owned``, sorted."""
+    return sorted({found for pattern in owned for found in path.glob(pattern)})
+
+
+def _refuse_protected(path: Path, protect: Iterable[str | os.PathLike[str]], param: str) -> None:
+    where = path.resolve()
+    for folder in protect:
+        if _inside(where, Path(folder).resolve()):
+            raise UserError(f"{param} {path} is or contains {folder}, which must be kept: choose another {param}",
+                            param=param)
+
+
+def _refuse_foreign(path: Path, owned: Iterable[str], param: str) -> None:
+    """Refuse a folder holding anything its writer did not write: overwrite may only replace the writer's files."""
+    mine = set(_held(path, owned))
+    foreign = sorted(p for p in path.iterdir() if p not in mine)
+    if foreign:
+        raise UserError(f"{param} {path} holds {foreign[0].name}{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}"
+                        f", which this command did not write (even overwrite=True replaces only its own files): "
+                        f"choose a new or empty {param}", param=param)
+
+
+def claim_output_folder(
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool,
+    owned: Iterable[str] = (),
+    exclusive: bool = False,
+    protect: Iterable[str | os.PathLike[str]] = (),
+    kind: str = "files",
+    hint: str = "",
+    param: str = "out",
+) -> Path:
+    """Decide whether a writer may put its files into the folder ``path``, then create it; nothing is deleted.
+
+    Every output folder of the package is claimed here (a run, a report, the CAM figures, a Space).
+
+    Args:
+        path: the output folder.
+        overwrite: allow replacing the writer's own files (``owned``) already there.
+        owned: names or glob patterns of the files the writer puts there; one already present is refused
+            unless ``overwrite``.
+        exclusive: the folder is the writer's alone (a report's): refuse one holding anything not in ``owned``,
+            even with ``overwrite``.
+        protect: folders that must survive (the run a report reads): ``path`` may not be one or contain one.
+        kind: what the owned files are, for the message (``"a run"``, ``"figures"``).
+        hint: another way out, for the message (``"continue it with resume=..., "``).
+        param: the parameter that named ``path``, for the messages and ``UserError.param``.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`, created.
+
+    Raises:
+        UserError: ``path`` is a file, is or contains a protected folder, holds foreign files (``exclusive``),
+            holds the writer's files without ``overwrite``, or cannot be created or written.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{param} {path} is a file, not a folder: choose a folder", param=param)
+    _refuse_protected(path, protect, param)
+    if path.is_dir():
+        if exclusive:
+            _refuse_foreign(path, owned, param)
+        held = _held(path, owned)
+        if held and not overwrite:
+            more = f", {len(held)} in all" if len(held) > 1 else ""
+            raise UserError(f"{path} already holds {kind} ({held[0].name}{more}): {hint}pass overwrite=True to replace "
+                            f"{'them' if len(held) > 1 else 'it'}, or choose another {param}", param="overwrite")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # under a file, read-only, ...
+        raise UserError(f"cannot create {param} {path} ({first_line(exc)}): choose another folder", param=param) from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{param} {path} is not writable: choose another folder", param=param)
+    return path
+
+
+def claim_output_file(path: str | os.PathLike[str], *, overwrite: bool, param: str = "out") -> Path:
+    """Decide whether a writer may create the file ``path`` (an archive beside a folder); nothing is deleted.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        UserError: ``path`` is a folder, or a file already there without ``overwrite``.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a file: choose another {param}", param=param)
+    if path.exists() and not overwrite:
+        raise UserError(f"{path} already exists: pass overwrite=True to replace it, or choose another {param}",
+                        param="overwrite")
+    return path
+
+
+def remove_owned_files(path: str | os.PathLike[str], owned: Iterable[str]) -> list[Path]:
+    """Delete the files matching ``owned`` in a folder claimed with ``exclusive=True, overwrite=True``: what its
+    writer wrote there before, so that nothing stale stays beside the new files. Folders are never removed.
+
+    Returns:
+        The files removed.
+    """
+    removed = [found for found in _held(Path(path), owned) if found.is_file() or found.is_symlink()]
+    for found in removed:
+        found.unlink()
+    return removed

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 from eva_utils.core.devices import eval_mode, model_device_dtype  # model_device_dtype re-exported (its old home)
 from eva_utils.core.errors import UserError
 
-__all__ = ["Predictions", "accuracy", "as_image_batch", "first_conv_channels", "select_output", "check_exit", "confusion_matrix", "misclassified", "forward_batches", "model_device_dtype", "output_probs", "map_correlation", "per_class_accuracy", "pointing_game", "pointing_hits", "predict"]
+__all__ = ["Predictions", "accuracy", "as_image_batch", "first_conv_channels", "select_output", "check_exit", "confusion_matrix", "misclassified", "forward_batches", "model_device_dtype", "output_probs", "per_class_accuracy", "predict"]
 
 
 class Predictions(NamedTuple):
@@ -237,79 +237,3 @@ def per_class_accuracy(labels: np.ndarray, preds: np.ndarray, num_classes: int) 
     totals = cm.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(totals > 0, np.diag(cm) / totals, np.nan)
-
-
-# ----------------------------------------------------------------------------- how well a map points at the object
-
-
-def pointing_hits(
-    cams: np.ndarray | torch.Tensor,
-    masks: np.ndarray | torch.Tensor,
-    tolerance: int = 0,
-) -> np.ndarray:
-    """For each map, whether its maximum lies on the object (the pointing game, per image).
-
-    Args:
-        cams: (N, H, W) maps; the first argmax pixel counts when several pixels tie.
-        masks: (N, H, W) booleans, True on the object.
-        tolerance: also count a hit when the maximum is within this many pixels (Euclidean)
-            of the object; Zhang et al. use 15 pixels at ImageNet scale.
-
-    Returns:
-        bool array (N,).
-    """
-    heat = cams.detach().cpu().numpy() if isinstance(cams, torch.Tensor) else np.asarray(cams)
-    mask = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
-    if heat.ndim == 2:
-        heat, mask = heat[None], mask[None]
-    if heat.ndim != 3 or heat.shape != mask.shape:
-        raise UserError(f"cams and masks must both be (N, H, W) of equal shape, got {heat.shape} and {mask.shape}")
-    mask = mask.astype(bool)
-    n, height, width = heat.shape
-    flat = heat.reshape(n, -1).argmax(axis=1)
-    ys, xs = np.divmod(flat, width)  # (N,), (N,)
-    t = max(int(tolerance), 0)
-    hits = np.zeros(n, dtype=bool)
-    dy, dx = np.mgrid[-t:t + 1, -t:t + 1]
-    disk = dy**2 + dx**2 <= t**2  # (2t+1, 2t+1)
-    for i, (y, x) in enumerate(zip(ys, xs, strict=False)):
-        window = np.zeros_like(disk)
-        y0, y1, x0, x1 = max(y - t, 0), min(y + t + 1, height), max(x - t, 0), min(x + t + 1, width)
-        window[y0 - y + t:y1 - y + t, x0 - x + t:x1 - x + t] = mask[i, y0:y1, x0:x1]
-        hits[i] = bool((window & disk).any())
-    return hits
-
-
-def pointing_game(
-    cams: np.ndarray | torch.Tensor,
-    masks: np.ndarray | torch.Tensor,
-    tolerance: int = 0,
-) -> float:
-    """Fraction of maps whose maximum lies on the object: a CAM localisation score in [0, 1].
-
-    Args:
-        cams: (N, H, W) maps, e.g. ``layer_cams(...)["layer4"]``.
-        masks: (N, H, W) booleans, True on the object.
-        tolerance: pixels of slack around the object, see :func:`pointing_hits`.
-
-    Returns:
-        The hit rate; see :func:`pointing_hits` for the per-image hits.
-    """
-    return float(pointing_hits(cams, masks, tolerance).mean())
-
-
-def map_correlation(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Pearson correlation of each pair of maps: (N,) in [-1, 1], NaN where a map is constant (all zero).
-
-    For comparing two sets of maps of the same images: the trained and a randomly initialised
-    network's (the model-randomisation sanity check of Adebayo et al., 2018), two layers, two methods.
-    """
-    x = (a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)).astype(np.float64)
-    y = (b.detach().cpu().numpy() if isinstance(b, torch.Tensor) else np.asarray(b)).astype(np.float64)
-    if x.shape != y.shape or x.ndim != 3:
-        raise UserError(f"map_correlation needs two (N, H, W) arrays of the same shape, got {x.shape} and {y.shape}")
-    x = x.reshape(len(x), -1) - x.reshape(len(x), -1).mean(1, keepdims=True)
-    y = y.reshape(len(y), -1) - y.reshape(len(y), -1).mean(1, keepdims=True)
-    norm = np.sqrt((x * x).sum(1) * (y * y).sum(1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(norm > 0, (x * y).sum(1) / norm, np.nan)

@@ -1,1 +1,3 @@
-"""Where a map is computed and judged: layers, Grad-CAM (`layer_cams`), faithfulness, MSD-Net's exits, maps during training."""
+"""Where a map is computed and judged: ``layers`` (which layers; ``is_resnet``), ``targets`` (what to explain: the
+one parser), ``hooks``, ``cam`` (``layer_cams`` and its method registry), ``faithfulness``, MSD-Net's exits
+(``exits``, ``budgets``, ``exit_text``, ``multiexit``) and ``tracking`` (maps during training)."""

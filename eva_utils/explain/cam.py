@@ -13,49 +13,71 @@ Here every layer is captured in **one forward and one backward per batch**:
 3. each layer's map is then made by pytorch-grad-cam's own code for the method
    (``get_cam_image`` / ``get_cam_weights``, ``np.maximum(cam, 0)``, ``scale_cam_image``,
    ``aggregate_multi_layers``), so the maths stays theirs and the maps equal
-   ``GradCAM(model, target_layers=[layer])(x, targets)`` to within 1e-5 (see tests/test_cam.py).
+   ``GradCAM(model, target_layers=[layer])(x, targets)`` to within 1e-5 (see tests/explain/test_cam.py).
 
-One-pass methods: gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam (no
-backward at all), eigengradcam, gradcamelementwise. ``scorecam`` and ``ablationcam``
-are run through pytorch-grad-cam's own classes, once per layer: they cost one forward
-per channel of the layer per image (thousands for ResNet18's ``layer4``), so keep
-their batches small.
+One-pass methods: gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam (no backward at all),
+eigengradcam, gradcamelementwise. ``scorecam`` and ``ablationcam`` run through pytorch-grad-cam's own
+classes, once per layer: one forward per channel of the layer per image (thousands for ResNet18's
+``layer4``), so keep their batches small.
+
+A new method is its weights function, as a pytorch-grad-cam method is a ``BaseCAM`` subclass that
+overrides ``get_cam_weights``: ``register_method("gradcam-max", lambda acts, grads: grads.max(axis=(2, 3)))``
+and then ``layer_cams(..., method="gradcam-max")`` in the same one forward and one backward.
 
 The model is left as found: train/eval mode of every module, ``requires_grad``,
 ``.grad``, BatchNorm running statistics and hook counts, also when a call raises.
 
 Example::
 
-    from eva_utils import cam, data, models, transforms
+    from eva_utils import cam, data, models, plots, transforms
     model = models.resnet18()
     test_set = data.load_sample(train=False, transform=transforms.test_transforms())
     images = torch.stack([test_set[i][0] for i in range(8)])       # (8, 3, 32, 32)
     cams = cam.layer_cams(model, images, cam.resnet_layers(model))  # {"layer0": (8, 32, 32), ...}
-    rgb = cam.overlay(data.denormalize(images), cams["layer4"])     # (8, 32, 32, 3) in [0, 1]
+    rgb = plots.overlay(data.denormalize(images), cams["layer4"])   # (8, 32, 32, 3) in [0, 1]
 
-For any CNN, ``conv_layers(model, 224)`` lists every ``nn.Conv2d`` in the order the forward
-pass uses it and ``count_from_back(convs, [1, 3])`` picks layers from the back (1 = the last conv);
-``class_probs`` gives softmax probabilities and ``show_cams`` draws images beside their maps.
+Which layers (``resnet_layers``, ``conv_layers``, ``count_from_back``, ``map_sizes``) live in
+:mod:`eva_utils.explain.layers`, what to explain (``targets=``, ``class_probs``, ``predict_targets``) in
+:mod:`eva_utils.explain.targets`, the hooks in :mod:`eva_utils.explain.hooks`; this module re-exports them.
 
-References: Selvaraju et al., "Grad-CAM", ICCV 2017; Zhang et al., "Top-down neural
-attention by excitation backprop" (the pointing game), ECCV 2016;
-https://github.com/jacobgil/pytorch-grad-cam
+References: Selvaraju et al., "Grad-CAM", ICCV 2017; https://github.com/jacobgil/pytorch-grad-cam
 """
 
 from __future__ import annotations
 
-import copy
-import difflib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
+from eva_utils.core.checks import positive_int
 from eva_utils.core.devices import eval_mode, model_device_dtype
-from eva_utils.core.errors import UserError, first_line, unknown_name
-from eva_utils.evaluation.metrics import as_image_batch, first_conv_channels, forward_batches, select_output
+from eva_utils.core.errors import UserError, unknown_name
+from eva_utils.evaluation.metrics import as_image_batch, select_output
+from eva_utils.explain.hooks import Capture
+from eva_utils.explain.layers import (
+    Layers,
+    conv_layers,
+    count_from_back,
+    float32_model,
+    is_resnet,
+    map_sizes,
+    resnet_layers,
+    resolve_layers,
+)
+from eva_utils.explain.targets import (
+    Targets,
+    check_classes,
+    class_probs,
+    explains_labels,
+    fill_predicted,
+    normalise_targets,
+    predict_targets,
+    target_callables,
+)
 
 __all__ = [
     "CAM_METHODS",
@@ -63,456 +85,119 @@ __all__ = [
     "class_probs",
     "conv_layers",
     "count_from_back",
+    "is_resnet",
     "layer_cams",
     "map_sizes",
     "method_key",
     "predict_targets",
+    "register_method",
     "resnet_layers",
     "resolve_layers",
 ]
 
-# Methods that need one forward and (except eigencam) one backward for all layers together.
-_ONE_PASS = (
-    "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "eigengradcam", "gradcamelementwise",
-)
-_NO_GRADIENTS = ("eigencam",)
-# Methods delegated to pytorch-grad-cam as-is, one call per layer (many forwards each).
-_DELEGATED = ("scorecam", "ablationcam")
-CAM_METHODS: tuple[str, ...] = _ONE_PASS + _DELEGATED
-ONE_PASS_METHODS: tuple[str, ...] = _ONE_PASS  # every layer from one forward and at most one backward pass
+# ----------------------------------------------------------------------------- the methods
+
+WeightsFn = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]  # (activations, grads) (B, C, h, w) -> (B, C)
+
+
+class _Method(NamedTuple):
+    """How a registered method makes its maps."""
+
+    cam_class: Callable[[], type]  # its pytorch-grad-cam class (imported on first use)
+    needs_gradients: bool  # False: one forward and no backward (eigencam)
+    one_pass: bool  # False: pytorch-grad-cam's own class, run once per layer (many forwards each)
+
+
+def _pgc(name: str) -> Callable[[], type]:
+    """A pytorch-grad-cam class by name, imported when first used (importing eva_utils.cam stays light)."""
+
+    def cam_class() -> type:
+        import pytorch_grad_cam
+
+        return getattr(pytorch_grad_cam, name)
+
+    return cam_class
+
+
+_BUILT_IN = {  # name -> (pytorch-grad-cam class, needs gradients, every layer from one pass)
+    "gradcam": ("GradCAM", True, True), "gradcam++": ("GradCAMPlusPlus", True, True),
+    "xgradcam": ("XGradCAM", True, True), "hirescam": ("HiResCAM", True, True), "layercam": ("LayerCAM", True, True),
+    "eigencam": ("EigenCAM", False, True), "eigengradcam": ("EigenGradCAM", True, True),
+    "gradcamelementwise": ("GradCAMElementWise", True, True),
+    "scorecam": ("ScoreCAM", False, False), "ablationcam": ("AblationCAM", False, False),
+}
+_REGISTRY: dict[str, _Method] = {key: _Method(_pgc(cls), grads, one) for key, (cls, grads, one) in _BUILT_IN.items()}
+CAM_METHODS: tuple[str, ...] = tuple(_BUILT_IN)  # the built-in methods; register_method adds more
+ONE_PASS_METHODS: tuple[str, ...] = tuple(k for k, m in _REGISTRY.items() if m.one_pass)  # one forward, <= 1 backward
 _ALIASES = {"gradcamplusplus": "gradcam++", "gradcampp": "gradcam++"}
 
-Layers = Mapping[str, nn.Module | str] | Sequence[nn.Module | str] | nn.Module | str | None
-Targets = str | int | Sequence[Any] | np.ndarray | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None
+
+def _canonical(method: str) -> str:
+    key = method.lower().replace("-", "").replace("_", "").replace(" ", "")
+    return _ALIASES.get(key, key)
 
 
-# ----------------------------------------------------------------------------- layers
+def _weights_class(key: str, weights_fn: WeightsFn, needs_gradients: bool) -> type:
+    """A pytorch-grad-cam ``BaseCAM`` subclass whose ``get_cam_weights`` is ``weights_fn``."""
+    from pytorch_grad_cam.base_cam import BaseCAM
+
+    class Registered(BaseCAM):
+        def __init__(self, model: nn.Module, target_layers: list[nn.Module]) -> None:
+            super().__init__(model, target_layers, uses_gradients=needs_gradients)
+
+        def get_cam_weights(self, input_tensor: Any, target_layer: Any, targets: Any, activations: np.ndarray,
+                            grads: np.ndarray | None) -> np.ndarray:
+            return np.asarray(weights_fn(activations, grads), dtype=np.float32)  # (B, C)
+
+    Registered.__name__ = Registered.__qualname__ = f"Registered_{key}"
+    return Registered
 
 
-def resnet_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The five stage outputs of a ResNet: ``{"layer0": stem ReLU, "layer1": ..., "layer4": ...}``.
+def register_method(name: str, weights_fn: WeightsFn, needs_gradients: bool = True) -> str:
+    """Add a CAM method given by its channel weights; :func:`layer_cams` runs it in the same one pass.
 
-    Works for eva_utils / kuangliu ResNets and for torchvision ResNets. ``layer0`` is
-    ``model.relu``, the stem's ReLU module: for eva_utils that is the stem output (H x W);
-    for torchvision it is the ReLU *before* the stem's max-pool (H/2 x W/2; torchvision's
-    ``relu`` is in-place, which :func:`layer_cams` handles).
-
-    Args:
-        model: a ResNet with attributes ``relu`` and ``layer1`` .. ``layer4``.
-
-    Returns:
-        An ordered dict name -> module, shallow to deep.
-    """
-    names = ("relu", "layer1", "layer2", "layer3", "layer4")
-    missing = [n for n in names if not isinstance(getattr(model, n, None), nn.Module)]
-    if missing:
-        top = ", ".join(name for name, _ in model.named_children()) or "(none)"
-        raise UserError(
-            f"resnet_layers needs a ResNet with modules relu, layer1..layer4 (eva_utils, kuangliu or "
-            f"torchvision layout); {type(model).__name__} has no {', '.join(missing)}. "
-            f"Pass layer names instead, e.g. layer_cams(model, images, ['name', ...]); top-level layers: {top}"
-        )
-    return {"layer0": model.relu, **{f"layer{i}": getattr(model, f"layer{i}") for i in range(1, 5)}}
-
-
-def _unknown_layer(model: nn.Module, name: str) -> UserError:
-    """A ``UserError`` for a layer name the model lacks, listing what exists near it."""
-    all_names = [n for n, _ in model.named_modules() if n]
-    valid = {n for n, _ in model.named_children()}
-    parent = name.rsplit(".", 1)[0] if "." in name else ""
-    if parent in all_names:  # e.g. "layer4.5": list layer4's children
-        valid |= {f"{parent}.{n}" for n, _ in model.get_submodule(parent).named_children()}
-    valid |= set(difflib.get_close_matches(name, all_names, n=3, cutoff=0.6))
-    if _has_resnet_layout(model):
-        valid |= {f"layer{i}" for i in range(5)}
-    return unknown_name("layer", name, valid)
-
-
-def _has_resnet_layout(model: nn.Module) -> bool:
-    return all(isinstance(getattr(model, n, None), nn.Module) for n in ("relu", "layer1", "layer2", "layer3", "layer4"))
-
-
-def _layer_by_name(model: nn.Module, name: str) -> nn.Module:
-    """``model.get_submodule(name)``; ``layer0`` means the stem ReLU of a ResNet."""
-    try:
-        return model.get_submodule(name)
-    except AttributeError:
-        if name == "layer0" and _has_resnet_layout(model):
-            return model.relu
-        raise _unknown_layer(model, name) from None
-
-
-def resolve_layers(model: nn.Module, layers: Layers) -> dict[str, nn.Module]:
-    """Turn names, modules or a name->module dict into an ordered dict name -> module of ``model``.
+    The extension point of pytorch-grad-cam, where a method is a ``BaseCAM`` subclass overriding
+    ``get_cam_weights``: a layer's map is ``max(0, sum_c weights[:, c] * activations[:, c])``, then scaled
+    and resized by pytorch-grad-cam's own code, exactly as for the built-in methods (``eigen_smooth`` too).
 
     Args:
-        model: the network the layers belong to.
-        layers: a dict name -> module (or dotted name); a list of dotted module names
-            (``"layer4.1"``; ``"layer0"`` is a ResNet's stem ReLU) or modules; a single name
-            or module; ``None`` for :func:`resnet_layers`.
+        name: the new method's name (matched as :func:`method_key` matches: case, ``-``, ``_`` ignored).
+        weights_fn: ``weights_fn(activations, grads) -> weights``: the layer's output and the gradient of
+            the explained score with respect to it, float32 numpy (B, C, h, w) each (``grads`` is ``None``
+            when ``needs_gradients`` is False), to weights (B, C). Grad-CAM's is ``grads.mean(axis=(2, 3))``.
+        needs_gradients: False for a method that needs no backward pass (as eigencam).
 
     Returns:
-        Ordered dict display name -> module. Modules passed without a name are named by their
-        dotted path in the model.
-    """
-    if layers is None:
-        return resnet_layers(model)
-    if isinstance(layers, (str, nn.Module)):
-        layers = [layers]
-    if isinstance(layers, Mapping):
-        items = list(layers.items())
-    else:
-        try:
-            items = [(None, layer) for layer in layers]
-        except TypeError:
-            raise UserError(
-                f"layers must be names, modules or a dict name -> module, got {type(layers).__name__}"
-            ) from None
-    if not items:
-        raise UserError("layers is empty: pass at least one layer, e.g. resnet_layers(model)")
-    path_of = {id(m): n for n, m in reversed(list(model.named_modules()))}  # first name wins
-    resolved: dict[str, nn.Module] = {}
-    for key, layer in items:
-        if isinstance(layer, str):
-            module = _layer_by_name(model, layer)
-            name = layer if key is None else str(key)
-        elif isinstance(layer, nn.Module):
-            if id(layer) not in path_of:
-                raise UserError(
-                    f"layer {key or type(layer).__name__!r} is a module that is not part of this model "
-                    f"(a copy, or a layer of another model?); pass its name instead, e.g. 'layer4.1'"
-                )
-            module = layer
-            name = (path_of[id(layer)] or type(model).__name__) if key is None else str(key)
-        else:
-            raise UserError(f"a layer must be a name or an nn.Module, got {type(layer).__name__}")
-        resolved[name] = module
-    return resolved
-
-
-def conv_layers(model: nn.Module, input_size: int | tuple[int, int] = 224) -> dict[str, nn.Conv2d]:
-    """Every ``nn.Conv2d`` of ``model``, at any depth, in the order the forward pass first uses it.
-
-    Registration order is not forward order (torchvision's ``downsample`` convolution is
-    registered after a block's ``conv2`` but kuangliu's ``shortcut`` runs after it too, and
-    custom models may define layers in any order), so the order is taken from forward hooks
-    on one dummy forward pass; a convolution the forward pass never uses is left out.
-
-    Args:
-        model: the network; run once in eval mode on zeros, then left exactly as found
-            (train/eval flags restored, hooks removed).
-        input_size: side (or ``(H, W)``) of the dummy input, e.g. the preprocessing's crop size.
-
-    Returns:
-        Ordered dict dotted name -> module, first used first; the last entry is the deepest
-        convolution, which Grad-CAM usually explains.
+        The method's canonical name, for ``layer_cams(..., method=...)``.
 
     Raises:
-        UserError: no convolution at all, or the model cannot run at ``input_size``.
+        UserError: the name is taken, or ``weights_fn`` is not callable.
     """
-    height, width = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    named = {id(m): n for n, m in reversed(list(model.named_modules())) if isinstance(m, nn.Conv2d)}  # first name wins
-    if not named:
-        raise UserError(
-            f"{type(model).__name__} has no nn.Conv2d layer to count from the back; pick layers by name instead "
-            f"(top-level layers: {', '.join(n for n, _ in model.named_children()) or '(none)'})"
-        )
-    found: dict[str, nn.Conv2d] = {}
-
-    def remember(module: nn.Module, inputs: Any, output: Any) -> None:
-        found.setdefault(named[id(module)], module)
-
-    modules = {id(m): m for m in model.modules() if id(m) in named}.values()
-    device, dtype = model_device_dtype(model)
-    channels = 3 if any(m.in_channels == 3 for m in modules) else first_conv_channels(model)  # RGB unless no conv takes it
-    x = torch.zeros(1, channels, height, width, device=device, dtype=dtype)  # (1, C, H, W)
-    handles = []
-    try:
-        handles = [m.register_forward_hook(remember) for m in modules]
-        with eval_mode(model), torch.no_grad():
-            model(x)
-    except (RuntimeError, ValueError) as exc:
-        first = first_line(exc)
-        raise UserError(
-            f"could not run {type(model).__name__} on a dummy input of shape {tuple(x.shape)} to find its conv "
-            f"layers ({first}); give the input size the model expects"
-        ) from exc
-    finally:
-        for handle in handles:
-            handle.remove()
-    return found
+    key = _canonical(name) if isinstance(name, str) else ""
+    if not key:
+        raise UserError(f"a CAM method needs a name, got {name!r}", param="name")
+    if key in _REGISTRY or key in _ALIASES:
+        raise UserError(f"CAM method {name!r} exists already: choose another name", param="name")
+    if not callable(weights_fn):
+        raise UserError(f"weights_fn must be a function (activations, grads) -> weights, got {weights_fn!r}",
+                        param="weights_fn")
+    _REGISTRY[key] = _Method(functools.partial(_weights_class, key, weights_fn, bool(needs_gradients)),
+                             bool(needs_gradients), True)
+    return key
 
 
-def map_sizes(model: nn.Module, layers: Layers, input_size: int | tuple[int, int] = 32) -> dict[str, tuple[int, int]]:
-    """The (height, width) of each layer's feature map at ``input_size``: how coarse its CAM really is.
-
-    ``layer_cams`` upsamples every map to the input's size, so a figure cannot show it: at 32x32 the
-    ResNet18's layer0..layer4 maps are 32, 32, 16, 8 and 4 pixels wide. A 4x4 map can only say which
-    quarter of the image mattered; courses reject CAMs from maps under 5 pixels wide.
-
-    Args:
-        model: run once on zeros in eval mode, then left as found (flags restored, hooks removed).
-        layers: as for :func:`resolve_layers`.
-        input_size: side (or ``(H, W)``) of the input.
-
-    Returns:
-        Ordered dict name -> (h, w).
-    """
-    height, width = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    layer_map = resolve_layers(model, layers)
-    device, dtype = model_device_dtype(model)
-    x = torch.zeros(1, first_conv_channels(model) or 3, height, width, device=device, dtype=dtype)  # (1, C, H, W)
-    capture = _Capture(layer_map, graph=False)
-    try:
-        with eval_mode(model), torch.no_grad():
-            model(x)
-        return {name: tuple(capture.activation(module).shape[-2:]) for name, module in layer_map.items()}
-    finally:
-        capture.release()
-
-
-def count_from_back(layers: Mapping[str, nn.Module], counts: Iterable[int]) -> dict[str, nn.Module]:
-    """Pick layers by their position from the back: 1 is the last, ``len(layers)`` the first.
-
-    Args:
-        layers: ordered dict name -> module, e.g. from :func:`conv_layers`.
-        counts: positions from the back, each in ``1 .. len(layers)``, in the order wanted.
-
-    Returns:
-        Ordered dict name -> module, in the order of ``counts`` (a layer asked twice appears once).
+def method_key(method: str) -> str:
+    """The canonical name of a CAM method (``Grad-CAM++`` -> ``gradcam++``).
 
     Raises:
-        UserError: a count below 1 or above the number of layers.
+        UserError: not one of :data:`CAM_METHODS` or a registered method (close matches are suggested).
     """
-    items = list(layers.items())
-    picked: dict[str, nn.Module] = {}
-    for count in counts:
-        if not _is_int(count) or int(count) < 1:
-            raise UserError(f"layers are counted from the back starting at 1 (1 = the last conv layer); got {count!r}")
-        if int(count) > len(items):
-            raise UserError(
-                f"the model has {len(items)} conv layers, so a count from the back must be between 1 and "
-                f"{len(items)} ({len(items)} = the first, {items[0][0]}); got {count}"
-            )
-        name, module = items[-int(count)]
-        picked[name] = module
-    return picked
-
-
-# ----------------------------------------------------------------------------- inputs
-
-
-def _float32_model(model: nn.Module, layer_map: dict[str, nn.Module]) -> tuple[nn.Module, dict[str, nn.Module]]:
-    """``model`` itself when it computes in float32; else a float32 copy, with the same layers picked in the copy.
-
-    A float16/bfloat16 model's activations and gradients are too coarse for maps (up to 0.29 away
-    from float32's), so its CAMs are computed by a float32 copy; the caller's model is not touched.
-    """
-    _, dtype = model_device_dtype(model)
-    if dtype == torch.float32:
-        return model, layer_map
-    names = {id(module): name for name, module in model.named_modules()}
-    if not all(id(module) in names for module in layer_map.values()):
-        raise UserError("the layers to explain must be modules of the model itself (not of a copy)")
-    work = copy.deepcopy(model).float()
-    modules = dict(work.named_modules())
-    return work, {label: modules[names[id(module)]] for label, module in layer_map.items()}
-
-
-def _as_int_array(values: Any, what: str) -> np.ndarray:
-    """Class indices as a 1-D int64 array; a ``UserError`` for floats, matrices or junk."""
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    try:
-        array = np.asarray(values)
-    except Exception:  # ragged lists and the like
-        raise UserError(f"{what} must be class indices, one per image") from None
-    if array.ndim == 0:
-        array = array.reshape(1)
-    if array.ndim != 1 or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.bool_)):
-        raise UserError(
-            f"{what} must be a 1-D sequence of integer class indices, one per image; got "
-            f"dtype {array.dtype} shape {array.shape} (one-hot or scores? use .argmax(1))"
-        )
-    return array.astype(np.int64)
-
-
-def _is_int(value: Any) -> bool:
-    if isinstance(value, torch.Tensor):
-        return value.ndim == 0 and not value.is_floating_point() and not value.is_complex()
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _normalise_targets(targets: Targets, labels: Any, n: int) -> list[Any] | None:
-    """One entry per image: an int class index or a pytorch-grad-cam target callable; None = predicted."""
-    if targets is None or (isinstance(targets, str) and targets.lower() in ("pred", "predicted")):
-        return None
-    if isinstance(targets, str):
-        if targets.lower() != "true":
-            raise UserError(
-                f"targets={targets!r} is not understood: use None (predicted class), 'true' (with labels=), "
-                f"class indices (one per image) or pytorch-grad-cam targets such as ClassifierOutputTarget(3)"
-            )
-        if labels is None:
-            raise UserError("targets='true' needs the labels: layer_cams(..., targets='true', labels=labels)")
-        array = _as_int_array(labels, "labels")
-        if len(array) != n:
-            raise UserError(f"got {len(array)} labels for {n} images; pass one label per image")
-        return [int(c) for c in array]
-    if _is_int(targets):
-        return [int(targets)] * n  # one class for every image
-    if callable(targets) and not isinstance(targets, (torch.Tensor, np.ndarray)):
-        return [targets] * n  # one target callable for every image
-    if isinstance(targets, (torch.Tensor, np.ndarray)):
-        entries: list[Any] = [int(c) for c in _as_int_array(targets, "targets")]
-    elif isinstance(targets, Iterable):
-        entries = []
-        for t in targets:
-            if _is_int(t):
-                entries.append(int(t))
-            elif callable(t):
-                entries.append(t)
-            else:
-                raise UserError(
-                    f"each target must be a class index or a pytorch-grad-cam target callable, got {t!r}"
-                )
-    else:
-        raise UserError(
-            f"targets must be None, 'true', class indices or target callables, got {type(targets).__name__}"
-        )
-    if len(entries) != n:
-        raise UserError(
-            f"got {len(entries)} targets for {n} images; pass exactly one target per image "
-            f"(pytorch-grad-cam would silently use only the first {min(len(entries), n)})"
-        )
-    return entries
-
-
-def _check_classes(targets: list[Any] | None, num_classes: int, from_labels: bool) -> None:
-    """A ``UserError`` if an int target is not in 0..num_classes-1."""
-    if targets is None:
-        return
-    bad = [c for c in targets if isinstance(c, int) and not 0 <= c < num_classes]
-    if bad:
-        what = "label" if from_labels else "target class index"
-        raise UserError(
-            f"{what} {bad[0]} is out of range: the model has {num_classes} classes (0..{num_classes - 1})"
-        )
-
-
-def predict_targets(
-    model: nn.Module, images: torch.Tensor | np.ndarray, batch_size: int = 64, output_index: int | str | None = None,
-) -> np.ndarray:
-    """The predicted class of each image (what ``layer_cams(targets=None)`` explains): int64 (N,).
-
-    Arguments as for :func:`class_probs`.
-    """
-    return class_probs(model, images, batch_size, output_index).argmax(1).astype(np.int64)
-
-
-def class_probs(
-    model: nn.Module,
-    images: torch.Tensor | np.ndarray,
-    batch_size: int = 64,
-    output_index: int | str | None = None,
-) -> np.ndarray:
-    """Softmax class probabilities of each image, in eval mode (the model is left as found).
-
-    Args:
-        model: a classifier returning logits (N, K).
-        images: normalised float (N, C, H, W), or one (C, H, W) image.
-        batch_size: images per forward pass.
-        output_index: which output to use when the model returns a list/tuple of logits.
-
-    Returns:
-        float32 array (N, K); each row sums to 1.
-    """
-    images = as_image_batch(model, images)
-    batches = (images[start:start + int(batch_size)] for start in range(0, len(images), int(batch_size)))
-    probs = []
-    for output in forward_batches(model, batches):  # the package's one prediction loop
-        logits = select_output(output, output_index)  # (B, K)
-        if logits.ndim != 2:
-            raise UserError(f"the model returns shape {tuple(logits.shape)}, not class scores (N, K)")
-        probs.append(logits.float().softmax(-1).cpu())
-    return torch.cat(probs).numpy()
-
-
-# ----------------------------------------------------------------------------- hooks
-
-
-class _Capture:
-    """Forward hooks that keep each target layer's output; ``release()`` removes them.
-
-    With ``graph=True`` every captured activation is a node of the autograd graph (a fresh
-    leaf if nothing before it requires grad, e.g. frozen parameters), and the module hands a
-    *clone* on downstream, so later in-place ops (torchvision's ``ReLU(inplace=True)``) cannot
-    overwrite the tensor we differentiate with respect to.
-    """
-
-    def __init__(self, layers: Mapping[str, nn.Module], graph: bool) -> None:
-        self.graph = graph
-        self.names: dict[int, str] = {}
-        for name, module in layers.items():
-            self.names.setdefault(id(module), name)
-        self.outputs: dict[int, list[torch.Tensor]] = {key: [] for key in self.names}
-        self.handles = [
-            module.register_forward_hook(self._save)
-            for module in {id(m): m for m in layers.values()}.values()
-        ]
-
-    def _save(self, module: nn.Module, inputs: Any, output: Any) -> torch.Tensor:
-        if not isinstance(output, torch.Tensor):
-            raise UserError(
-                f"layer {self.names[id(module)]!r} returns a {type(output).__name__}, not a feature map tensor; "
-                f"pick a module that outputs (N, C, h, w)"
-            )
-        if not self.graph:
-            self.outputs[id(module)].append(output.detach().clone())  # (N, C, h, w), safe from in-place ops
-            return output
-        activation = output if output.requires_grad else output.detach().requires_grad_()
-        self.outputs[id(module)].append(activation)  # (N, C, h, w)
-        return activation.clone()
-
-    def activation(self, module: nn.Module) -> torch.Tensor:
-        """The single output the module produced in the last forward pass."""
-        saved = self.outputs[id(module)]
-        name = self.names[id(module)]
-        if not saved:
-            raise UserError(f"layer {name!r} was not used in the model's forward pass; pick another layer")
-        if len(saved) > 1:
-            raise UserError(
-                f"layer {name!r} ran {len(saved)} times in one forward pass (a module shared inside the model, "
-                f"like torchvision's BasicBlock.relu); pick its parent block or a module used once"
-            )
-        if saved[0].ndim != 4:
-            raise UserError(
-                f"layer {name!r} outputs shape {tuple(saved[0].shape)}, not a (N, C, h, w) feature map; "
-                f"pick a convolutional layer or block"
-            )
-        return saved[0]
-
-    def release(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
-
-
-def _method_class(key: str) -> type:
-    import pytorch_grad_cam as pgc
-
-    return {
-        "gradcam": pgc.GradCAM,
-        "gradcam++": pgc.GradCAMPlusPlus,
-        "xgradcam": pgc.XGradCAM,
-        "hirescam": pgc.HiResCAM,
-        "layercam": pgc.LayerCAM,
-        "eigencam": pgc.EigenCAM,
-        "eigengradcam": pgc.EigenGradCAM,
-        "gradcamelementwise": pgc.GradCAMElementWise,
-        "scorecam": pgc.ScoreCAM,
-        "ablationcam": pgc.AblationCAM,
-    }[key]
+    if not isinstance(method, str):
+        raise UserError(f"method must be a name, one of {', '.join(_REGISTRY)}; got {type(method).__name__}")
+    key = _canonical(method)
+    if key not in _REGISTRY:
+        raise unknown_name("CAM method", method, tuple(_REGISTRY))
+    return key
 
 
 def _method(key: str) -> Any:
@@ -522,22 +207,7 @@ def _method(key: str) -> Any:
     and gradients captured here; with no target layers it registers no hooks, and the placeholder
     model it is given (not the user's) is the one its constructor puts in eval mode.
     """
-    return _method_class(key)(model=nn.Linear(1, 1), target_layers=[])
-
-
-def method_key(method: str) -> str:
-    """The canonical name of a CAM method (``Grad-CAM++`` -> ``gradcam++``).
-
-    Raises:
-        UserError: not one of :data:`CAM_METHODS` (close matches are suggested).
-    """
-    if not isinstance(method, str):
-        raise UserError(f"method must be a name, one of {', '.join(CAM_METHODS)}; got {type(method).__name__}")
-    key = method.lower().replace("-", "").replace("_", "").replace(" ", "")
-    key = _ALIASES.get(key, key)
-    if key not in CAM_METHODS:
-        raise unknown_name("CAM method", method, CAM_METHODS)
-    return key
+    return _REGISTRY[key].cam_class()(model=nn.Linear(1, 1), target_layers=[])
 
 
 class _SelectOutput(nn.Module):
@@ -555,18 +225,12 @@ class _SelectOutput(nn.Module):
 # ----------------------------------------------------------------------------- CAMs
 
 
-def _as_target_callables(targets: list[Any]) -> list[Callable[[torch.Tensor], torch.Tensor]]:
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    return [ClassifierOutputTarget(t) if isinstance(t, int) else t for t in targets]
-
-
 def _target_score(output: torch.Tensor, targets: list[Any]) -> torch.Tensor:
     """Sum over the batch of each image's target score (what BaseCAM.forward backpropagates)."""
     if all(isinstance(t, int) for t in targets):
         index = torch.as_tensor(targets, device=output.device)[:, None]  # (B, 1)
         return output.gather(1, index).sum()  # same gradient as sum(output[i, c_i])
-    return sum(t(o) for t, o in zip(_as_target_callables(targets), output, strict=False))
+    return sum(t(o) for t, o in zip(target_callables(targets), output, strict=False))
 
 
 class _Job(NamedTuple):
@@ -582,11 +246,9 @@ class _Job(NamedTuple):
 
 def _explained(output: torch.Tensor, targets: list[Any] | None, job: _Job) -> list[Any]:
     """The targets of a batch: the predicted classes when none were asked for, else the ones asked for, checked."""
-    if targets is None:
-        return [int(c) for c in output.detach().argmax(-1).cpu()]
-    if output.ndim == 2:
+    if targets is not None and output.ndim == 2:
         job.check_classes(output.shape[1])
-    return targets
+    return fill_predicted(targets, output.detach().argmax(-1).cpu())
 
 
 def _one_pass_batch(model: nn.Module, x: torch.Tensor, targets: list[Any] | None, job: _Job) -> dict[str, np.ndarray]:
@@ -595,8 +257,8 @@ def _one_pass_batch(model: nn.Module, x: torch.Tensor, targets: list[Any] | None
 
     layers, key, output_index, eigen_smooth = job.layers, job.key, job.output_index, job.eigen_smooth
 
-    uses_gradients = key not in _NO_GRADIENTS
-    capture = _Capture(layers, graph=uses_gradients)
+    uses_gradients = _REGISTRY[key].needs_gradients
+    capture = Capture(layers, graph=uses_gradients)
     try:
         with torch.set_grad_enabled(uses_gradients):
             output = select_output(model(x), output_index)  # (B, num_classes)
@@ -618,7 +280,7 @@ def _one_pass_batch(model: nn.Module, x: torch.Tensor, targets: list[Any] | None
     del activations, output
 
     method = _method(key)
-    cam_targets = _as_target_callables(targets)
+    cam_targets = target_callables(targets)
     size = (x.shape[-1], x.shape[-2])  # (W, H), cv2's order, as BaseCAM.get_target_width_height
     per_module = {}
     for module, act, grad in zip(modules, acts, grads, strict=True):
@@ -640,8 +302,8 @@ def _delegated_batch(model: nn.Module, x: torch.Tensor, targets: list[Any] | Non
     with torch.no_grad():
         output = wrapped(x)  # (B, num_classes)
     targets = _explained(output, targets, job)
-    cam_targets = _as_target_callables(targets)
-    cls = _method_class(key)
+    cam_targets = target_callables(targets)
+    cls = _REGISTRY[key].cam_class()
     maps = {}
     for name, layer in layers.items():
         if key == "ablationcam":
@@ -684,8 +346,8 @@ def layer_cams(
         targets: what to explain: ``None`` (or ``"pred"``) the predicted class; ``"true"`` the
             ``labels``; one class index per image (list, array or tensor) or one int for all;
             pytorch-grad-cam target callables (``ClassifierOutputTarget(3)``), one per image or one for all.
-        method: one of :data:`CAM_METHODS` (case, ``-`` and ``_`` ignored; ``gradcamplusplus`` =
-            ``gradcam++``). ``scorecam`` and ``ablationcam`` run pytorch-grad-cam once per layer
+        method: one of :data:`CAM_METHODS` or a name given to :func:`register_method` (case, ``-`` and ``_``
+            ignored; ``gradcamplusplus`` = ``gradcam++``). ``scorecam`` and ``ablationcam`` run pytorch-grad-cam once per layer
             and need many forwards per image.
         batch_size: images per forward/backward pass.
         labels: true classes (N,), for ``targets="true"``.
@@ -704,23 +366,21 @@ def layer_cams(
     """
     key = method_key(method)
     layer_map = resolve_layers(model, layers)
-    model, layer_map = _float32_model(model, layer_map)
+    model, layer_map = float32_model(model, layer_map)
     x_all = as_image_batch(model, images)  # (N, C, H, W)
     n, (height, width) = len(x_all), x_all.shape[-2:]
-    wanted = _normalise_targets(targets, labels, n)
-    if int(batch_size) < 1:
-        raise UserError(f"batch_size must be a positive integer, got {batch_size}")
-    batch_size = int(batch_size)
-    from_labels = isinstance(targets, str) and targets.lower() == "true"
+    wanted = normalise_targets(targets, labels, n)
+    batch_size = positive_int(batch_size, "batch_size")
+    from_labels = explains_labels(targets)
     checked: list[int] = []
 
-    def check_classes(num_classes: int) -> None:  # all targets, once, at the first batch
+    def check_once(num_classes: int) -> None:  # all targets, once, at the first batch
         if not checked:
-            _check_classes(wanted, num_classes, from_labels)
+            check_classes(wanted, num_classes, from_labels)
             checked.append(num_classes)
 
     device, dtype = model_device_dtype(model)
-    job = _Job(layer_map, key, output_index, eigen_smooth, batch_size, check_classes)
+    job = _Job(layer_map, key, output_index, eigen_smooth, batch_size, check_once)
     result = {name: np.empty((n, height, width), np.float32) for name in layer_map}  # each (N, H, W)
     # autograd works even when called under inference_mode; maps in float32 even under a caller's autocast
     with eval_mode(model), torch.inference_mode(False), torch.autocast(device.type, enabled=False):
@@ -729,7 +389,7 @@ def layer_cams(
             if x.is_inference():
                 x = x.clone()
             batch_targets = None if wanted is None else wanted[start:start + batch_size]
-            maps = (_delegated_batch if key in _DELEGATED else _one_pass_batch)(model, x, batch_targets, job)
+            maps = (_one_pass_batch if _REGISTRY[key].one_pass else _delegated_batch)(model, x, batch_targets, job)
             for name, cam in maps.items():
                 result[name][start:start + len(x)] = cam
     return result

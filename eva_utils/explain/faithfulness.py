@@ -50,16 +50,18 @@ drop / increase in confidence).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
+from eva_utils.core.checks import positive_int
 from eva_utils.core.devices import eval_mode, model_device_dtype
 from eva_utils.core.errors import UserError, unknown_name
 from eva_utils.evaluation.metrics import as_image_batch, forward_batches, select_output
+from eva_utils.explain.targets import Target, check_classes, fill_predicted, normalise_targets, target_callables
 
 __all__ = ["BASELINES", "HIGHER_IS_BETTER", "METRICS", "baseline_maps", "cam_faithfulness"]
 
@@ -75,9 +77,6 @@ BASELINES: tuple[str, ...] = ("random", "centre")
 ROAD_PERCENTILES: tuple[int, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)  # pytorch-grad-cam's defaults
 _SUBSTRATES = ("mean", "blur")
 RANDOM_CELLS = 8  # the random baseline's grid (see baseline_maps)
-
-Target = Callable[[torch.Tensor], torch.Tensor]
-
 
 # ----------------------------------------------------------------------------- inputs
 
@@ -135,31 +134,6 @@ def baseline_maps(n: int, height: int, width: int, seed: int = 0, cells: int = R
     return {"random": random.astype(np.float32), "centre": np.broadcast_to(centre, (n, height, width)).copy()}
 
 
-def _target_fns(targets: Any, preds: np.ndarray) -> list[Target]:
-    """One pytorch-grad-cam target callable per image; class indices become softmax-probability targets."""
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
-
-    n = len(preds)
-    if targets is None or (isinstance(targets, str) and targets == "pred"):
-        return [ClassifierOutputSoftmaxTarget(int(c)) for c in preds]
-    if isinstance(targets, (int, np.integer)) and not isinstance(targets, bool):
-        return [ClassifierOutputSoftmaxTarget(int(targets))] * n
-    if callable(targets):
-        return [targets] * n
-    items = targets.tolist() if isinstance(targets, (np.ndarray, torch.Tensor)) else list(targets)
-    if len(items) != n:
-        raise UserError(f"got {len(items)} targets for {n} images: pass one class (or target callable) per image")
-    fns = []
-    for t in items:
-        if callable(t):
-            fns.append(t)
-        elif isinstance(t, (int, np.integer)) and not isinstance(t, bool) and t >= 0:
-            fns.append(ClassifierOutputSoftmaxTarget(int(t)))
-        else:
-            raise UserError(f"a target must be a class index or a pytorch-grad-cam target callable, got {t!r}")
-    return fns
-
-
 # ----------------------------------------------------------------------------- the model's confidence
 
 
@@ -193,15 +167,6 @@ class _Scorer:
         """float32 (M,): the score of ``targets[rows[m]]`` for images[m]."""
         out = _outputs(self.model, images, self.batch_size, self.output_index)  # (M, K)
         return _target_scores(out, [self.targets[r] for r in rows])
-
-
-def _check_target_classes(out: torch.Tensor, targets: list[Target]) -> None:
-    num_classes = out.shape[1]
-    for t in targets:
-        category = getattr(t, "category", None)
-        if isinstance(category, int) and not 0 <= category < num_classes:
-            raise UserError(f"target class {category} does not exist: the model has {num_classes} classes "
-                            f"(0..{num_classes - 1})")
 
 
 # ----------------------------------------------------------------------------- the metrics
@@ -269,6 +234,80 @@ def _pixel_curves(scorer: _Scorer, images: torch.Tensor, maps: np.ndarray, rows:
     return counts / (h * w), scores.reshape(b, steps + 1)
 
 
+class _Options(NamedTuple):
+    """How the perturbation metrics run (cam_faithfulness's keyword arguments, checked)."""
+
+    steps: int
+    road_percentiles: tuple[int, ...]
+    deletion_baseline: str
+    insertion_baseline: str
+
+
+def _check_options(baselines: Sequence[str], steps: int, road_percentiles: Sequence[int], deletion_baseline: str,
+                   insertion_baseline: str) -> _Options:
+    for what, kind in (("deletion_baseline", deletion_baseline), ("insertion_baseline", insertion_baseline)):
+        if kind not in _SUBSTRATES:
+            raise unknown_name(what, kind, _SUBSTRATES)
+    for base in baselines:
+        if base not in BASELINES:
+            raise unknown_name("baseline", base, BASELINES)
+    return _Options(positive_int(steps, "steps"), tuple(road_percentiles), deletion_baseline, insertion_baseline)
+
+
+def _confidence_change(scorer: _Scorer, x: torch.Tensor, m: np.ndarray, before: np.ndarray) -> dict[str, np.ndarray]:
+    """Drop and increase in confidence (pytorch-grad-cam's CamMultImage family) of images (N, C, H, W) x map."""
+    change = scorer.scores(_cam_mult(x, m), np.arange(len(x))) - before  # (N,)
+    return {"drop_in_confidence": np.maximum(-change, 0), "increase_in_confidence": np.float32(change > 0)}
+
+
+def _road_scores(scorer: _Scorer, x: torch.Tensor, m: np.ndarray, before: np.ndarray, names: set[str],
+                 percentiles: Sequence[int]) -> dict[str, np.ndarray]:
+    """ROAD's least- and most-relevant-first averages over ``percentiles`` and their combination, as asked."""
+    rows = np.arange(len(x))
+
+    def average(most_relevant_first: bool) -> np.ndarray:  # (N,)
+        return np.mean([scorer.scores(p, rows) - before for p in _road(x, m, most_relevant_first, percentiles)],
+                       axis=0, dtype=np.float32)
+
+    scores = {}
+    if {"road_lerf", "road_combined"} & names:  # LeRF first, as ROADCombined draws its noise
+        scores["road_lerf"] = average(False)
+    if {"road_morf", "road_combined"} & names:
+        scores["road_morf"] = average(True)
+    if "road_combined" in names:
+        scores["road_combined"] = (scores["road_lerf"] - scores["road_morf"]) / 2
+    return scores
+
+
+def _pixel_auc(scorer: _Scorer, x: torch.Tensor, m: np.ndarray, insertion: bool, kind: str, steps: int) -> np.ndarray:
+    """Deletion (or insertion) AUC of each image (N,), a few images' curves per batch of the model."""
+    n = len(x)
+    rows = np.arange(n)
+    aucs = np.empty(n, np.float32)
+    chunk = max(1, scorer.batch_size // (steps + 1))  # images whose curves fit in about one batch
+    for i in range(0, n, chunk):
+        xi = x[i:i + chunk].to(scorer.device)
+        fractions, curves = _pixel_curves(scorer, xi, m[i:i + chunk], rows[i:i + chunk], _substrate(xi, kind),
+                                          insertion, steps)
+        aucs[i:i + chunk] = _curve_auc(fractions, curves)
+    return aucs
+
+
+def _map_scores(scorer: _Scorer, x: torch.Tensor, m: np.ndarray, before: np.ndarray, names: list[str],
+                options: _Options) -> dict[str, np.ndarray]:
+    """Every asked metric of one map (N, H, W), per image, in the order of ``names``."""
+    wanted = set(names)
+    scores: dict[str, np.ndarray] = {}
+    if {"drop_in_confidence", "increase_in_confidence"} & wanted:
+        scores.update(_confidence_change(scorer, x, m, before))
+    scores.update(_road_scores(scorer, x, m, before, wanted, options.road_percentiles))
+    if "deletion_auc" in wanted:
+        scores["deletion_auc"] = _pixel_auc(scorer, x, m, False, options.deletion_baseline, options.steps)
+    if "insertion_auc" in wanted:
+        scores["insertion_auc"] = _pixel_auc(scorer, x, m, True, options.insertion_baseline, options.steps)
+    return {metric: scores[metric] for metric in names}
+
+
 def cam_faithfulness(
     model: nn.Module,
     images: torch.Tensor | np.ndarray,
@@ -312,61 +351,22 @@ def cam_faithfulness(
         UserError: unknown metric or baseline, maps that do not fit the images or leave [0, 1], bad targets.
     """
     names = _check_metrics(metrics)
-    for what, kind in (("deletion_baseline", deletion_baseline), ("insertion_baseline", insertion_baseline)):
-        if kind not in _SUBSTRATES:
-            raise unknown_name(what, kind, _SUBSTRATES)
-    for base in baselines:
-        if base not in BASELINES:
-            raise unknown_name("baseline", base, BASELINES)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise UserError(f"steps must be a positive integer, got {steps!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
+    options = _check_options(baselines, steps, road_percentiles, deletion_baseline, insertion_baseline)
+    batch_size = positive_int(batch_size, "batch_size")
     x = as_image_batch(model, images).detach().float().cpu()  # (N, C, H, W); perturbed on the CPU as pytorch-grad-cam does
     n, _, h, w = x.shape
+    wanted = normalise_targets(targets, None, n)
     maps = _check_maps(cams, (n, h, w), baselines)
     maps.update({k: v for k, v in baseline_maps(n, h, w, seed).items() if k in baselines})
 
     with eval_mode(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # ROAD's imputation noise; the caller's RNG is restored after
         out = _outputs(model, x, batch_size, output_index)  # (N, K) the clean images' outputs, once
-        preds = out.argmax(1).cpu().numpy()
-        fns = _target_fns(targets, preds)
-        _check_target_classes(out, fns)
+        check_classes(wanted, out.shape[1])
+        fns = target_callables(fill_predicted(wanted, out.argmax(1).cpu()), softmax=True)  # class -> its probability
         scorer = _Scorer(model, fns, batch_size, output_index)
         before = _target_scores(out, fns)  # (N,)
-        rows = np.arange(n)
-        device = scorer.device
-        table: dict[str, dict[str, np.ndarray]] = {}
-        for name, m in maps.items():
-            scores: dict[str, np.ndarray] = {}
-            if {"drop_in_confidence", "increase_in_confidence"} & set(names):
-                change = scorer.scores(_cam_mult(x, m), rows) - before  # (N,)
-                scores["drop_in_confidence"] = np.maximum(-change, 0)
-                scores["increase_in_confidence"] = np.float32(change > 0)
-            if {"road_lerf", "road_combined"} & set(names):  # LeRF first, as ROADCombined draws its noise
-                scores["road_lerf"] = np.mean([scorer.scores(p, rows) - before
-                                               for p in _road(x, m, False, road_percentiles)], axis=0, dtype=np.float32)
-            if {"road_morf", "road_combined"} & set(names):
-                scores["road_morf"] = np.mean([scorer.scores(p, rows) - before
-                                               for p in _road(x, m, True, road_percentiles)], axis=0, dtype=np.float32)
-            if "road_combined" in names:
-                scores["road_combined"] = (scores["road_lerf"] - scores["road_morf"]) / 2
-            for metric, insertion, kind in (("deletion_auc", False, deletion_baseline),
-                                            ("insertion_auc", True, insertion_baseline)):
-                if metric not in names:
-                    continue
-                aucs = np.empty(n, np.float32)
-                chunk = max(1, batch_size // (steps + 1))  # images whose curves fit in about one batch
-                for i in range(0, n, chunk):
-                    xi = x[i:i + chunk].to(device)
-                    fractions, curves = _pixel_curves(scorer, xi, m[i:i + chunk], rows[i:i + chunk],
-                                                      _substrate(xi, kind), insertion, steps)
-                    aucs[i:i + chunk] = _curve_auc(fractions, curves)
-                scores[metric] = aucs
-            table[name] = {metric: scores[metric] for metric in names}
+        table = {name: _map_scores(scorer, x, m, before, names, options) for name, m in maps.items()}
     if per_image:
         return table
     return {name: {metric: float(values.mean()) for metric, values in scores.items()} for name, scores in table.items()}
-
-

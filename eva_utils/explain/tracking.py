@@ -1,6 +1,7 @@
-"""What happens during training, recorded: the maps of fixed images after every epoch, and TensorBoard logs.
+"""What happens during training, recorded: the maps of fixed images after every epoch.
 
-Both are callbacks for :func:`~eva_utils.training.fit` (``callbacks=[tracker, logger]``)::
+``CamTracker`` is a callback for :func:`~eva_utils.training.fit` (``callbacks=[tracker]``; TensorBoard's
+``TensorBoardLogger``, in :mod:`eva_utils.apps.tensorboard`, can log its maps too)::
 
     tracker = CamTracker(model, images, labels, layers=("layer3", "layer4"))   # images: (N, C, H, W) normalised
     tracker.record(0)                                                          # the untrained network's maps
@@ -13,10 +14,7 @@ learns; the question asked of every frame stays the same), with one ``layer_cams
 images: a few forward and backward passes per epoch. With ``path`` it keeps its maps in an ``.npz`` after
 every epoch, so a resumed run continues the film instead of starting it again.
 
-``TensorBoardLogger`` writes train/test loss and accuracy per epoch, the learning rate and loss per step,
-and the tracked maps as images, all at the global step (batches seen); a resumed run's first step purges what
-the interrupted run logged after its checkpoint, so the curves do not fork. It needs the optional ``tensorboard`` package
-(``pip install "eva-utils[tensorboard]"``; Colab has it).
+The tracker computes maps (arrays); pictures of them are drawn by :mod:`eva_utils.plots`.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,14 +30,10 @@ from torch import nn
 
 from eva_utils.core.errors import UserError
 from eva_utils.core.files import atomic_write
-from eva_utils.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, denormalize
 from eva_utils.explain.cam import layer_cams, map_sizes, predict_targets
-from eva_utils.plots.figures import overlay
-from eva_utils.training.engine import Callback, History
+from eva_utils.training.history import Callback, History
 
-__all__ = ["CamTracker", "TensorBoardLogger", "tracked_rows"]
-
-TENSORBOARD_INSTALL = 'pip install "eva-utils[tensorboard]"'
+__all__ = ["CamTracker", "tracked_rows"]
 
 
 def tracked_rows(labels: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
@@ -51,7 +44,8 @@ def tracked_rows(labels: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
     """
     labels = np.asarray(labels)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(labels):
-        raise UserError(f"the number of images to track (--track-cams) must be between 1 and {len(labels)}, the test images there are; got {n!r}")
+        raise UserError(f"the number of images to track (n, a run's track_cams) must be between 1 and {len(labels)}, "
+                        f"the test images there are; got {n!r}", param="track_cams")
     per_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     rows = [int(p[depth]) for depth in range(max(len(p) for p in per_class)) for p in per_class if depth < len(p)]
     return np.asarray(rows[:n], dtype=np.int64)
@@ -135,84 +129,8 @@ class CamTracker(Callback):
             raise UserError(f"{path} is not a CamTracker file ({exc}); delete it to start the film afresh") from exc
         if layers != self.layers or not np.array_equal(labels, self.labels):
             raise UserError(f"{path} tracked layers {layers} of {len(labels)} images, this run tracks {self.layers} of "
-                            f"{len(self.labels)}: keep the run's --track-cams / --track-layers, or delete the file")
+                            f"{len(self.labels)}: keep the run's track_cams and track_layers, or delete the file",
+                            param="track_layers")
         self.epochs = [int(e) for e in epochs]
         self.preds = list(preds)
         self.maps = {layer: list(maps[layer]) for layer in layers}
-
-
-class TensorBoardLogger(Callback):
-    """Loss, accuracy and learning rate of a run, and a tracker's maps, as TensorBoard event files in ``log_dir``.
-
-    Args:
-        log_dir: the folder ``%tensorboard --logdir`` is pointed at.
-        tracker: a :class:`CamTracker` that runs before this logger in ``callbacks``; its maps are logged per epoch.
-        steps_per_epoch: batches per epoch, to place epoch values at the global step.
-        mean: normalisation mean of the tracked images (for the overlays).
-        std: normalisation std.
-
-    Raises:
-        UserError: tensorboard is not installed (the message says how to install it).
-    """
-
-    def __init__(self, log_dir: str | os.PathLike, tracker: CamTracker | None = None, steps_per_epoch: int = 1,
-                 mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as exc:
-            raise UserError(f"TensorBoard logging needs the tensorboard package: {TENSORBOARD_INSTALL} "
-                            "(Colab has it already)") from exc
-        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
-            raise UserError(f"steps_per_epoch must be a positive integer, got {steps_per_epoch!r}")
-        self.steps_per_epoch = steps_per_epoch
-        self.tracker = tracker
-        self.mean, self.std = mean, std
-        self.log_dir = Path(log_dir)
-        self._writer_class = SummaryWriter
-        self.writer: Any = None  # opened at the run's first step (see _open)
-        try:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot write TensorBoard logs into {log_dir} ({exc}): choose another folder") from exc
-
-    def _open(self, first_step: int) -> Any:
-        """The event writer, opened at the first step this run logs.
-
-        A resumed run (first step after 1) purges what the interrupted run logged from that step on, so the curves
-        do not fork; a fresh run purges nothing (another run's logs in the same folder stay as they are).
-        """
-        if self.writer is None:
-            self.writer = self._writer_class(str(self.log_dir), purge_step=first_step if first_step > 1 else None)
-        return self.writer
-
-    def on_batch_end(self, step: int, loss: float, lr: float) -> None:
-        self._open(step)
-        self.writer.add_scalar("lr", lr, step)
-        self.writer.add_scalar("loss/train_batch", loss, step)
-
-    def on_epoch_end(self, epoch: int, history: History) -> None:
-        step = epoch * self.steps_per_epoch
-        self._open(step)
-        for name, value in (("loss/train", history.train_loss[-1]), ("loss/test", history.test_loss[-1]),
-                            ("accuracy/train", history.train_acc[-1]), ("accuracy/test", history.test_acc[-1])):
-            self.writer.add_scalar(name, value, step)
-        self.writer.add_scalar("epoch", epoch, step)
-        tracker = self.tracker
-        if tracker is not None and tracker.epochs and tracker.epochs[-1] == epoch:
-            rgb = denormalize(tracker.images, self.mean, self.std)  # (N, H, W, 3)
-            for layer, maps in tracker.maps.items():
-                shown = overlay(rgb, maps[-1].astype(np.float32))  # (N, H, W, 3)
-                h, w = tracker.sizes[layer]
-                self.writer.add_images(f"gradcam/{layer} ({h}x{w} map)", shown, step, dataformats="NHWC")  # true class
-        self.writer.flush()
-
-    def close(self) -> None:
-        """Flush and close the event file."""
-        if self.writer is not None:
-            self.writer.close()
-
-    def __enter__(self) -> TensorBoardLogger:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()

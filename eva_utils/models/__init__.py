@@ -1,20 +1,19 @@
-"""Models: CIFAR ResNets (kuangliu layout), MSD-Net, a name registry and a CPU/CUDA-safe summary.
+"""Models: CIFAR ResNets (kuangliu layout), MSD-Net, a name registry, THE loader and a CPU/CUDA-safe summary.
 
 ``get_model("resnet18", num_classes=10, width=64)`` builds by name; ``pretrained(name)`` loads a
-model trained by this project that ships with the package (see :data:`PRETRAINED`); ``summary(model)``
+model trained by this project that ships with the package (see :data:`PRETRAINED`);
+``loading.load_model(source)`` turns any name or model file into a model; ``summary(model)``
 prints layer shapes and parameter counts with torchinfo on whatever device the model is.
 """
 
-from __future__ import annotations
-
-import torch
-from torch import nn
-
-from eva_utils.core.devices import eval_mode
-from eva_utils.models.msdnet import MSDNet, MSDNetConfig, download_msdnet_gcn_checkpoint, load_msdnet_gcn_checkpoint, msdnet
-from eva_utils.models.registry import MODELS, get_model, model_key
+from eva_utils.models.loading import load_msdnet_gcn_checkpoint
+from eva_utils.models.msdnet_config import MSDNetConfig
+from eva_utils.models.msdnet_gcn import download_msdnet_gcn_checkpoint
+from eva_utils.models.msdnet_model import MSDNet, msdnet
+from eva_utils.models.registry import MODELS, PRETRAINED, get_model, model_key
 from eva_utils.models.resnet import BasicBlock, ResNet, resnet18, resnet34
-from eva_utils.models.shipped import PRETRAINED, pretrained
+from eva_utils.models.shipped import pretrained
+from eva_utils.models.summary import summary
 
 __all__ = [
     "MODELS",
@@ -33,35 +32,3 @@ __all__ = [
     "resnet34",
     "summary",
 ]
-
-def summary(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32), verbose: int = 0) -> object:
-    """Layer-by-layer output shapes and parameter counts (torchinfo), on the model's own device.
-
-    torchsummary moves inputs to CUDA by default and fails on a CPU-only machine; torchinfo
-    takes the device from the model, so the same call works in Colab and on a laptop.
-
-    Args:
-        model: any ``nn.Module``.
-        input_size: a batch shape, e.g. ``(1, 3, 32, 32)``; ``(3, 32, 32)`` gets a batch of 1.
-        verbose: 0 returns the statistics silently; 1 also prints them.
-
-    Returns:
-        torchinfo's ``ModelStatistics``; ``print()`` it for the table.
-    """
-    import torchinfo
-
-    if len(input_size) == 3:
-        input_size = (1, *input_size)
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
-    with eval_mode(model):  # torchinfo runs a forward pass; batch-norm statistics stay as they were
-        return torchinfo.summary(
-            model,
-            input_size=input_size,
-            device=device,
-            verbose=verbose,
-            col_names=("output_size", "num_params"),
-            row_settings=("var_names",),
-        )

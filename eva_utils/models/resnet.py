@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eva_utils.core.checks import positive_int
+
 __all__ = ["BasicBlock", "ResNet", "resnet18", "resnet34"]
 
 
@@ -56,8 +58,7 @@ class ResNet(nn.Module):
 
     def __init__(self, num_blocks: tuple[int, int, int, int], num_classes: int = 10, width: int = 64) -> None:
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        positive_int(num_classes, "num_classes")  # a UserError, which is a ValueError
         if not 1 <= width <= MAX_WIDTH:
             raise ValueError(f"width must be 1..{MAX_WIDTH}, got {width}")
         self.in_planes = width

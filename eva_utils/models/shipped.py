@@ -9,7 +9,9 @@ returns 10 logits in the order of ``data.CIFAR10_CLASSES``.
 The weights are stored as a float16 state dict (half the size; the accuracy in the description
 was measured on the stored float16 weights, loaded back into float32). Before loading, the
 file's sha256 is compared with the one recorded here, so a damaged or replaced file is refused;
-it then loads with ``torch.load(weights_only=True)``.
+it then loads with ``torch.load(weights_only=True)``, like every model file, through
+:mod:`eva_utils.models.loading` (``load_model("pretrained:resnet18_w16_cifar10")`` gives it with its class
+names and preprocessing). The records of the shipped models live in :mod:`eva_utils.models.registry`.
 """
 
 from __future__ import annotations
@@ -17,57 +19,19 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from eva_utils.core.errors import CheckpointError, unknown_name
+from eva_utils.core.errors import CheckpointError
 from eva_utils.core.files import sha256_of  # re-exported: models.shipped.sha256_of is public
-from eva_utils.models.registry import get_model
+from eva_utils.models.loading import PRETRAINED_PREFIX, load_model, load_verified
+from eva_utils.models.registry import PRETRAINED, PretrainedWeights, pretrained_info
 
-__all__ = ["PRETRAINED", "PretrainedWeights", "export_weights", "pretrained", "pretrained_info", "sha256_of", "training_history"]
-
-
-@dataclass(frozen=True)
-class PretrainedWeights:
-    """One shipped model: its architecture, its weights file (in ``eva_utils/models/weights``) and checksum."""
-
-    arch: str
-    width: int
-    num_classes: int
-    file: str  # the float16 state dict
-    sha256: str  # of ``file``
-    test_accuracy: float  # on the 1,000 bundled CIFAR-10 test images, of the stored weights
-    description: str
-    history: str | None = None  # the training run's history.json, kept for its curves
-
-
-_WEIGHTS: dict[str, PretrainedWeights] = {
-    "resnet18_w16_cifar10": PretrainedWeights(
-        arch="resnet18",
-        width=16,
-        num_classes=10,
-        file="resnet18_w16_cifar10.pt",
-        sha256="1a3ec349f8e7e9ad14445bd80f8ca35b4e6e2957918921cb8fafe36395a1f6c6",
-        test_accuracy=0.847,
-        description="ResNet18 (width 16, 0.7M parameters) trained 20 epochs on all 50,000 CIFAR-10 training images "
-                    "on a 2-core CPU (the default recipe, scaled): 84.7% on the 1,000 bundled test images",
-        history="resnet18_w16_cifar10.history.json",
-    ),
-}
-
-#: name -> one line saying what the model is and how good it is.
-PRETRAINED: dict[str, str] = {name: w.description for name, w in _WEIGHTS.items()}
-
-
-def pretrained_info(name: str) -> PretrainedWeights:
-    """What is recorded about a shipped model (architecture, file, checksum, measured accuracy)."""
-    if name not in _WEIGHTS:
-        raise unknown_name("pretrained model", name, _WEIGHTS)
-    return _WEIGHTS[name]
+__all__ = ["PRETRAINED", "PretrainedWeights", "export_weights", "load_verified", "pretrained", "pretrained_info",
+           "sha256_of", "training_history"]
 
 
 def training_history(name: str) -> dict:
@@ -77,28 +41,6 @@ def training_history(name: str) -> dict:
         raise CheckpointError(f"{name} ships without its training history")
     text = resources.files("eva_utils.models").joinpath("weights", entry.history).read_text()
     return json.loads(text)
-
-
-def _read_weights(name: str) -> bytes:
-    entry = _WEIGHTS[name]
-    try:
-        return resources.files("eva_utils.models").joinpath("weights", entry.file).read_bytes()
-    except OSError as exc:
-        raise CheckpointError(
-            f"the weights of {name} ({entry.file}) are missing from the installed package: reinstall eva-utils"
-        ) from exc
-
-
-def load_verified(data: bytes, name: str) -> dict[str, torch.Tensor]:
-    """The state dict in ``data`` if its sha256 is the one recorded for ``name``; else :class:`CheckpointError`."""
-    entry = _WEIGHTS[name]
-    digest = sha256_of(data)
-    if digest != entry.sha256:
-        raise CheckpointError(
-            f"the weights file of {name} ({entry.file}) is damaged or was replaced: its sha256 is {digest[:16]}..., "
-            f"expected {entry.sha256[:16]}...; reinstall eva-utils"
-        )
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def pretrained(name: str = "resnet18_w16_cifar10", device: str | torch.device = "cpu") -> nn.Module:
@@ -115,11 +57,7 @@ def pretrained(name: str = "resnet18_w16_cifar10", device: str | torch.device = 
         UserError: an unknown name (the message lists the known ones).
         CheckpointError: the weights file is missing or fails its checksum.
     """
-    entry = pretrained_info(name)
-    state = load_verified(_read_weights(name), name)
-    model = get_model(entry.arch, entry.num_classes, entry.width)
-    model.load_state_dict(state)  # float16 tensors are copied into the float32 parameters
-    return model.to(device).eval()
+    return load_model(PRETRAINED_PREFIX + name, device=device).model
 
 
 def export_weights(model: nn.Module, path: str | os.PathLike) -> str:

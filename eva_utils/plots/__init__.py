@@ -1,4 +1,26 @@
-"""The plots layer. Its names of eva_utils 0.1.0 are re-exported here (``eva_utils.plots.X`` keeps working)."""
+"""The plots layer: every figure of the package, by family. Imported by nothing below it.
 
-from eva_utils.plots.figures import *  # noqa: F403
-from eva_utils.plots.figures import __all__  # noqa: F401
+:mod:`~eva_utils.plots.training` (training curves, the LR range test), :mod:`~eva_utils.plots.gallery` (augmented
+samples, the most confident mistakes, the confusion matrix), :mod:`~eva_utils.plots.cams` (Grad-CAM overlays and
+grids, per layer, method, class or exit), :mod:`~eva_utils.plots.faithfulness` (the faithfulness table),
+:mod:`~eva_utils.plots.animation` (maps over training epochs and their GIF), :mod:`~eva_utils.plots.budget`
+(MSD-Net's budget curve), :mod:`~eva_utils.plots.save` (``save_figure``).
+
+Every function returns a ``matplotlib.figure.Figure`` (built without pyplot, so notebooks show it once and scripts
+need no display); ``save_figure(fig, path)`` writes it. Images are shown in RGB and denormalised with the data set's
+own mean and std. Every name is re-exported here (``eva_utils.plots.X`` keeps working).
+"""
+
+from eva_utils.plots.animation import cam_evolution_frames, save_animation, show_cam_evolution
+from eva_utils.plots.budget import plot_budget_curve
+from eva_utils.plots.cams import overlay, show_cams, show_exit_cams, show_layer_cams, size_label
+from eva_utils.plots.faithfulness import plot_faithfulness
+from eva_utils.plots.gallery import plot_confusion_matrix, show_misclassified, show_samples
+from eva_utils.plots.save import save_figure
+from eva_utils.plots.training import plot_history, plot_lr_finder
+
+__all__ = [
+    "overlay", "plot_budget_curve", "plot_confusion_matrix", "plot_faithfulness", "plot_history", "plot_lr_finder",
+    "cam_evolution_frames", "save_animation", "show_cam_evolution", "save_figure", "size_label", "show_cams",
+    "show_exit_cams", "show_layer_cams", "show_misclassified", "show_samples",
+]

@@ -17,15 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from eva_utils.core.errors import CheckpointError, DataNotFoundError, first_line
+from eva_utils.core.errors import CheckpointError, UserError, first_line
 from eva_utils.core.files import atomic_write
-from eva_utils.core.safe_load import (  # re-exported: checkpoint.safe_load is the documented name
-    RefusedPickleError,
-    safe_load,
-    state_dict_mismatch,
-)
-from eva_utils.models import MODELS, get_model, model_key
-from eva_utils.models.resnet import MAX_WIDTH
+from eva_utils.core.safe_load import RefusedPickleError, safe_load  # re-exported: checkpoint.safe_load is documented
+from eva_utils.models.checkpoint_format import FORMAT, NotATrainingCheckpoint, check_compatible, describe_config
+from eva_utils.models.loading import load_trained_model, read_trained_checkpoint, rebuild_model
+from eva_utils.training.history import History
 
 __all__ = [
     "FORMAT",
@@ -37,11 +34,9 @@ __all__ = [
     "load_trained_model",
     "rebuild_model",
     "restore_training_state",
+    "resume_from",
     "save_checkpoint",
 ]
-
-FORMAT = "eva_utils.checkpoint/1"
-
 
 def save_checkpoint(
     path: str | os.PathLike,
@@ -87,28 +82,9 @@ def save_checkpoint(
     except OSError as exc:  # a full disk, a quota, a folder gone read-only
         kept = "the previous checkpoint is intact" if path.exists() else "no checkpoint was written"
         raise CheckpointError(f"could not save the checkpoint {path} ({first_line(exc)}); {kept}. "
-                              "Free some space or choose another --out, then resume") from exc
+                              "Free some space or choose another checkpoint_path (another folder), then resume",
+                              param="checkpoint_path") from exc
     return path
-
-
-class NotATrainingCheckpoint(CheckpointError):
-    """A readable torch file that ``eva-utils train`` did not write (no format tag)."""
-
-
-def _structure_problem(ckpt: dict[str, Any]) -> str | None:
-    """What is missing or malformed in a tagged checkpoint, or None."""
-    model = ckpt.get("model")
-    if not isinstance(model, dict) or not model or not all(isinstance(v, torch.Tensor) for v in model.values()):
-        return "no model weights"
-    epoch = ckpt.get("epoch")
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-        return f"epoch {epoch!r} is not a count of epochs"
-    if not isinstance(ckpt.get("config") or {}, dict):
-        return "its settings are not a dict"
-    history = ckpt.get("history")
-    if history is not None and (not isinstance(history, dict) or not all(isinstance(v, list) for v in history.values())):
-        return "its history is not a dict of lists"
-    return None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -119,23 +95,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         CheckpointError: truncated, corrupt, not an eva_utils checkpoint, or needing unsafe unpickling.
             The file itself is never modified.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotFoundError(f"checkpoint {path} does not exist: check the path (eva-utils train writes <out>/checkpoint.pt)")
-    ckpt = safe_load(
-        path,
-        refused_hint="Only load files you trust; eva-utils train never writes such objects",
-        corrupt_hint="The file was left as it is. Resume from an earlier copy or start a new run in another output folder",
-    )
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise NotATrainingCheckpoint(
-            f"{path} is not an eva_utils training checkpoint (no '{FORMAT}' format tag); "
-            "to load bare weights use model.load_state_dict(torch.load(path, weights_only=True))"
-        )
-    problem = _structure_problem(ckpt)
-    if problem:
-        raise CheckpointError(f"checkpoint {path} is damaged or incomplete ({problem}); the file was left as it is. "
-                              "Resume from an earlier copy or start a new run in another output folder")
+    ckpt = read_trained_checkpoint(path)  # the model layer's one reader: safe, checked whole
     if str(map_location) != "cpu":
         ckpt = _to_device(ckpt, map_location)
     return ckpt
@@ -150,33 +110,6 @@ def _to_device(obj: Any, device: str | torch.device) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_device(v, device) for v in obj)
     return obj
-
-
-def check_compatible(saved: dict[str, torch.Tensor], model: nn.Module, source: str = "checkpoint",
-                     saved_desc: str | None = None) -> None:
-    """Raise a readable :class:`CheckpointError` if ``saved`` does not fit ``model`` exactly.
-
-    Args:
-        saved: a state dict.
-        model: the model it should load into.
-        source: how to name the file in the message.
-        saved_desc: what the checkpoint was made for (e.g. ``"resnet34, width 64"``), if known.
-    """
-    problem = state_dict_mismatch(saved, model)
-    if problem is None:
-        return
-    made_for = f" (made for {saved_desc})" if saved_desc else ""
-    raise CheckpointError(
-        f"{source}{made_for} does not fit this {type(model).__name__}: {problem}. "
-        "Use the same model name, width and number of classes as the run that wrote it"
-    )
-
-
-def _describe(config: dict[str, Any]) -> str | None:
-    if not config.get("model"):
-        return None
-    extras = [f"{k} {config[k]}" for k in ("width", "num_classes") if config.get(k) is not None]
-    return ", ".join([str(config["model"]), *extras])
 
 
 def restore_training_state(
@@ -195,7 +128,7 @@ def restore_training_state(
         CheckpointError: the checkpoint was made for another architecture, optimizer or scheduler.
     """
     config = ckpt.get("config") or {}
-    check_compatible(ckpt["model"], model, "checkpoint", _describe(config))
+    check_compatible(ckpt["model"], model, "checkpoint", describe_config(config))
     model.load_state_dict(ckpt["model"])
     if optimizer is not None and ckpt.get("optimizer") is not None:
         try:
@@ -224,59 +157,28 @@ def restore_training_state(
     return dict(ckpt.get("history") or {})
 
 
-def _stored_architecture(config: dict[str, Any], state: Any, path: str | os.PathLike) -> tuple[str, int, int | None]:
-    """(model name, classes, width) from a checkpoint's settings, checked against its weights before anything is built.
-
-    A crafted or damaged ``config`` (``width: 10**6``, ``"abc"``) must not allocate a huge model or fail deep
-    inside a constructor: settings are checked for type and range, and the ResNets' against the weights' shapes.
-    """
-
-    name = config.get("model")
-    if not isinstance(name, str) or model_key(name) not in MODELS:
-        raise CheckpointError(f"checkpoint {path} names an unknown model {name!r} (known: {', '.join(MODELS)})")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"checkpoint {path} holds no model weights (its 'model' entry is not a state dict)")
-    values: dict[str, int | None] = {}
-    for key, default, high in (("num_classes", 10, 1_000_000), ("width", None, MAX_WIDTH)):
-        value = config.get(key, default)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high):
-            raise CheckpointError(f"checkpoint {path} has an impossible {key} {value!r} in its settings (damaged or crafted)")
-        values[key] = value
-    heads = [v for k, v in state.items() if k.endswith("classifier.weight") or k == "linear.weight"]
-    if values["num_classes"] is None:  # a config that left it to the data: the weights say it
-        values["num_classes"] = int(heads[-1].shape[0]) if heads and heads[-1].ndim == 2 else 10
-    if heads and heads[-1].ndim == 2 and heads[-1].shape[0] != values["num_classes"]:
-        raise CheckpointError(f"checkpoint {path} says num_classes {values['num_classes']}, but its weights have "
-                              f"{heads[-1].shape[0]} outputs: damaged or crafted")
-    if name.lower().startswith("resnet"):
-        stored = {"width": state.get("conv1.weight"), "num_classes": state.get("linear.weight")}
-        for key, tensor in stored.items():
-            expected = values[key] if values[key] is not None else 64
-            if tensor is None or tensor.ndim < 2 or tensor.shape[0] != expected:
-                found = "missing" if tensor is None else tuple(tensor.shape)
-                raise CheckpointError(f"checkpoint {path} says {key} {expected}, but its weights do not fit "
-                                      f"({'conv1' if key == 'width' else 'linear'}.weight: {found}): damaged or crafted")
-    return name, int(values["num_classes"]), values["width"]
-
-
-def load_trained_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model saved by ``eva-utils train`` (or ``fit`` with a config naming the model).
+def resume_from(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any | None,
+    scaler: torch.amp.GradScaler | None,
+    device: torch.device | str = "cpu",
+) -> tuple[History, int]:
+    """Restore the training state of the checkpoint ``path`` into the rest (see :func:`restore_training_state`).
 
     Returns:
-        The model with its trained weights, in eval mode, on ``map_location``.
+        The run's history and the number of epochs done.
+
+    Raises:
+        CheckpointError: the checkpoint is damaged (its history too) or does not fit the model, optimizer or scheduler.
     """
-
-    ckpt = load_checkpoint(path, map_location="cpu")  # read on the CPU, then moved: works for any device
-    return rebuild_model(ckpt, path).to(map_location)
-
-
-def rebuild_model(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> nn.Module:
-    """The model of a checkpoint already read with :func:`load_checkpoint`, in eval mode (``path`` names it in errors)."""
-    config = ckpt.get("config") or {}
-    if not isinstance(config, dict) or "model" not in config:
-        raise CheckpointError(f"checkpoint {path} does not say which model it holds (no 'model' in its config)")
-    name, num_classes, width = _stored_architecture(config, ckpt.get("model"), path)
-    model = get_model(name, num_classes, width)
-    check_compatible(ckpt["model"], model, f"checkpoint {path}", _describe(config))
-    model.load_state_dict(ckpt["model"])
-    return model.eval()
+    ckpt = load_checkpoint(path, map_location=device)
+    try:
+        history = History.from_dict(restore_training_state(ckpt, model, optimizer, scheduler, scaler))
+    except UserError as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"checkpoint {path}: its history is damaged ({exc}); resume from an earlier copy "
+                              "or start a new run in another output folder", param="resume") from exc
+    return history, int(ckpt["epoch"])

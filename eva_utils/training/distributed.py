@@ -38,12 +38,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from eva_utils.core.checks import positive_int
 from eva_utils.core.devices import resolve_device
 from eva_utils.core.errors import UserError
-from eva_utils.data.cifar10 import SeededLoader
+from eva_utils.data.loaders import SeededLoader
 
 __all__ = [
-    "Group", "Shard", "barrier", "broadcast_buffers", "current", "join", "launch", "leave", "per_process_batch",
+    "Group", "Shard", "barrier", "broadcast_buffers", "current", "distribute", "join", "launch", "leave", "per_process_batch",
     "shard_eval_loader", "shard_train_loader", "sum_across", "under_torchrun", "unwrap", "wrap",
 ]
 
@@ -96,8 +97,8 @@ def join(device: str | torch.device | None = "auto", timeout_minutes: float = 30
     local, local_world = int(os.environ["LOCAL_RANK"]), int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
     if wanted.type == "cuda":
         if torch.cuda.device_count() < local_world:
-            raise UserError(f"{local_world} processes on this machine but {torch.cuda.device_count()} GPUs: "
-                            f"use --nproc {torch.cuda.device_count()} (one process per GPU), or --device cpu")
+            raise UserError(f"{local_world} processes on this machine but {torch.cuda.device_count()} GPUs: start "
+                            f"{torch.cuda.device_count()} (one process per GPU), or pass device='cpu'", param="device")
         torch.cuda.set_device(local)
         backend = "nccl"
     else:
@@ -126,8 +127,8 @@ def per_process_batch(batch_size: int, world_size: int) -> int:
     """
     if batch_size % world_size:
         below, above = batch_size // world_size * world_size, -(-batch_size // world_size) * world_size
-        raise UserError(f"--batch-size {batch_size} does not divide among {world_size} processes (each takes an equal "
-                        f"share of the global batch): use {below or world_size} or {above}")
+        raise UserError(f"batch_size {batch_size} does not divide among {world_size} processes (each takes an equal "
+                        f"share of the global batch): use {below or world_size} or {above}", param="batch_size")
     return batch_size // world_size
 
 
@@ -160,7 +161,7 @@ def _like(loader: DataLoader, batch_size: int, sampler: Sampler, drop_last: bool
 def shard_train_loader(loader: DataLoader, group: Group, seed: int) -> DataLoader:
     """This process's share of a training loader: a ``DistributedSampler`` (call ``set_epoch``), batch / world_size."""
     if loader.batch_size is None:
-        raise UserError("the training loader must have a batch size to share among processes")
+        raise UserError("the training loader must have a batch size to share among processes", param="train_loader")
     batch = per_process_batch(loader.batch_size, group.world_size)
     sampler = DistributedSampler(loader.dataset, group.world_size, group.rank, shuffle=True, seed=seed,
                                  drop_last=loader.drop_last)
@@ -170,6 +171,16 @@ def shard_train_loader(loader: DataLoader, group: Group, seed: int) -> DataLoade
 def shard_eval_loader(loader: DataLoader, group: Group) -> DataLoader:
     """This process's share of an evaluation loader: every image in exactly one process (no padding)."""
     return _like(loader, loader.batch_size or 1, Shard(len(loader.dataset), group.rank, group.world_size), False)
+
+
+def distribute(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, group: Group | None, seed: int,
+               sync_batchnorm: bool = False) -> tuple[nn.Module, DataLoader, DataLoader]:
+    """What ``fit`` trains and its loaders under ``group``: the model in DDP (see :func:`wrap`), this process's
+    shares of the loaders; all three as they are in a single process (``group`` None)."""
+    if group is None:
+        return model, train_loader, test_loader
+    return (wrap(model, group, sync_batchnorm), shard_train_loader(train_loader, group, seed),
+            shard_eval_loader(test_loader, group))
 
 
 def sum_across(values: Sequence[float] | torch.Tensor, group: Group | None) -> torch.Tensor:
@@ -193,8 +204,9 @@ def wrap(model: nn.Module, group: Group, sync_batchnorm: bool = False) -> nn.Mod
     """
     if sync_batchnorm:
         if group.device.type != "cuda":
-            raise UserError("--sync-bn needs GPUs: PyTorch's SyncBatchNorm does not run on the CPU (gloo); leave it out "
-                            "there (each process then keeps BatchNorm statistics of its own share of the batch)")
+            raise UserError("sync_batchnorm needs GPUs: PyTorch's SyncBatchNorm does not run on the CPU (gloo); leave it "
+                            "off there (each process then keeps BatchNorm statistics of its own share of the batch)",
+                            param="sync_batchnorm")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [group.device.index] if group.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
@@ -226,8 +238,7 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    if nproc < 1:
-        raise UserError(f"--nproc must be at least 1, got {nproc}")
+    nproc = positive_int(nproc, "nproc")
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5)
     try:

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from eva_utils import data
 from eva_utils.apps.app import PREDICTED, Explorer, write_space
 from eva_utils.apps.cli import main
 from eva_utils.core.errors import UserError
-from eva_utils.data import cifar10 as data
 from eva_utils.data import presets as transforms
 from eva_utils.explain import cam
 
@@ -64,7 +64,7 @@ def test_the_maps_shown_are_layer_cams(explorer, cat_png):
     x = explorer.image_tensor(str(cat_png))
     maps = cam.layer_cams(explorer.classifier.model, x, cam.resnet_layers(explorer.classifier.model),
                           targets=[data.CIFAR10_CLASSES.index("dog")], method="layercam")
-    from eva_utils.plots.figures import overlay
+    from eva_utils.plots import overlay
 
     expected = overlay(np.zeros((32, 32, 3)), maps["layer3"][0], alpha=1.0)  # alpha 1: the colour map alone
     shown = result.panels[4][0][::5, ::5].astype(float) / 255  # back to 32x32
@@ -172,7 +172,7 @@ def test_the_space_folder(tmp_path):
     readme = (tmp_path / "space" / "README.md").read_text()
     assert readme.startswith("---\n") and "sdk: gradio" in readme and "app_file: app.py" in readme
     assert "eva-utils[app] @ git+https://github.com/you/eva_utils" in (tmp_path / "space" / "requirements.txt").read_text()
-    with pytest.raises(UserError, match="not empty"):
+    with pytest.raises(UserError, match="already holds files"):
         write_space(tmp_path / "space")
     ckpt = Path(__file__).parents[1] / "fixtures" / "msdnet_cifar10_3blocks_random.pth.tar"
     with_weights = write_space(tmp_path / "space2", source=str(ckpt))

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -87,7 +88,8 @@ def test_argparse_errors_are_one_line_too(capsys):
 def test_missing_cifar10_without_download(tmp_path, capsys):
     code = main(["train", "--data", "cifar10", "--no-download", "--data-dir", str(tmp_path / "none"),
                  "--out", str(tmp_path / "r"), "--quiet"])
-    assert "leave out --no-download" in _one_line_error(capsys, code)
+    err = _one_line_error(capsys, code)
+    assert "download=True" in err and "(on the command line: --no-download)" in err
 
 
 def test_existing_run_is_not_overwritten(tmp_path, capsys):
@@ -201,7 +203,7 @@ def test_out_that_is_a_file_is_refused_before_training(tmp_path, capsys):
 def test_train_on_an_npz_file(tmp_path):
     import numpy as np
 
-    from eva_utils.data import cifar10 as data
+    from eva_utils import data
 
     sample = data.load_sample(train=True)
     path = tmp_path / "mine.npz"
@@ -239,7 +241,8 @@ def test_cifar10_download_without_network_is_one_line(tmp_path, capsys, monkeypa
     code = main(["train", "--data", "cifar10", "--data-dir", str(tmp_path / "d"), "--device", "cpu", "--quiet",
                  "--out", str(tmp_path / "r")])
     err = _one_line_error(capsys, code)
-    assert "download from www.cs.toronto.edu failed" in err and "--data sample" in err and ".npz" in err
+    assert "download from www.cs.toronto.edu failed" in err and "data='sample'" in err and ".npz" in err
+    assert "(on the command line: --data)" in err
 
 
 @pytest.mark.parametrize("name", ["hello", "q0", "j", "truncated", "code", "object"])
@@ -249,7 +252,7 @@ def test_every_command_refuses_a_bad_torch_file_in_one_line(tmp_path, name, bad_
     sample_image = tmp_path / "img.png"
     from PIL import Image
 
-    from eva_utils.data import cifar10 as data
+    from eva_utils import data
 
     Image.fromarray(data.load_sample(train=False).images[0]).save(sample_image)
     out = tmp_path / "run"
@@ -292,3 +295,63 @@ def test_resume_into_a_new_folder_with_nothing_left_to_train_still_holds_the_run
 def test_a_width_that_would_not_fit_in_memory_is_refused(tmp_path, capsys):
     code = main(["train", *TINY, "--width", "100000", "--out", str(tmp_path / "r")])
     assert "width must be at most 4096" in _one_line_error(capsys, code)
+
+
+# ----------------------------------------------------------------------------- a thin dispatcher, the flags
+
+
+def test_help_lists_every_command_without_importing_one():
+    code = ("import sys; sys.argv = ['eva-utils', '--help']\nfrom eva_utils.apps import cli\n"
+            "try: cli.main()\nexcept SystemExit: pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('eva_utils.apps.', 'torch'))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    from eva_utils.apps.cli import COMMANDS
+
+    for name, command in COMMANDS.items():
+        assert name in proc.stdout and command.help.split()[0] in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "['eva_utils.apps.argtypes', 'eva_utils.apps.cli']"
+
+
+def test_train_builds_only_its_own_parser():
+    code = ("import sys\nfrom eva_utils.apps.cli import build_parser\nparser = build_parser(['train'])\n"
+            "sub = next(a for a in parser._actions if a.dest == 'command')\n"
+            "print({name: len(p._actions) > 0 for name, p in sub.choices.items()})\n"
+            "print(sorted(m for m in sys.modules if m.startswith('eva_utils.apps.')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    built, apps = proc.stdout.strip().splitlines()[-2:]
+    assert built == str({name: name == "train" for name in ("train", "demo", "report", "cam", "msd", "app", "fork")})
+    others = {"eva_utils.apps.cli_cam", "eva_utils.apps.cli_msd", "eva_utils.apps.cli_app", "eva_utils.apps.report",
+              "eva_utils.apps.fork"}  # the modules of the other commands
+    assert "eva_utils.apps.cli_train" in apps and not {m for m in others if repr(m) in apps}, apps
+
+
+def test_every_command_still_builds():
+    from eva_utils.cli import build_parser  # the 0.1.0 path
+
+    parser = build_parser()
+    for argv in (["train"], ["demo"], ["report", "r"], ["cam", "--model", "m", "--images-path", "i"], ["msd"], ["app"],
+                 ["fork", "u"]):
+        assert callable(parser.parse_args(argv).func)
+
+
+def test_a_library_parameter_is_printed_with_its_flag():
+    from eva_utils.apps.argtypes import error_line
+    from eva_utils.core.errors import UserError
+
+    line = error_line("train", UserError("mixed precision needs a GPU: pass amp=False", param="amp"))
+    assert line == "eva-utils train: error: mixed precision needs a GPU: pass amp=False (on the command line: --no-amp)"
+    assert error_line("train", UserError("use --no-amp", param="amp")) == "eva-utils train: error: use --no-amp"
+    two = error_line("train", UserError("r holds a run: continue it with resume=r/checkpoint.pt, or pass overwrite=True",
+                                        param="overwrite"))
+    assert two.endswith("(on the command line: --resume, --overwrite)")
+    # a message that does not name its parameter is not told a flag (a file that runs code: never --unsafe-pickle)
+    assert error_line("cam", UserError("f.pt contains code", param="unsafe_pickle")) == "eva-utils cam: error: f.pt contains code"
+
+
+def test_a_missing_gpu_is_told_the_flag(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "eva_utils", "train", *TINY, "--device", "cuda", "--out",
+                           str(tmp_path / "r")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "no GPU is available: use device='cpu'" in proc.stderr and "(on the command line: --device)" in proc.stderr
+    assert not (tmp_path / "r").exists()

@@ -22,13 +22,11 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from eva_utils import models
+from eva_utils import data, models, plots
 from eva_utils.apps.cli import main
 from eva_utils.core.errors import UserError
-from eva_utils.data import cifar10 as data
 from eva_utils.explain import cam
 from eva_utils.models import loading as sources
-from eva_utils.plots import figures as plots
 from eva_utils.training import checkpoint
 
 REPO = Path(__file__).parents[2]
@@ -254,9 +252,11 @@ def test_bad_model_files(tmp_path, capsys, images, eva_checkpoint):
     model = checkpoint.load_trained_model(eva_checkpoint)
     torch.save(model.state_dict(), tmp_path / "weights.pth")
     code = _run(["--model_path", tmp_path / "weights.pth", "--images_path", images])
-    assert "--arch NAME" in _one_line_error(capsys, code)
+    err = _one_line_error(capsys, code)
+    assert "arch=NAME" in err and "(on the command line: --arch)" in err
     code = _run(["--model_path", tmp_path / "weights.pth", "--arch", "resnet34", "--images_path", images])
-    assert "do not fit --arch resnet34" in _one_line_error(capsys, code)
+    err = _one_line_error(capsys, code)
+    assert "do not fit arch=resnet34" in err and "(on the command line: --arch)" in err
     code = _run(["--model_path", tmp_path / "weights.pth", "--arch", "resnet19", "--images_path", images])
     assert "did you mean resnet18" in _one_line_error(capsys, code)
 
@@ -265,7 +265,8 @@ def test_pickled_model_refused_without_unsafe_pickle(tmp_path, capsys, images, e
     torch.save(checkpoint.load_trained_model(eva_checkpoint), tmp_path / "whole.pt")
     args = ["--model_path", tmp_path / "whole.pt", "--images_path", images / "ship", "--save_dir", tmp_path / "out"]
     err = _one_line_error(capsys, _run(args))
-    assert "runs code stored in the file" in err and "--unsafe-pickle" in err
+    assert "runs code stored in the file" in err and "unsafe_pickle=True" in err
+    assert "(on the command line: --unsafe-pickle" in err
     assert not (tmp_path / "out").exists()
     assert _run([*args, "--unsafe-pickle"]) == 0
     assert _pngs(tmp_path / "out") == ["image0.png", "image1.png"]
@@ -278,7 +279,8 @@ def test_download_failure_suggests_random_weights(monkeypatch, tmp_path, capsys,
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", no_internet)
     err = _one_line_error(capsys, _run(["--model_path", "resnet18", "--images_path", images]))
-    assert "could not download the pretrained weights of resnet18" in err and "--weights none" in err
+    assert "could not download the pretrained weights of resnet18" in err and 'weights="none"' in err
+    assert "(on the command line: --weights)" in err
 
 
 def test_labels_file_with_code_never_runs(tmp_path, capsys, images, eva_checkpoint):

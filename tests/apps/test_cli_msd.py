@@ -10,11 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from eva_utils import data, plots
 from eva_utils.apps.cli import main
-from eva_utils.data import cifar10 as data
 from eva_utils.explain import cam
 from eva_utils.models.msdnet import load_msdnet_gcn_checkpoint, msdnet
-from eva_utils.plots import figures as plots
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "msdnet_cifar10_3blocks_random.pth.tar"
 
@@ -91,7 +90,7 @@ def test_heatmap_of_an_odd_image_is_that_test_image_in_rgb(tmp_path, capsys, tes
 
 def test_a_checkpoint_of_eva_utils_train_gets_normalised_inputs(tmp_path, capsys) -> None:
     from eva_utils.training.checkpoint import save_checkpoint
-    from eva_utils.training.engine import History
+    from eva_utils.training.history import History
 
     torch.manual_seed(0)
     path = save_checkpoint(tmp_path / "checkpoint.pt", msdnet(), None, None, None, History(), 1,
@@ -181,7 +180,7 @@ def test_console_script_one_line_for_a_wrong_exit(tmp_path) -> None:
 def test_download_checkpoint_fetches_the_published_model_once(tmp_path, capsys, monkeypatch) -> None:
     import sys
 
-    monkeypatch.setattr(sys.modules["eva_utils.models.msdnet"], "MSDNET_GCN_CIFAR10_URL", FIXTURE.resolve().as_uri())  # stands in for Dropbox
+    monkeypatch.setattr(sys.modules["eva_utils.models.msdnet_gcn"], "MSDNET_GCN_CIFAR10_URL", FIXTURE.resolve().as_uri())  # stands in for Dropbox
     target = tmp_path / "anytime_cifar_10.pth.tar"
     code, out, err = run(capsys, "--checkpoint", str(target), "--download-checkpoint", "--limit", "2")
     assert code == 0, err
@@ -194,7 +193,7 @@ def test_download_checkpoint_fetches_the_published_model_once(tmp_path, capsys, 
 def test_images_already_in_out_are_kept_without_overwrite(tmp_path, capsys) -> None:
     (tmp_path / "grid.png").write_bytes(b"mine")
     code, out, err = run(capsys, "--checkpoint", str(FIXTURE), "--grid", "2", "--out", str(tmp_path))
-    assert code == 2 and "grid.png already exists" in err and "--overwrite" in err
+    assert code == 2 and "already holds images (grid.png)" in err and "--overwrite" in err
     assert (tmp_path / "grid.png").read_bytes() == b"mine"
     code, out, err = run(capsys, "--checkpoint", str(FIXTURE), "--grid", "2", "--out", str(tmp_path), "--overwrite")
     assert code == 0 and (tmp_path / "grid.png").read_bytes() != b"mine"

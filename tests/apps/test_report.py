@@ -2,6 +2,9 @@
 
 import json
 import re
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -77,3 +80,61 @@ def test_an_msdnet_run_is_pointed_to_eva_utils_msd(tmp_path):
                  "--epochs", "1", "--quiet", "--workers", "0", "--scheduler", "step", "--out", str(out)]) == 0
     with pytest.raises(UserError, match="eva-utils msd"):
         report.write_submission(out)
+
+
+# ----------------------------------------------------------------------------- nothing of the user's is lost (issue 22)
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _report(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "eva_utils", "report", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def _refused(proc: subprocess.CompletedProcess, *expected: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    for text in expected:
+        assert text in proc.stderr, proc.stderr
+
+
+def test_overwrite_never_removes_the_run_a_folder_above_it_or_the_users_files(run, tmp_path):
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("the user's own")
+    for out, said in ((run, "which must be kept"), (run.parent, "which must be kept"),
+                      (user, "holds notes.txt, which this command did not write")):
+        before, mine = _tree(run), _tree(user)
+        _refused(_report(str(run), "--out", str(out), "--overwrite"), said, "--out")
+        assert _tree(run) == before and _tree(user) == mine
+    before = _tree(run)
+    _refused(_report(str(run), "--out", ".", "--overwrite", cwd=run.parent), "which must be kept")
+    assert _tree(run) == before
+
+
+def test_an_out_that_is_a_file_is_refused(run, tmp_path):
+    (tmp_path / "f").write_text("x")
+    _refused(_report(str(run), "--out", str(tmp_path / "f")), "is a file, not a folder", "--out")
+    assert (tmp_path / "f").read_text() == "x"
+
+
+def test_zip_never_replaces_a_submission_zip_without_overwrite(run, tmp_path):
+    out = tmp_path / "s"
+    archive = Path(f"{out}.zip")
+    archive.write_bytes(b"an earlier submission")
+    _refused(_report(str(run), "--out", str(out), "--zip"), "already exists", "--overwrite")
+    assert archive.read_bytes() == b"an earlier submission" and not any(out.iterdir() if out.exists() else [])
+    assert main(["report", str(run), "--out", str(out), "--zip", "--overwrite"]) == 0
+    assert zipfile.ZipFile(archive).testzip() is None and "README.md" in zipfile.ZipFile(archive).namelist()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left behind
+
+
+def test_overwrite_replaces_only_the_reports_own_files(run, tmp_path):
+    out = tmp_path / "s"
+    report.write_submission(run, out=out)
+    (out / "README.md").write_text("stale")
+    assert main(["report", str(run), "--out", str(out), "--overwrite"]) == 0
+    assert (out / "README.md").read_text().startswith("# ") and set(_tree(out)) <= set(report.SUBMISSION_FILES)

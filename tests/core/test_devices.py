@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from eva_utils import training
 from eva_utils.core.devices import resolve_device
 from eva_utils.core.errors import UserError
-from eva_utils.training import engine as training
 
 SMALL_MSD = str(Path(__file__).parents[1] / "fixtures" / "msdnet_cifar10_3blocks_random.pth.tar")
 
@@ -52,3 +52,10 @@ def test_every_command_refuses_a_device_it_cannot_use(tmp_path, command, device)
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert device in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_missing_gpu_names_the_parameter_not_a_flag(monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(UserError, match="no GPU is available: use device='cpu'") as exc:
+        resolve_device("cuda")
+    assert exc.value.param == "device" and "--device" not in str(exc.value)

@@ -4,10 +4,9 @@ import json
 
 import pytest
 
-from eva_utils.data import labels
-
-from eva_utils.models import loading as sources
+from eva_utils import sources  # the 0.1.0 path, where the old names live on
 from eva_utils.core.errors import DataNotFoundError, UserError
+from eva_utils.data import labels
 
 
 @pytest.mark.parametrize(
@@ -82,7 +81,7 @@ def test_imagenet_classes_ship_with_torchvision():
 
 def test_the_old_names_in_sources_still_work_and_warn(tmp_path):
     (tmp_path / "labels.txt").write_text("cat\ndog\n")
-    with pytest.warns(DeprecationWarning, match="eva_utils.sources.read_labels moved to eva_utils.labels.read_labels"):
+    with pytest.warns(DeprecationWarning, match="eva_utils.sources.read_labels moved to eva_utils.data.labels.read_labels"):
         assert sources.read_labels(tmp_path / "labels.txt") == ("cat", "dog")
     with pytest.warns(DeprecationWarning):
         assert sources.imagenet_categories() == labels.imagenet_classes()

@@ -3,10 +3,9 @@ import pytest
 import torch
 from torch import nn
 
+from eva_utils import data
 from eva_utils.core.errors import UserError
-from eva_utils.data import cifar10 as data
 from eva_utils.evaluation import metrics as evaluation
-from eva_utils.evaluation.metrics import pointing_game, pointing_hits
 
 
 class Linear(nn.Module):
@@ -84,8 +83,7 @@ def test_per_class_accuracy_of_an_absent_class_is_nan():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_models_predict_and_evaluate(test_set, dtype):
-    from eva_utils import models
-    from eva_utils.training import engine as training
+    from eva_utils import models, training
 
     torch.manual_seed(0)
     full = models.resnet18(width=8).eval()
@@ -100,30 +98,3 @@ def test_half_precision_models_predict_and_evaluate(test_set, dtype):
     stats = training.evaluate(half, loader, device="cpu")
     assert 0.0 <= stats.acc <= 1.0 and np.isfinite(stats.loss)
     assert stats.acc == pytest.approx(evaluation.accuracy(got), abs=0.03)
-
-
-# ----------------------------------------------------------------------------- pointing game
-
-
-def test_pointing_hits_by_hand():
-    cams = np.zeros((3, 6, 6), np.float32)
-    cams[0, 1, 1] = cams[1, 5, 5] = cams[2, 3, 0] = 1.0
-    masks = np.zeros((3, 6, 6), bool)
-    masks[:, 1:3, 1:3] = True
-    assert pointing_hits(cams, masks).tolist() == [True, False, False]
-    assert pointing_game(cams, masks) == pytest.approx(1 / 3)
-    assert pointing_hits(cams, masks, tolerance=2).tolist() == [True, False, True]  # (3, 0) is 1.4 px away
-    with pytest.raises(UserError, match="equal shape"):
-        pointing_game(cams, masks[:, :5])
-
-
-def test_map_correlation_is_numpys_pearson_and_nan_for_a_constant_map():
-    rng = np.random.default_rng(0)
-    a, b = rng.random((3, 6, 6)), rng.random((3, 6, 6))
-    b[1] = 2 * a[1] + 1  # perfectly correlated
-    b[2] = np.zeros((6, 6))  # an all-zero map
-    r = evaluation.map_correlation(a, b)
-    assert r[0] == pytest.approx(np.corrcoef(a[0].ravel(), b[0].ravel())[0, 1])
-    assert r[1] == pytest.approx(1.0) and np.isnan(r[2])
-    with pytest.raises(UserError, match="same shape"):
-        evaluation.map_correlation(a, b[:2])

@@ -26,11 +26,10 @@ from pytorch_grad_cam import (
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from eva_utils import models
+from eva_utils import data, models, plots
 from eva_utils.core.errors import UserError
-from eva_utils.data import cifar10 as data
 from eva_utils.data import presets as transforms
-from eva_utils.evaluation.metrics import pointing_game
+from eva_utils.evaluation.localisation import pointing_game
 from eva_utils.explain.cam import (
     CAM_METHODS,
     layer_cams,
@@ -38,7 +37,6 @@ from eva_utils.explain.cam import (
     resnet_layers,
     resolve_layers,
 )
-from eva_utils.plots import figures as plots
 
 ONE_PASS = {
     "gradcam": GradCAM,
@@ -568,3 +566,30 @@ def test_map_sizes_are_the_layers_own_resolutions():
     fig = plots.show_layer_cams(torch.zeros(1, 3, 32, 32), {"layer4": np.zeros((1, 32, 32), np.float32)}, [0], [0],
                                 sizes={"layer4": (4, 4)})
     assert fig.axes[1].get_title() == "layer4\n4x4 map (coarse)"
+
+
+# ----------------------------------------------------------------------------- registering a method
+
+
+def test_a_registered_method_runs_in_the_same_pass(monkeypatch):
+    """A method given by its weights function (pytorch-grad-cam's get_cam_weights) equals the built-in it copies."""
+    from eva_utils.explain import cam
+
+    monkeypatch.setattr(cam, "_REGISTRY", dict(cam._REGISTRY))  # the registration ends with the test
+    key = cam.register_method("My-GradCAM", lambda acts, grads: grads.mean(axis=(2, 3)))
+    eigen = cam.register_method("my eigen", lambda acts, grads: np.ones(acts.shape[:2], np.float32) * (grads is None),
+                                needs_gradients=False)
+    assert key == "mygradcam" and cam.method_key("my_gradcam") == key and eigen == "myeigen"
+    model = small_resnet()
+    x = torch.randn(3, 3, 16, 16)
+    layers = resnet_layers(model)
+    ours = layer_cams(model, x, layers, targets=[1, 2, 3], method="my-gradcam")
+    theirs = layer_cams(model, x, layers, targets=[1, 2, 3], method="gradcam")
+    for name in layers:
+        assert max_diff(ours[name], theirs[name]) <= 1e-6, name
+    summed = layer_cams(model, x, ["layer4"], method="myeigen")["layer4"]  # no backward: grads is None, weights 1
+    assert summed.shape == (3, 16, 16) and summed.max() == pytest.approx(1.0)
+    with pytest.raises(UserError, match="exists already"):
+        cam.register_method("gradcam", lambda acts, grads: grads.mean(axis=(2, 3)))
+    with pytest.raises(UserError, match="weights_fn must be a function"):
+        cam.register_method("other", "not a function")

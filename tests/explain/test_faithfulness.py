@@ -13,13 +13,12 @@ from pytorch_grad_cam.metrics.road import ROADCombined, ROADLeastRelevantFirstAv
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 from torch import nn
 
+from eva_utils import data, plots
 from eva_utils.core.errors import UserError
-from eva_utils.data import cifar10 as data
 from eva_utils.data import presets as transforms
 from eva_utils.explain.cam import layer_cams, predict_targets, resnet_layers
 from eva_utils.explain.faithfulness import BASELINES, METRICS, baseline_maps, cam_faithfulness
 from eva_utils.models import loading as sources
-from eva_utils.plots import figures as plots
 
 ATOL = 1e-5
 pytestmark = pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")  # pytorch-grad-cam's ROAD on NumPy 2

@@ -1,4 +1,4 @@
-"""Tests for eva_utils.sources: models from names and files, class names from labels files.
+"""Tests for eva_utils.models.loading (THE loader): models from names and files, and that it is the only one.
 
 Nothing here downloads: pretrained weights are only requested with torchvision's download
 function replaced by one that fails as it does offline.
@@ -6,13 +6,16 @@ function replaced by one that fails as it does offline.
 
 from __future__ import annotations
 
+import ast
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 import torchvision
 from torch import nn
 
+import eva_utils
 from eva_utils import models
 from eva_utils.core.errors import CheckpointError, DataNotFoundError, UserError
 from eva_utils.data.cifar10 import CIFAR10_CLASSES
@@ -69,7 +72,7 @@ def test_unknown_weights_name():
 
 
 def test_download_failure_says_so_and_suggests_random_weights(offline):
-    with pytest.raises(sources.WeightsDownloadError, match=r"could not download .*--weights none") as info:
+    with pytest.raises(sources.WeightsDownloadError, match=r'could not download .*weights="none"') as info:
         sources.load_model("resnet18")
     assert "name resolution" in info.value.reason
 
@@ -106,9 +109,9 @@ def test_state_dict_picks_the_architecture_it_fits(tmp_path, eva_model):
 
 def test_state_dict_needs_an_architecture_that_fits(tmp_path, eva_model):
     torch.save(eva_model.state_dict(), tmp_path / "eva.pth")
-    with pytest.raises(UserError, match="holds weights only .*--arch NAME"):
+    with pytest.raises(UserError, match="holds weights only .*arch=NAME"):
         sources.load_model(tmp_path / "eva.pth")
-    with pytest.raises(CheckpointError, match="do not fit --arch resnet34"):
+    with pytest.raises(CheckpointError, match="do not fit arch=resnet34"):
         sources.load_model(tmp_path / "eva.pth", arch="resnet34")
     with pytest.raises(CheckpointError, match="another shape"):
         sources.load_model(tmp_path / "eva.pth", arch="resnet18", num_classes=100)
@@ -119,7 +122,7 @@ def test_state_dict_needs_an_architecture_that_fits(tmp_path, eva_model):
 def test_torchscript_weights_go_into_the_python_architecture(tmp_path):
     tv = torchvision.models.resnet18(num_classes=5).eval()
     path = _script(tv, tmp_path / "model.ts")
-    with pytest.raises(UserError, match="TorchScript model .*cannot hook .*--arch"):
+    with pytest.raises(UserError, match="TorchScript model .*cannot hook .*arch=NAME"):
         sources.load_model(path)
     classifier = sources.load_model(path, arch="resnet18")
     assert isinstance(classifier.model, torchvision.models.ResNet)  # a Python module: hooks work
@@ -142,7 +145,7 @@ def test_torchscript_with_another_forward_is_refused(tmp_path):
 
 def test_pickled_model_only_with_unsafe_pickle(tmp_path, eva_model):
     torch.save(eva_model, tmp_path / "whole.pt")
-    with pytest.raises(CheckpointError, match=r"pickled Python object \(eva_utils.models.resnet.ResNet\).*--unsafe-pickle"):
+    with pytest.raises(CheckpointError, match=r"pickled Python object \(eva_utils.models.resnet.ResNet\).*unsafe_pickle=True"):
         sources.load_model(tmp_path / "whole.pt")
     classifier = sources.load_model(tmp_path / "whole.pt", unsafe_pickle=True)
     assert classifier.preset.name == "cifar"
@@ -183,3 +186,90 @@ def test_every_loader_puts_the_model_on_the_requested_device(tmp_path, eva_model
     for source, arch in [(path, None), (tmp_path / "weights.pt", "eva_utils.resnet18"), ("eva_utils.resnet18", None)]:
         model = sources.load_model(source, arch=arch, device="meta").model
         assert {p.device.type for p in model.parameters()} == {"meta"}, source
+
+
+# ----------------------------------------------------------------------------- one home
+
+
+PACKAGE = Path(eva_utils.__file__).parent
+LOADER = "models/loading.py"
+READERS = {"safe_load", "torch.load", "torch.jit.load", "jit.load"}  # what turns a file's bytes into tensors or a module
+BUILDERS = {"get_model", "new_model", "MSDNet", "msdnet", "resnet18", "resnet34", "ResNet"}
+
+
+def _called(node: ast.AST) -> str:
+    """The dotted name a call calls (``torch.jit.load``, ``safe_load``, ``model.load_state_dict``)."""
+    parts, func = [], node.func
+    while isinstance(func, ast.Attribute):
+        parts.append(func.attr)
+        func = func.value
+    if isinstance(func, ast.Name):
+        parts.append(func.id)
+    return ".".join(reversed(parts))
+
+
+def _modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        yield path.relative_to(PACKAGE).as_posix(), ast.parse(path.read_text())
+
+
+def test_only_the_loader_reads_model_files():
+    readers = []
+    for name, tree in _modules():
+        if name in (LOADER, "core/safe_load.py"):  # the loader, and the one safe torch.load that it calls
+            continue
+        readers += [f"{name}:{n.lineno} {_called(n)}" for n in ast.walk(tree)
+                    if isinstance(n, ast.Call) and _called(n) in READERS]
+    assert not readers, "model files are read only by eva_utils/models/loading.py:\n" + "\n".join(readers)
+
+
+def test_only_the_loader_builds_a_model_and_loads_weights_into_it():
+    builders = []
+    for name, tree in _modules():
+        if name == LOADER:
+            continue
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            calls = {_called(n).split(".")[-1] for n in ast.walk(fn) if isinstance(n, ast.Call)}
+            if "load_state_dict" in calls and calls & BUILDERS:
+                builders.append(f"{name}:{fn.lineno} {fn.name}")
+    assert not builders, "a model is built from weights only in eva_utils/models/loading.py:\n" + "\n".join(builders)
+
+
+def _calls_in(module: str, function: str) -> set[str]:
+    tree = ast.parse((PACKAGE / module).read_text())
+    fn = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function)
+    return {_called(n).split(".")[-1] for n in ast.walk(fn) if isinstance(n, ast.Call)}
+
+
+def test_every_other_entry_point_is_the_loader_or_calls_it():
+    import eva_utils.checkpoint
+    import eva_utils.sources
+    from eva_utils.models import msdnet, msdnet_gcn
+    from eva_utils.training import checkpoint as training_checkpoint
+
+    same = [(eva_utils.sources.load_model, sources.load_model),
+            (eva_utils.checkpoint.load_trained_model, sources.load_trained_model),
+            (training_checkpoint.rebuild_model, sources.rebuild_model),
+            (msdnet.load_msdnet_gcn_checkpoint, sources.load_msdnet_gcn_checkpoint),
+            (msdnet_gcn.load_msdnet_gcn_checkpoint, sources.load_msdnet_gcn_checkpoint),
+            (models.load_msdnet_gcn_checkpoint, sources.load_msdnet_gcn_checkpoint)]
+    assert all(old is new for old, new in same)
+    assert "load_model" in _calls_in("models/shipped.py", "pretrained")
+    assert "load_model" in _calls_in("apps/cli_msd.py", "_load_model")
+    assert "read_trained_checkpoint" in _calls_in("training/checkpoint.py", "load_checkpoint")
+    assert "load_msdnet_gcn_checkpoint" in _calls_in("models/msdnet_gcn.py", "download_msdnet_gcn_checkpoint")
+
+
+def test_library_errors_name_the_parameter(tmp_path, eva_model):
+    torch.save(eva_model.state_dict(), tmp_path / "eva.pth")
+    with pytest.raises(UserError, match="arch=NAME") as info:
+        sources.load_model(tmp_path / "eva.pth")
+    assert info.value.param == "arch" and "--" not in str(info.value)
+    with pytest.raises(UserError, match="leave out arch and num_classes") as info:
+        sources.load_model("pretrained:resnet18_w16_cifar10", num_classes=10)
+    assert info.value.param == "num_classes"
+    with pytest.raises(UserError, match='random weights \\(weights="none"\\)') as info:
+        sources.load_model("resnet18", num_classes=10)
+    assert info.value.param == "weights"

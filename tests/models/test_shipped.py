@@ -10,12 +10,11 @@ import pytest
 import torch
 
 import eva_utils
-from eva_utils import models
+from eva_utils import data, models
 from eva_utils.core.errors import CheckpointError, UserError
-from eva_utils.data import cifar10 as data
 from eva_utils.data import presets as transforms
 from eva_utils.evaluation import metrics as evaluation
-from eva_utils.models import shipped
+from eva_utils.models import loading, registry, shipped
 
 NAME = "resnet18_w16_cifar10"
 
@@ -60,11 +59,11 @@ def test_unknown_name_lists_the_shipped_ones():
 
 
 def test_damaged_weights_are_refused_by_their_checksum(monkeypatch):
-    good = shipped._read_weights(NAME)
+    good = registry.read_weights(NAME)
     assert set(shipped.load_verified(good, NAME)) == set(models.resnet18(width=16).state_dict())  # the intact file loads
     damaged = bytearray(good)
     damaged[len(damaged) // 2] ^= 0xFF  # one flipped byte deep inside a tensor: torch would load it silently
-    monkeypatch.setattr(shipped, "_read_weights", lambda name: bytes(damaged))
+    monkeypatch.setattr(loading, "read_weights", lambda name: bytes(damaged))  # the loader reads the file
     with pytest.raises(CheckpointError, match="damaged or was replaced.*reinstall eva-utils"):
         models.pretrained(NAME)
 

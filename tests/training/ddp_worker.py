@@ -20,10 +20,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from eva_utils.data import cifar10 as data
+from eva_utils import data, training
 from eva_utils.data import presets as transforms
 from eva_utils.training import distributed
-from eva_utils.training import engine as training
 
 
 def small_cnn() -> nn.Module:

@@ -5,10 +5,10 @@ import re
 import pytest
 import torch
 
+from eva_utils import training
 from eva_utils.core.errors import CheckpointError, DataNotFoundError
 from eva_utils.models import resnet18, resnet34
 from eva_utils.training import checkpoint
-from eva_utils.training import engine as training
 
 
 def _save(path, model=None, config=None):

@@ -17,11 +17,10 @@ import pytest
 import torch
 
 import eva_utils
+from eva_utils import data, training
 from eva_utils.core.errors import UserError
-from eva_utils.data import cifar10 as data
 from eva_utils.data import presets as transforms
 from eva_utils.training import checkpoint, distributed
-from eva_utils.training import engine as training
 
 HERE = Path(__file__).parent
 TIMEOUT = 300
@@ -96,7 +95,8 @@ def ddp_small_cnn_init() -> dict[str, torch.Tensor]:
 
 def test_sync_batchnorm_on_the_cpu_is_refused_in_one_line(small_npz, tmp_path):
     done = _train(small_npz, tmp_path / "run", "--sync-bn")
-    assert done.returncode == 2 and "--sync-bn needs GPUs" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2 and "sync_batchnorm needs GPUs" in done.stderr and "Traceback" not in done.stderr
+    assert "(on the command line: --sync-bn)" in done.stderr  # the library names the parameter, the CLI its flag
 
 
 def test_resume_under_torchrun_continues_exactly_and_on_one_process_too(small_npz, tmp_path):
@@ -121,7 +121,8 @@ def test_resume_under_torchrun_continues_exactly_and_on_one_process_too(small_np
 def test_a_batch_that_does_not_divide_is_refused_before_any_process_starts(small_npz, tmp_path):
     done = _train(small_npz, tmp_path / "run", "--batch-size", "63")
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "--batch-size 63 does not divide among 2 processes" in done.stderr and "62 or 64" in done.stderr
+    assert "batch_size 63 does not divide among 2 processes" in done.stderr and "62 or 64" in done.stderr
+    assert "(on the command line: --batch-size)" in done.stderr
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
     direct = _torchrun("-m", "eva_utils", "train", "--device", "cpu", "--data", str(small_npz), "--batch-size", "63",
                        "--out", str(tmp_path / "direct"), "--quiet")

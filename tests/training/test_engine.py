@@ -1,30 +1,20 @@
+"""Tests for eva_utils.training.engine: one epoch, evaluation, fit (resume, precision, multi-exit models)."""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+import eva_utils
+from eva_utils import training
 from eva_utils.core.errors import UserError
-from eva_utils.data import cifar10 as data
-from eva_utils.data import presets as transforms
 from eva_utils.models import resnet18
-from eva_utils.training import engine as training
+from eva_utils.training import engine
 
 
-def _loaders(batch_size=32, n_train=None, seed=0, augment=True):
-    train_set = data.load_sample(True, transforms.train_transforms() if augment else transforms.test_transforms())
-    test_set = data.load_sample(False, transforms.test_transforms())
-    if n_train:
-        keep = np.random.default_rng(0).permutation(len(train_set))[:n_train]
-        train_set = data.ArrayDataset(train_set.images[keep], train_set.labels[keep], train_set.transform)
-        test_set = data.ArrayDataset(test_set.images[:200], test_set.labels[:200], test_set.transform)
-    return (data.make_loader(train_set, batch_size, shuffle=True, num_workers=0, seed=seed),
-            data.make_loader(test_set, 100, num_workers=0))
-
-
-def _run(epochs, checkpoint=None, resume=None, width=4, max_batches=3):
+def _run(sample_loaders, epochs, checkpoint=None, resume=None, width=4, max_batches=3):
     training.set_seed(0)
-    train_loader, test_loader = _loaders()
+    train_loader, test_loader = sample_loaders()
     model = resnet18(width=width)
     opt = training.make_optimizer(model, "sgd", lr=0.05)
     sched = training.make_scheduler(opt, "onecycle", epochs=3, steps_per_epoch=max_batches)
@@ -32,9 +22,9 @@ def _run(epochs, checkpoint=None, resume=None, width=4, max_batches=3):
                         checkpoint_path=checkpoint, resume=resume, max_batches=max_batches, progress=False), model, sched
 
 
-def test_short_training_on_the_sample_lowers_the_loss():
+def test_short_training_on_the_sample_lowers_the_loss(sample_loaders):
     training.set_seed(0)
-    train_loader, test_loader = _loaders(batch_size=32, n_train=256, augment=False)
+    train_loader, test_loader = sample_loaders(batch_size=32, n_train=256, augment=False)
     model = resnet18(width=8)
     opt = training.make_optimizer(model, "adam", lr=2e-3, weight_decay=0)
     history = training.fit(model, train_loader, test_loader, 4, opt, device="cpu", progress=False)
@@ -43,10 +33,10 @@ def test_short_training_on_the_sample_lowers_the_loss():
     assert history.epoch == [1, 2, 3, 4] and len(history.lr) == 4
 
 
-def test_resume_repeats_the_uninterrupted_run(tmp_path):
-    full, full_model, _ = _run(3)
-    _run(2, checkpoint=tmp_path / "ck.pt")
-    resumed, resumed_model, sched = _run(3, checkpoint=tmp_path / "ck2.pt", resume=tmp_path / "ck.pt")
+def test_resume_repeats_the_uninterrupted_run(sample_loaders, tmp_path):
+    full, full_model, _ = _run(sample_loaders, 3)
+    _run(sample_loaders, 2, checkpoint=tmp_path / "ck.pt")
+    resumed, resumed_model, sched = _run(sample_loaders, 3, checkpoint=tmp_path / "ck2.pt", resume=tmp_path / "ck.pt")
     for key in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr"):
         assert getattr(resumed, key) == getattr(full, key), key
     for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values(), strict=True):
@@ -110,82 +100,6 @@ def test_nan_loss_stops_with_epoch_and_batch():
         training.fit(model, loader, loader, 3, opt, device="cpu", progress=False)
 
 
-def test_history_roundtrips_through_json(tmp_path):
-    h = training.History()
-    h.append(1, training.EpochStats(1.5, 0.4, lr=0.1), training.EpochStats(1.2, 0.5, [0.3, 0.5]), 2.0)
-    path = h.save(tmp_path / "sub" / "history.json")
-    assert training.History.load(path) == h
-    (tmp_path / "bad.json").write_text('{"nope": [1]}')
-    with pytest.raises(UserError, match="History"):
-        training.History.load(tmp_path / "bad.json")
-
-
-@pytest.mark.parametrize("name,error", [("sgdd", "adam, sgd"), ("rmsprop", "adam, sgd")])
-def test_unknown_optimizer(name, error):
-    with pytest.raises(UserError, match=error):
-        training.make_optimizer(resnet18(width=2), name)
-
-
-def test_unknown_scheduler_and_bad_numbers():
-    opt = training.make_optimizer(resnet18(width=2), "sgd", lr=0.1)
-    with pytest.raises(UserError, match="cosine, none, onecycle, step"):
-        training.make_scheduler(opt, "warmup")
-    with pytest.raises(UserError, match="lr"):
-        training.make_optimizer(resnet18(width=2), "sgd", lr=0)
-    with pytest.raises(UserError, match="lr"):
-        training.make_optimizer(resnet18(width=2), "adam", lr=-1e-3)
-    with pytest.raises(UserError, match="epochs"):
-        training.make_scheduler(opt, "onecycle", epochs=0, steps_per_epoch=3)
-
-
-def test_onecycle_warms_up_then_decays_linearly():
-    opt = training.make_optimizer(resnet18(width=2), "sgd", lr=0.4)
-    sched = training.make_scheduler(opt, "onecycle", epochs=4, steps_per_epoch=10, pct_start=0.25)
-    lrs = []
-    for _ in range(40):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    peak = int(np.argmax(lrs))
-    assert lrs[peak] == pytest.approx(0.4) and 8 <= peak <= 10
-    assert lrs[0] == pytest.approx(0.4 / 25) and lrs[-1] < 0.02
-
-
-def test_find_lr_restores_model_and_optimizer(capsys):
-    training.set_seed(0)
-    train_loader, _ = _loaders(batch_size=32, n_train=256)
-    model = resnet18(width=4).eval()
-    opt = training.make_optimizer(model, "sgd", lr=0.01)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    opt_before = opt.state_dict()["param_groups"][0]["lr"]
-    result = training.find_lr(model, train_loader, optimizer=opt, num_iter=25, end_lr=1.0)
-    after = model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)
-    assert opt.param_groups[0]["lr"] == opt_before and not model.training
-    assert 1e-6 <= result.suggested_lr <= 1.0 and len(result.lrs) == 25
-    assert result.figure.axes[0].get_xscale() == "log"
-    assert ".plot()" not in capsys.readouterr().out  # torch-lr-finder's pointer to its own API is dropped
-
-
-@pytest.mark.parametrize(
-    "capability, expected",
-    [((7, 5), torch.float16), ((7, 0), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)],
-    ids=["T4", "V100", "A100", "H100"],
-)
-def test_amp_uses_bf16_only_where_the_gpu_runs_it_natively(monkeypatch, capability, expected):
-    # torch.cuda.is_bf16_supported() says yes on a T4 too (emulated, slow): the capability decides here.
-    monkeypatch.setattr(torch.version, "hip", None)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    assert training.amp_dtype(torch.device("cuda")) == expected
-
-
-def test_no_autocast_and_no_scaler_on_the_cpu():
-    precision = training.mixed_precision(torch.device("cpu"), amp=True)
-    assert not precision.new_scaler().is_enabled()
-    with precision.autocast():
-        assert not torch.is_autocast_enabled("cpu")
-
-
 class _OverflowScaler:
     """Stands in for fp16's GradScaler on its first batches: gradients overflow, the step is skipped."""
 
@@ -199,11 +113,11 @@ class _OverflowScaler:
         return None
 
 
-def test_a_skipped_fp16_step_keeps_the_schedule_and_raises_no_warning():
+def test_a_skipped_fp16_step_keeps_the_schedule_and_raises_no_warning(sample_loaders):
     import warnings
 
     training.set_seed(0)
-    train_loader, _ = _loaders(batch_size=16, n_train=64)
+    train_loader, _ = sample_loaders(batch_size=16, n_train=64)
     model = resnet18(width=4)
     opt = training.make_optimizer(model, "sgd", lr=0.05)
     sched = training.make_scheduler(opt, "onecycle", epochs=1, steps_per_epoch=4)
@@ -219,25 +133,13 @@ def test_a_skipped_fp16_step_keeps_the_schedule_and_raises_no_warning():
 # ----------------------------------------------------------------------------- the CUDA path, on the CPU
 
 
-class _Spy:
-    """Records the dtype and memory format the first conv of a model sees and produces."""
-
-    def __init__(self, model):
-        self.inputs, self.outputs = [], []
-        model.conv1.register_forward_hook(self.hook)
-
-    def hook(self, module, args, output):
-        self.inputs.append((args[0].dtype, args[0].is_contiguous(memory_format=torch.channels_last)))
-        self.outputs.append(output.dtype)
-
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_mixed_precision_and_channels_last_run_on_the_cpu(tmp_path, dtype):
+def test_mixed_precision_and_channels_last_run_on_the_cpu(tmp_path, dtype, sample_loaders, conv1_spy):
     # the branch fit takes on a GPU, with CPU kernels: autocast, a GradScaler for fp16, NHWC inputs and weights
     training.set_seed(0)
-    train_loader, test_loader = _loaders(batch_size=16, n_train=64)
+    train_loader, test_loader = sample_loaders(batch_size=16, n_train=64)
     model = resnet18(width=4)
-    spy = _Spy(model)
+    spy = conv1_spy(model)
     opt = training.make_optimizer(model, "sgd", lr=0.05)
     history = training.fit(model, train_loader, test_loader, 1, opt, device="cpu", amp=dtype, channels_last="always",
                            max_batches=2, progress=False, checkpoint_path=tmp_path / "ck.pt")
@@ -257,62 +159,44 @@ def test_mixed_precision_and_channels_last_run_on_the_cpu(tmp_path, dtype):
         assert fresh.get_scale() == 1234.0
 
 
-def test_precision_refuses_a_dtype_autocast_cannot_use():
-    with pytest.raises(UserError, match="bfloat16 or float16"):
-        training.mixed_precision(torch.device("cpu"), torch.float64)
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_find_lr_runs_in_the_precision_and_memory_format_of_training(dtype):
+def test_the_old_argument_order_still_works_with_a_deprecation_warning(sample_loaders):
     training.set_seed(0)
-    train_loader, _ = _loaders(batch_size=16, n_train=64)
-    model = resnet18(width=4)
-    spy = _Spy(model)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    training.find_lr(model, train_loader, num_iter=20, skip_start=2, skip_end=2, end_lr=1.0,
-                     amp=dtype, channels_last="always")
-    assert spy.outputs and all(out == dtype for out in spy.outputs)  # the forward passes ran under autocast
-    assert all(channels_last for _, channels_last in spy.inputs)
-    assert not model.conv1.weight.is_contiguous(memory_format=torch.channels_last)  # memory format put back
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-
-
-def test_find_lr_in_float32_on_the_cpu_by_default():
-    train_loader, _ = _loaders(batch_size=16, n_train=64)
-    model = resnet18(width=4)
-    spy = _Spy(model)
-    training.find_lr(model, train_loader, num_iter=12, skip_start=2, skip_end=2, end_lr=1.0)
-    assert {out for out in spy.outputs} == {torch.float32}
-    assert not any(channels_last for _, channels_last in spy.inputs)
-
-
-def test_the_old_argument_order_still_works_with_a_deprecation_warning():
-    training.set_seed(0)
-    train_loader, test_loader = _loaders(batch_size=16, n_train=32)
+    train_loader, test_loader = sample_loaders(batch_size=16, n_train=32)
     model = resnet18(width=4)
     opt = training.make_optimizer(model, "sgd", lr=0.05)
+    # the root's names are 0.1.0's (eva_utils._compat): the engine's functions, also in the old order
     with pytest.warns(DeprecationWarning, match="order of eva_utils 0.1.0"):
-        old = training.evaluate(model, test_loader, torch.device("cpu"), max_batches=1)
+        old = eva_utils.evaluate(model, test_loader, torch.device("cpu"), max_batches=1)
     assert old == training.evaluate(model, test_loader, device="cpu", max_batches=1)
     with pytest.warns(DeprecationWarning, match="order of eva_utils 0.1.0"):
-        stats = training.train_one_epoch(model, torch.nn.CrossEntropyLoss(), opt, train_loader, torch.device("cpu"),
-                                         max_batches=1, progress=False)
+        stats = eva_utils.train_one_epoch(model, torch.nn.CrossEntropyLoss(), opt, train_loader, torch.device("cpu"),
+                                          max_batches=1, progress=False)
     assert np.isfinite(stats.loss)
 
 
-def test_float16_epoch_without_the_runs_scaler_is_refused():
-    train_loader, _ = _loaders(batch_size=16, n_train=32)
+def test_train_one_epoch_and_evaluate_show_their_parameters():
+    import inspect
+
+    for name, first in (("train_one_epoch", ["model", "train_loader", "criterion", "optimizer"]),
+                        ("evaluate", ["model", "test_loader", "criterion"])):
+        for function in (getattr(eva_utils, name), getattr(training, name), getattr(engine, name)):
+            parameters = inspect.signature(function).parameters
+            assert list(parameters)[:len(first)] == first and "device" in parameters and "amp" in parameters
+
+
+def test_float16_epoch_without_the_runs_scaler_is_refused(sample_loaders):
+    train_loader, _ = sample_loaders(batch_size=16, n_train=32)
     model = resnet18(width=4)
     opt = training.make_optimizer(model, "sgd", lr=0.05)
     with pytest.raises(UserError, match="needs the run's GradScaler"):
         training.train_one_epoch(model, train_loader, torch.nn.CrossEntropyLoss(), opt, amp=torch.float16, progress=False)
 
 
-def test_fit_decides_the_precision_once(monkeypatch):
+def test_fit_decides_the_precision_once(monkeypatch, sample_loaders):
     calls = []
-    real = training.mixed_precision
-    monkeypatch.setattr(training, "mixed_precision", lambda *a: calls.append(a) or real(*a))
-    train_loader, test_loader = _loaders(batch_size=16, n_train=32)
+    real = engine.mixed_precision
+    monkeypatch.setattr(engine, "mixed_precision", lambda *a: calls.append(a) or real(*a))
+    train_loader, test_loader = sample_loaders(batch_size=16, n_train=32)
     model = resnet18(width=4)
     opt = training.make_optimizer(model, "sgd", lr=0.05)
     training.fit(model, train_loader, test_loader, 3, opt, device="cpu", amp=torch.bfloat16, max_batches=1, progress=False)

@@ -1,0 +1,118 @@
+"""The numbers of a run: one pass (:class:`EpochStats`), every epoch (:class:`History`), and what ``fit`` calls
+back during a run (:class:`Callback`, its one callback mechanism)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from eva_utils.core.errors import UserError
+from eva_utils.core.files import atomic_write_text
+
+__all__ = ["Callback", "EpochEndFunction", "EpochStats", "History", "batch_callback"]
+
+
+@dataclass
+class EpochStats:
+    """Sample-weighted means over one pass; ``lr`` is the learning rate at the end of a training pass (None in
+    evaluation)."""
+
+    loss: float
+    acc: float
+    exit_acc: list[float] = field(default_factory=list)
+    lr: float | None = None
+
+
+@dataclass
+class History:
+    """Per-epoch numbers of a run; ``history.save(path)`` / ``History.load(path)`` use JSON."""
+
+    epoch: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    test_exit_acc: list[list[float]] = field(default_factory=list)
+
+    def append(self, epoch: int, train: EpochStats, test: EpochStats, seconds: float) -> None:
+        """Record one epoch (1-based ``epoch``)."""
+        self.epoch.append(epoch)
+        self.train_loss.append(train.loss)
+        self.train_acc.append(train.acc)
+        self.test_loss.append(test.loss)
+        self.test_acc.append(test.acc)
+        self.lr.append(float("nan") if train.lr is None else train.lr)
+        self.seconds.append(seconds)
+        if test.exit_acc:
+            self.test_exit_acc.append(list(test.exit_acc))
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def to_dict(self) -> dict[str, list]:
+        """Plain lists, JSON-ready."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> History:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise UserError(f"not a History: unexpected keys {sorted(unknown)}")
+        return cls(**{k: list(v) for k, v in data.items()})
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write JSON atomically; returns the path."""
+        path = Path(path)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> History:
+        """Read a history written by :meth:`save`."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"cannot read history {path}: {exc}") from exc
+
+
+class Callback:
+    """What :func:`fit` calls during a run; subclass it and override what you need (both are no-ops here).
+
+    ``on_batch_end(step, loss, lr)``: after every optimizer step; ``step`` counts batches from the start of
+    the run (resumed runs continue the count), ``lr`` is the rate that batch used. ``on_epoch_end(epoch,
+    history)``: after each epoch's checkpoint, ``epoch`` 1-based. ``eva_utils.tracking`` has two: the maps
+    of fixed images per epoch (``CamTracker``) and TensorBoard logs (``TensorBoardLogger``).
+    """
+
+    def on_batch_end(self, step: int, loss: float, lr: float) -> None:
+        """Called after every training batch."""
+
+    def on_epoch_end(self, epoch: int, history: History) -> None:
+        """Called after every epoch, once its checkpoint is written."""
+
+
+class EpochEndFunction(Callback):
+    """A function of (epoch, history) as a :class:`Callback` (fit's ``on_epoch_end``): called after each epoch only."""
+
+    def __init__(self, on_epoch_end: Callable[[int, History], None]) -> None:
+        self.on_epoch_end = on_epoch_end  # type: ignore[method-assign]
+
+
+def batch_callback(callbacks: Sequence[Callback], first: int) -> Callable[[int, float, float], None] | None:
+    """``train_one_epoch``'s ``on_batch_end`` that tells every callback the run's step (``first`` + batch + 1)."""
+    if not callbacks:
+        return None
+
+    def batch_done(batch: int, loss: float, lr: float) -> None:
+        for callback in callbacks:
+            callback.on_batch_end(first + batch + 1, loss, lr)
+
+    return batch_done

@@ -1,0 +1,117 @@
+"""core/files.py's output-folder guard, and a walk of the package that keeps it the only one."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import eva_utils
+from eva_utils.core.errors import UserError
+from eva_utils.core.files import claim_output_file, claim_output_folder, remove_owned_files
+
+PACKAGE = Path(eva_utils.__file__).parent
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_new_folder_is_created_and_returned(tmp_path):
+    assert claim_output_folder(tmp_path / "a" / "b", overwrite=False) == tmp_path / "a" / "b"
+    assert (tmp_path / "a" / "b").is_dir()
+
+
+def test_the_writers_own_files_need_overwrite(tmp_path):
+    (tmp_path / "grid.png").write_bytes(b"mine")
+    with pytest.raises(UserError, match=r"already holds images \(grid.png\): pass overwrite=True") as exc:
+        claim_output_folder(tmp_path, overwrite=False, owned=("*.png",), kind="images")
+    assert exc.value.param == "overwrite"
+    assert claim_output_folder(tmp_path, overwrite=True, owned=("*.png",)) == tmp_path
+    assert (tmp_path / "grid.png").read_bytes() == b"mine"  # claiming deletes nothing
+
+
+def test_other_files_are_allowed_unless_the_folder_is_the_writers_alone(tmp_path):
+    (tmp_path / "notes.txt").write_text("the user's")
+    claim_output_folder(tmp_path, overwrite=False, owned=("README.md",))
+    with pytest.raises(UserError, match="holds notes.txt, which this command did not write") as exc:
+        claim_output_folder(tmp_path, overwrite=True, owned=("README.md",), exclusive=True)
+    assert exc.value.param == "out"
+
+
+def test_a_protected_folder_and_any_folder_above_it_are_refused(tmp_path):
+    run = tmp_path / "runs" / "r18"
+    run.mkdir(parents=True)
+    for out in (run, tmp_path / "runs", tmp_path):
+        with pytest.raises(UserError, match="which must be kept"):
+            claim_output_folder(out, overwrite=True, protect=[run])
+    assert claim_output_folder(run / "submission", overwrite=False, protect=[run]).is_dir()
+
+
+def test_a_file_is_not_a_folder(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UserError, match="save_dir .* is a file, not a folder") as exc:
+        claim_output_folder(tmp_path / "f", overwrite=True, param="save_dir")
+    assert exc.value.param == "save_dir"
+    with pytest.raises(UserError, match="cannot create"):
+        claim_output_folder(tmp_path / "f" / "under", overwrite=True)
+
+
+def test_an_output_file_needs_overwrite(tmp_path):
+    target = tmp_path / "submission.zip"
+    assert claim_output_file(target, overwrite=False) == target
+    target.write_bytes(b"zip")
+    with pytest.raises(UserError, match="already exists: pass overwrite=True"):
+        claim_output_file(target, overwrite=False)
+    with pytest.raises(UserError, match="is a folder"):
+        claim_output_file(tmp_path, overwrite=True)
+    assert target.read_bytes() == b"zip"
+
+
+def test_removing_owned_files_keeps_folders_and_the_rest(tmp_path):
+    (tmp_path / "README.md").write_text("old")
+    (tmp_path / "keep.txt").write_text("x")
+    (tmp_path / "sub.png").mkdir()
+    assert remove_owned_files(tmp_path, ("README.md", "*.png")) == [tmp_path / "README.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt", "sub.png"]
+
+
+# ----------------------------------------------------------------------------- one home
+
+
+def _names_overwrite(node: ast.expr) -> bool:
+    return any((isinstance(n, ast.Name) and n.id == "overwrite") or (isinstance(n, ast.Attribute) and n.attr == "overwrite")
+               for n in ast.walk(node))
+
+
+def folder_decisions(root: Path = PACKAGE) -> list[str]:
+    """Code outside core/files.py that removes a folder tree, or decides on ``overwrite`` whether to refuse a folder."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path == root / "core" / "files.py":
+            continue
+        where = path.relative_to(root.parent)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and node.attr == "rmtree") or (
+                    isinstance(node, ast.ImportFrom) and any(a.name == "rmtree" for a in node.names)):
+                found.append(f"{where}:{node.lineno} removes a folder")
+            elif isinstance(node, ast.If) and _names_overwrite(node.test) and any(
+                    isinstance(n, ast.Raise) for stmt in node.body for n in ast.walk(stmt)):
+                found.append(f"{where}:{node.lineno} refuses an output folder")
+    return found
+
+
+def test_the_walk_finds_a_second_guard(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "a.py").write_text("import shutil\n\ndef f(out, overwrite):\n"
+                                  "    if out.exists() and any(out.iterdir()) and not overwrite:\n"
+                                  "        raise UserError('x')\n    shutil.rmtree(out)\n")
+    (package / "b.py").write_text("def g(args):\n    return claim_output_folder(args.out, overwrite=args.overwrite)\n")
+    assert folder_decisions(package) == ["pkg/a.py:4 refuses an output folder", "pkg/a.py:6 removes a folder"]
+
+
+def test_only_core_files_decides_on_output_folders():
+    found = folder_decisions()
+    assert not found, "use eva_utils.core.files.claim_output_folder:\n" + "\n".join(found)
