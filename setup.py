@@ -31,12 +31,17 @@ setup(
     extras_require={
         "app": ["gradio>=5"],
         "tensorboard": ["tensorboard>=2.14"],
-        "dev": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "ruff>=0.6",
+        "dev": ["pytest>=8", "packaging>=22", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "ruff>=0.6",
                 "gradio>=5", "playwright>=1.40", "tensorboard>=2.14"],  # the app, its browser test and TensorBoard's run in CI
     },
     entry_points={"console_scripts": ["eva-utils=eva_utils.apps.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
         "Framework :: Jupyter",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],

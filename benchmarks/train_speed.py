@@ -36,15 +36,17 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def step_rate(device: torch.device, amp: bool, channels_last: bool, batch: int, steps: int, warmup: int) -> float:
-    """Images per second of full training steps (median over ``steps`` timed steps)."""
+def step_rate(device: torch.device, amp: bool, channels_last: bool, batch: int, steps: int, warmup: int,
+              width: int = 64) -> float:
+    """Images per second of full training steps (median over ``steps`` timed steps) of ResNet18 at ``width``."""
     torch.manual_seed(0)
-    model = resnet18().to(device)
+    model = resnet18(width=width).to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     crit = nn.CrossEntropyLoss()
     precision = mixed_precision(device, amp)
+    scaler = precision.new_scaler()  # enabled for float16 only, as fit's
     x = torch.randn(batch, 3, 32, 32, device=device).to(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=device)
     times = []
@@ -55,9 +57,9 @@ def step_rate(device: torch.device, amp: bool, channels_last: bool, batch: int, 
         with precision.autocast():
             loss = crit(model(x), y)
         opt.zero_grad(set_to_none=True)
-        precision.scaler.scale(loss).backward()
-        precision.scaler.step(opt)
-        precision.scaler.update()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= warmup:

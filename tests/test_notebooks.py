@@ -65,7 +65,7 @@ def _execute_in_smoke_mode(nb, cwd: Path):
 
 def _shows_a_figure(cell) -> bool:
     last = cell.source.strip().splitlines()[-1].strip() if cell.source.strip() else ""
-    return last == "fig" or last.endswith(".figure")
+    return last == "fig" or last.endswith(".figure") or (last.startswith("plots.plot_") and last.endswith(")"))
 
 
 def _notebook_01_checkpoint(cwd: Path) -> None:

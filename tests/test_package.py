@@ -170,3 +170,12 @@ def test_import_runs_no_albumentations_and_sets_no_variable():
 
 def test_the_package_says_it_is_typed():
     assert (PACKAGE / "py.typed").is_file()
+
+
+def test_facades_of_commands_say_which_command_to_use_when_run_with_python_m():
+    for module, command in (("eva_utils.fork", "eva-utils fork"), ("eva_utils.msd_cli", "eva-utils msd")):
+        done = subprocess.run([sys.executable, "-m", module, "https://github.com/a/b"], capture_output=True, text=True,
+                              timeout=120, cwd=Path(eva_utils.__file__).parents[1])
+        assert done.returncode == 2, (module, done.stderr[-2000:])
+        assert len(done.stderr.strip().splitlines()) == 1 and command in done.stderr, done.stderr
+        assert f"python -m eva_utils {command.split()[1]}" in done.stderr

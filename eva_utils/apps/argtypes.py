@@ -47,6 +47,8 @@ FLAGS = {
     "width": "--width",
 }
 """A library parameter's name (``UserError.param``) -> the command-line flag that sets it."""
+_SWITCHED_ON = {"amp": "leave out --no-amp", "download": "leave out --no-download"}
+"""Switches that are on unless a ``--no-...`` flag turns them off: ``download=True`` is the flag left out."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -86,10 +88,13 @@ def error_line(command: str, exc: UserError) -> str:
     """
     line = f"eva-utils {command}: error: {exc}"
     message = str(exc)
-    named = {m.start(): m.group(1) for m in re.finditer(r"(?<![\w-])([a-z_]+)=", message) if m.group(1) in FLAGS}
-    if exc.param in FLAGS and (found := re.search(rf"(?<![\w-]){re.escape(exc.param)}(?![\w-])", message)):
-        named.setdefault(found.start(), exc.param)
-    flags = [FLAGS[name] for _, name in sorted(named.items())]
+    named = {m.start(): (m.group(1), m.group(2)) for m in re.finditer(r"(?<![\w-])([a-z_]+)=(\w*)", message)
+             if m.group(1) in FLAGS}
+    if exc.param in FLAGS and exc.param not in {name for name, _ in named.values()} \
+            and (found := re.search(rf"(?<![\w-]){re.escape(exc.param)}(?![\w-])", message)):
+        named.setdefault(found.start(), (exc.param, ""))
+    flags = [_SWITCHED_ON[name] if value == "True" and name in _SWITCHED_ON else FLAGS[name]
+             for _, (name, value) in sorted(named.items())]
     flags = [flag for i, flag in enumerate(flags) if flag not in line and flag not in flags[:i]]
     return f"{line} (on the command line: {', '.join(flags)})" if flags else line
 

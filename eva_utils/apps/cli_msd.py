@@ -172,9 +172,10 @@ def _save_rgb(rgb: np.ndarray, path: Path, scale: int = 1) -> Path:
     """Write float RGB in [0, 1] (H, W, 3) as a lossless PNG, each pixel repeated ``scale`` times."""
     from PIL import Image
 
-    pixels = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
+    # uint8 (H, W, 3), which Pillow reads as RGB: no ``mode=`` (deprecated in fromarray since Pillow 11.3)
+    pixels = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8).reshape(*np.shape(rgb)[:2], 3)
     pixels = pixels.repeat(scale, axis=0).repeat(scale, axis=1)
-    Image.fromarray(pixels, mode="RGB").save(path)
+    Image.fromarray(pixels).save(path)
     return path
 
 

@@ -22,9 +22,12 @@ from typing import Any
 from eva_utils.core.errors import UserError
 from eva_utils.core.files import atomic_write_text
 
-__all__ = ["add_parser", "parse_github_url", "point_at_fork"]
+__all__ = ["add_parser", "check_branch", "parse_github_url", "point_at_fork"]
 
-_GITHUB = re.compile(r"^https://github\.com/([A-Za-z0-9-]+)/([A-Za-z0-9._-]+?)(?:\.git)?/?$")
+# GitHub's rules: an owner is letters, digits and single inner hyphens (39 at most); a repository is letters,
+# digits, '.', '_' and '-', but not only dots ('.' and '..' are paths, not repositories).
+_GITHUB = re.compile(r"^https://github\.com/([A-Za-z0-9](?:-?[A-Za-z0-9]){0,38})/(?!\.+(?:\.git)?/?$)"
+                     r"([A-Za-z0-9._-]+?)(?:\.git)?/?$")
 _REPO_URL = re.compile(r'REPO_URL = \\?"https://github\.com/([A-Za-z0-9-]+)/([A-Za-z0-9._-]+)\\?"')
 
 
@@ -36,8 +39,32 @@ def parse_github_url(url: str) -> tuple[str, str]:
     """
     found = _GITHUB.match(url.strip())
     if not found:
-        raise UserError(f"{url!r} is not a GitHub repository URL: give https://github.com/<you>/<repo>")
+        raise UserError(f"{url!r} is not a GitHub repository URL: give https://github.com/<you>/<repo>", param="url")
     return found.group(1), found.group(2)
+
+
+def check_branch(branch: str) -> str:
+    """``branch`` if git would accept it as a branch name (``git check-ref-format --branch``) and it is safe in a URL.
+
+    Raises:
+        UserError: naming the rule it breaks.
+    """
+    if not isinstance(branch, str):
+        raise UserError(f"branch must be a str, got {type(branch).__name__}", param="branch")
+    rules = [  # git's rules (git help check-ref-format), after the characters a URL takes as they are
+        (not re.fullmatch(r"[A-Za-z0-9._/-]+", branch), "only letters, digits and . _ - / may appear (no spaces, "
+                                                        "control characters, ~^:?*[\\ or '@{')"),
+        (branch.startswith("-"), "it may not start with '-'"),
+        (".." in branch, "it may not hold '..'"),
+        (branch.startswith("/") or branch.endswith("/") or "//" in branch, "'/' may not start or end it or be doubled"),
+        (branch.endswith("."), "it may not end with '.'"),
+        (any(part.startswith(".") or part.endswith(".lock") for part in branch.split("/")),
+         "no part between slashes may start with '.' or end with '.lock'"),
+    ]
+    broken = next((why for bad, why in rules if bad), None)
+    if broken:
+        raise UserError(f"branch {branch!r} is not a branch name git accepts: {broken}", param="branch")
+    return branch
 
 
 def _files(root: Path) -> list[Path]:
@@ -68,11 +95,10 @@ def point_at_fork(url: str, root: str | os.PathLike[str] = ".", branch: str = "m
         The files changed (none when they already point at ``url`` and ``branch``).
 
     Raises:
-        UserError: not a GitHub URL, or not a checkout with notebooks.
+        UserError: not a GitHub URL, a branch name git refuses (:func:`check_branch`), or not a checkout with notebooks.
     """
     owner, repo = parse_github_url(url)
-    if not re.fullmatch(r"[A-Za-z0-9._/-]+", branch):
-        raise UserError(f"{branch!r} is not a branch name")
+    check_branch(branch)
     root = Path(root).expanduser()
     files = _files(root)
     old_owner, old_repo = _current(files)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,9 @@ def safe_load(path: str | os.PathLike, refused_hint: str = "", corrupt_hint: str
     * the file does not exist: :class:`DataNotFoundError`;
     * it contains code that would run when loaded (e.g. ``posix.system``): :class:`RefusedPickleError`;
     * it pickles another Python object (a whole model saved with ``torch.save(model)``): :class:`RefusedPickleError`;
-    * it is not a readable PyTorch file (truncated, corrupt, a web page, any other bytes): :class:`CheckpointError`.
+    * it is not a readable PyTorch file (truncated, corrupt, a web page, any other bytes): :class:`CheckpointError`;
+    * it is a zip-format torch file whose bytes no longer match their CRCs (flipped bits on disk, a bad copy):
+      :class:`CheckpointError`, before anything in it is used (this reads the file once more).
 
     Args:
         path: the file; never modified.
@@ -50,6 +54,7 @@ def safe_load(path: str | os.PathLike, refused_hint: str = "", corrupt_hint: str
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"{path} does not exist: check the path")
+    _check_crcs(path, corrupt_hint)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (PermissionError, IsADirectoryError, MemoryError) as exc:  # the file may be fine; reading it is not
@@ -63,6 +68,22 @@ def safe_load(path: str | os.PathLike, refused_hint: str = "", corrupt_hint: str
             f"{path} is not a readable PyTorch file: truncated or corrupt, or not a checkpoint at all ({reason}). "
             f"{corrupt_hint}".rstrip(". ")
         ) from exc
+
+
+def _check_crcs(path: Path, hint: str) -> None:
+    """Refuse a zip-format torch file whose stored CRCs do not match its bytes (torch.load does not check them)."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # the legacy format, or not a torch file at all: torch.load says which
+        with zipfile.ZipFile(path) as archive:
+            member = archive.testzip()  # the first record whose CRC-32 does not match its bytes
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError):
+        return  # unreadable, or a broken zip structure rather than changed bytes: torch.load classifies it
+    if member is not None:
+        raise CheckpointError(
+            f"{path} is damaged: its record {member} does not match the checksum stored with it (bytes changed on "
+            f"disk or in a copy), so it was not used. {hint}".rstrip(". ")
+        )
 
 
 def _refused_message(path: Path, refused: str, hint: str) -> str:

@@ -79,9 +79,12 @@ def load_npz(path: str | os.PathLike, train: bool = True, transform: Transform |
 
     Raises:
         DataNotFoundError: no such file.
-        UserError: not an npz file, a missing array, or arrays of the wrong dtype, shape or
+        UserError: not a path, not an npz file, a missing array, or arrays of the wrong dtype, shape or
             length, or labels outside the classes; the message says which and how to fix it.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise UserError(f"path must be the path of an .npz file (a str or pathlib.Path), got {type(path).__name__} "
+                        f"{path!r:.40}", param="path")
     path = Path(path).expanduser()
     if path.is_dir():
         raise UserError(f"{path} is a folder; give the path of an .npz file with train_images and train_labels")

@@ -56,10 +56,13 @@ def read_image(path: str | os.PathLike) -> Any:
     """Open an image file as an RGB PIL image, fully decoded.
 
     Grayscale and palette images are converted to RGB; transparent images (RGBA, LA, palette with
-    transparency) are composited on white; EXIF orientation is applied.
+    transparency) are composited on white; EXIF orientation is applied. High-bit-depth grayscale is
+    scaled to 8 bits by the full range of its type, never clipped: 16-bit (and 16-bit values held in
+    32-bit integers) by 1/257, floats in 0..1 by 255 (floats in 0..255 as they are).
 
     Raises:
-        UnreadableImageError: not an image PIL can decode (the message says why).
+        UnreadableImageError: not an image PIL can decode, or high-bit-depth values with no 8-bit reading
+            (not finite, negative, or beyond 16 bits) (the message says why).
     """
     from PIL import Image, ImageOps
 
@@ -68,13 +71,36 @@ def read_image(path: str | os.PathLike) -> Any:
         with Image.open(path) as opened:
             image = ImageOps.exif_transpose(opened)
             image.load()
+            if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+                image = _to_8_bits(image, path)
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                 rgba = image.convert("RGBA")
                 image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
             return image.convert("RGB")
+    except UnreadableImageError:
+        raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         reason = first_line(exc)
         raise UnreadableImageError(f"{path} is not an image PIL can read ({reason})") from exc
+
+
+def _to_8_bits(image: Any, path: Path) -> Any:
+    """A 16-bit, 32-bit integer or float grayscale PIL image as mode "L", scaled by its type's range."""
+    import numpy as np
+    from PIL import Image
+
+    values = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise UnreadableImageError(f"{path} holds pixel values that are not finite (NaN or infinite)")
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if low < 0 or high > 65535:
+        raise UnreadableImageError(f"{path} holds {image.mode} pixel values from {low:g} to {high:g}, outside the "
+                                   f"0..65535 of 16 bits; save it as an 8- or 16-bit image")
+    if image.mode.startswith("I"):
+        scale = 1 / 257  # 16 bits (also as 32-bit integers, which is how 16-bit images often arrive)
+    else:  # floats: 0..1 as most tools write them, else 0..255, else 16-bit values
+        scale = 255 if high <= 1 else 1 if high <= 255 else 1 / 257
+    return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8))  # mode "L"
 
 
 def _images_in(folder: Path) -> list[ImageFile]:

@@ -40,6 +40,9 @@ def _parse_literal(text: str, path: Path) -> Any:
             return json.loads(text)
         except ValueError:
             pass
+        except RecursionError:  # json recurses once per bracket: 100,000 '[' overflow the stack
+            raise UserError(f"labels file {path} is nested too deeply to be labels; expected a flat dict or list such "
+                            f"as {{0: 'cat', 1: 'dog'}}") from None
     try:
         tree = ast.parse(text, mode="exec")
     except SyntaxError:

@@ -62,7 +62,8 @@ def first_conv_channels(model: nn.Module) -> int | None:
 def as_image_batch(model: nn.Module, images: Any) -> torch.Tensor:
     """Check ``images`` is normalised float (N, C, H, W) for ``model`` (or one (C, H, W)); return a 4-D tensor.
 
-    The one check of images handed to a model by the CAM and faithfulness functions.
+    The one check of images handed to a model by the CAM and faithfulness functions; NaN or infinite
+    pixels are refused (``UserError`` with ``param="images"``), as they would give NaN maps.
     """
     if isinstance(images, (list, tuple)) and images and all(isinstance(i, torch.Tensor) for i in images):
         images = torch.stack(list(images))
@@ -100,6 +101,10 @@ def as_image_batch(model: nn.Module, images: Any) -> torch.Tensor:
         )
     if images.shape[0] == 0:
         raise UserError("images is an empty batch")
+    if images.device.type != "meta" and not torch.isfinite(images).all():
+        first = int(torch.nonzero(~torch.isfinite(images))[0, 0])
+        raise UserError(f"images hold pixel values that are not finite (NaN or infinite), first in image {first}; "
+                        f"maps of them would be NaN: check how the images were made or normalised", param="images")
     return images
 
 

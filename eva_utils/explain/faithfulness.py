@@ -251,7 +251,19 @@ def _check_options(baselines: Sequence[str], steps: int, road_percentiles: Seque
     for base in baselines:
         if base not in BASELINES:
             raise unknown_name("baseline", base, BASELINES)
-    return _Options(positive_int(steps, "steps"), tuple(road_percentiles), deletion_baseline, insertion_baseline)
+    return _Options(positive_int(steps, "steps"), _percentiles(road_percentiles), deletion_baseline, insertion_baseline)
+
+
+def _percentiles(values: Sequence[int]) -> tuple[int, ...]:
+    """ROAD's thresholds: a non-empty sequence of numbers from 0 to 100."""
+    items = tuple(values) if isinstance(values, (Sequence, np.ndarray)) and not isinstance(values, str) else None
+    bad = [v for v in items or () if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))
+           or not 0 <= v <= 100]
+    if not items or bad:
+        what = f"{bad[0]!r} is not a percentage from 0 to 100" if bad else f"got {values!r}"
+        raise UserError(f"road_percentiles must be a non-empty list of percentages from 0 to 100, such as "
+                        f"(10, 20, ..., 90); {what}", param="road_percentiles")
+    return items
 
 
 def _confidence_change(scorer: _Scorer, x: torch.Tensor, m: np.ndarray, before: np.ndarray) -> dict[str, np.ndarray]:

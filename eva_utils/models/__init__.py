@@ -6,6 +6,8 @@ model trained by this project that ships with the package (see :data:`PRETRAINED
 prints layer shapes and parameter counts with torchinfo on whatever device the model is.
 """
 
+# the module eva_utils.models.msdnet first: the function msdnet below then keeps its name here, as in 0.1.0
+import eva_utils.models.msdnet  # noqa: F401  (isort: skip)
 from eva_utils.models.loading import load_msdnet_gcn_checkpoint
 from eva_utils.models.msdnet_config import MSDNetConfig
 from eva_utils.models.msdnet_gcn import download_msdnet_gcn_checkpoint

@@ -75,8 +75,8 @@ def test_the_maps_shown_are_layer_cams(explorer, cat_png):
 def test_grayscale_rgba_webp_and_large_photos_are_explained(explorer, tmp_path):
     rng = np.random.default_rng(0)
     files = {
-        "grey.png": Image.fromarray(rng.integers(0, 255, (50, 70), dtype=np.uint8), "L"),
-        "rgba.png": Image.fromarray(rng.integers(0, 255, (40, 40, 4), dtype=np.uint8), "RGBA"),
+        "grey.png": Image.fromarray(rng.integers(0, 255, (50, 70), dtype=np.uint8)),
+        "rgba.png": Image.fromarray(rng.integers(0, 255, (40, 40, 4), dtype=np.uint8)),
         "photo.webp": Image.fromarray(rng.integers(0, 255, (600, 800, 3), dtype=np.uint8)),
         "photo.jpg": Image.fromarray(rng.integers(0, 255, (300, 200, 3), dtype=np.uint8)),
     }

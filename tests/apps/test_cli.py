@@ -89,7 +89,7 @@ def test_missing_cifar10_without_download(tmp_path, capsys):
     code = main(["train", "--data", "cifar10", "--no-download", "--data-dir", str(tmp_path / "none"),
                  "--out", str(tmp_path / "r"), "--quiet"])
     err = _one_line_error(capsys, code)
-    assert "download=True" in err and "(on the command line: --no-download)" in err
+    assert "download=True" in err and "(on the command line: leave out --no-download, --data)" in err
 
 
 def test_existing_run_is_not_overwritten(tmp_path, capsys):

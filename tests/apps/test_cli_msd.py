@@ -88,6 +88,26 @@ def test_heatmap_of_an_odd_image_is_that_test_image_in_rgb(tmp_path, capsys, tes
     assert list(folder.glob("*.png")) and not (folder / f"img{n}_exit1_gradcam.png").exists()
 
 
+def test_the_png_writer_lets_pillow_read_the_array_as_rgb(tmp_path, monkeypatch) -> None:
+    """fromarray's ``mode=`` is deprecated (Pillow 11.3, Colab's): the writer hands Pillow uint8 (H, W, 3) and no mode."""
+    from eva_utils.apps import cli_msd
+
+    real = Image.fromarray
+
+    def fromarray(obj, mode=None):
+        assert mode is None, "Image.fromarray(..., mode=...) is deprecated since Pillow 11.3"
+        return real(obj)
+
+    monkeypatch.setattr(Image, "fromarray", fromarray)
+    rgb = np.random.default_rng(0).random((4, 5, 3))
+    path = cli_msd._save_rgb(rgb, tmp_path / "x.png", scale=2)
+    with Image.open(path) as image:
+        assert image.mode == "RGB" and image.size == (10, 8)
+        written = np.asarray(image)
+    np.testing.assert_array_equal(written[::2, ::2], np.round(rgb * 255).astype(np.uint8))
+    np.testing.assert_array_equal(written[1::2, 1::2], written[::2, ::2])  # each pixel repeated scale times
+
+
 def test_a_checkpoint_of_eva_utils_train_gets_normalised_inputs(tmp_path, capsys) -> None:
     from eva_utils.training.checkpoint import save_checkpoint
     from eva_utils.training.history import History

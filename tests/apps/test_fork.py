@@ -65,3 +65,35 @@ def test_a_url_that_is_not_a_github_repository(url, copy, capsys):
 def test_outside_a_checkout(tmp_path, capsys):
     assert main(["fork", FORK, "--repo", str(tmp_path)]) == 2
     assert "no notebooks/ folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["https://github.com/a/..", "https://github.com/a/.", "https://github.com/../b",
+                                 "https://github.com/a/...git", "https://github.com/-a/b", "https://github.com/a--/b"])
+def test_dot_names_and_impossible_owners_are_not_repositories(url, copy, capsys):
+    with pytest.raises(UserError, match="https://github.com/<you>/<repo>") as exc:
+        parse_github_url(url)
+    assert exc.value.param == "url"
+    before = _texts(copy)
+    assert main(["fork", url, "--repo", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert _texts(copy) == before
+
+
+@pytest.mark.parametrize("branch", ["../../..", "a..b", "-main", "a//b", "/main", "main/", "main.lock", "a/.hidden",
+                                    "main.", "a@{1}", "@", "a b", "a~1", "a^", "a:b", "a?", "a*", "a[b", "a\\b",
+                                    "a\tb", "a\x7fb", ""])
+def test_a_branch_name_git_would_refuse_is_refused(branch, copy, capsys):
+    with pytest.raises(UserError, match="branch") as exc:
+        point_at_fork(FORK, copy, branch=branch)
+    assert exc.value.param == "branch"
+    before = _texts(copy)
+    assert main(["fork", FORK, f"--branch={branch}", "--repo", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert _texts(copy) == before
+
+
+@pytest.mark.parametrize("branch", ["main", "feature/cams-v2", "release-1.0", "student_42", "a.b/c"])
+def test_ordinary_branch_names_are_accepted(branch, copy):
+    assert point_at_fork(FORK, copy, branch=branch)

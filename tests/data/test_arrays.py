@@ -118,3 +118,10 @@ def test_damaged_npz_members_and_folders_are_one_line(tmp_path):
         with pytest.raises(UserError, match=message) as exc:
             data.load_npz(path)
         assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("path", [123, None, 1.5, ["a.npz"]])
+def test_a_path_that_is_not_a_path_is_a_user_error_naming_it(path):
+    with pytest.raises(UserError, match="path must be") as exc:
+        data.load_npz(path)
+    assert exc.value.param == "path"

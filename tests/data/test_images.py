@@ -80,3 +80,22 @@ def test_grey_palette_and_transparent_images_become_rgb(tmp_path, cifar):
     image = np.asarray(inputs.read_image(_save(rgba, tmp_path / "rgba.png")))
     assert (image[:16] == 255).all(), "transparent pixels are composited on white"
     assert (image[16:] == rgb[16:]).all()
+
+
+def test_16_bit_and_32_bit_images_are_scaled_to_8_bits_not_clipped(tmp_path):
+    ramp = np.tile(np.linspace(0, 65535, 256).round().astype(np.uint16), (8, 1))  # a full-range 16-bit ramp
+    Image.fromarray(ramp).save(tmp_path / "ramp16.png")
+    with Image.open(tmp_path / "ramp16.png") as opened:
+        assert opened.mode.startswith("I;16")  # a real 16-bit PNG
+    image = np.asarray(inputs.read_image(tmp_path / "ramp16.png")).astype(float)
+    assert image.shape == (8, 256, 3)
+    assert abs(image.mean() - ramp.mean() / 257) < 1 and image[:, 0].max() == 0 and image[:, -1].min() == 255
+    assert abs(image[0, 128, 0] - ramp[0, 128] / 257) <= 1  # the middle stays grey
+    Image.fromarray(ramp).convert("I").save(tmp_path / "ramp32.tif")  # 16-bit values held in 32-bit integers
+    assert abs(np.asarray(inputs.read_image(tmp_path / "ramp32.tif")).mean() - ramp.mean() / 257) < 1
+    Image.fromarray((ramp / 65535).astype(np.float32)).save(tmp_path / "unit.tif")  # floats in 0..1
+    assert abs(np.asarray(inputs.read_image(tmp_path / "unit.tif")).mean() - ramp.mean() / 257) < 1
+    Image.fromarray(np.full((4, 4), np.nan, np.float32)).save(tmp_path / "nan.tif")
+    with pytest.raises(inputs.UnreadableImageError, match="nan.tif holds pixel values that are not finite") as exc:
+        inputs.read_image(tmp_path / "nan.tif")
+    assert str(exc.value).count("nan.tif") == 1

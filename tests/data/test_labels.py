@@ -58,12 +58,16 @@ def test_labels_file_with_code_is_never_run(tmp_path, template):
         ("['cat', 3]", "label 1 is 3"),
         ("{0: 'cat', 1: 'dog'", "not valid Python or JSON"),
         ("   \n", "is empty"),
+        ("[" * 100_000, "nested too deeply"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"0": ' * 50_000 + '"cat"' + "}" * 50_000, "nested too deeply"),
     ],
 )
 def test_bad_labels_files(tmp_path, text, message):
     (tmp_path / "labels.txt").write_text(text)
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(UserError, match=message) as exc:
         labels.read_labels(tmp_path / "labels.txt")
+    assert "\n" not in str(exc.value)
 
 
 def test_labels_file_missing_or_binary(tmp_path):

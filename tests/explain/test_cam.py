@@ -429,6 +429,17 @@ def test_bad_inputs(kwargs, match):
         layer_cams(model, **args)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_pixels_are_refused_not_explained_as_nan_maps(bad):
+    model, images = small_resnet(), torch.randn(2, 3, 16, 16)
+    images[1, 2, 5, 7] = bad
+    with pytest.raises(UserError, match=r"not finite.*image 1") as exc:
+        layer_cams(model, images, ["layer4"])
+    assert exc.value.param == "images"
+    with pytest.raises(UserError, match="not finite"):
+        layer_cams(model, images.numpy(), ["layer4"], method="eigencam")
+
+
 def test_method_names():
     model, images = small_resnet(), torch.randn(2, 3, 16, 16)
     assert {"gradcam", "gradcam++", "layercam", "eigencam", "scorecam"} <= set(CAM_METHODS)

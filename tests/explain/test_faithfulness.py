@@ -156,6 +156,14 @@ def test_baselines():
     assert centre[15:17, 15:17].min() == centre.max() and centre[0, 0] == 0
 
 
+@pytest.mark.parametrize("percentiles", [[150], [-1, 50], [], ["ten"], [float("nan")], 50, "50"])
+def test_road_percentiles_outside_0_to_100_are_refused_naming_the_parameter(shipped, percentiles):
+    model, images, cams = shipped
+    with pytest.raises(UserError, match="road_percentiles") as exc:
+        per_image(model, images[:2], cams["layer4"][:2], metrics=["road_combined"], road_percentiles=percentiles)
+    assert exc.value.param == "road_percentiles"
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"metrics": ["deletion"]}, "faithfulness metric"),
     ({"metrics": []}, "metrics is empty"),
