@@ -79,7 +79,7 @@ def save_checkpoint(
     }
     try:
         atomic_write(path, lambda f: torch.save(state, f))
-    except OSError as exc:  # a full disk, a quota, a folder gone read-only
+    except (OSError, RuntimeError) as exc:  # a full disk (torch.save's writer raises RuntimeError), a quota, read-only
         kept = "the previous checkpoint is intact" if path.exists() else "no checkpoint was written"
         raise CheckpointError(f"could not save the checkpoint {path} ({first_line(exc)}); {kept}. "
                               "Free some space or choose another checkpoint_path (another folder), then resume",
