@@ -73,6 +73,14 @@ def multi_exit_loss(criterion: Criterion, outputs: torch.Tensor | Sequence[torch
     return torch.stack([criterion(o, labels) for o in outs]).mean()
 
 
+def _refuse_old_order(name: str, value: object, types: tuple[type, ...], param: str) -> None:
+    """A call in eva_utils 0.1.0's positional order (``value`` of ``types`` where ``param`` goes): say so."""
+    if isinstance(value, types):
+        raise UserError(f"{name} got a {type(value).__name__} as {param}: that is eva_utils 0.1.0's argument order; "
+                        f"pass {name}(model, loader, criterion, ...) and the rest by name (eva_utils.{name} still "
+                        "takes the old order, with a DeprecationWarning)", param=param)
+
+
 def train_one_epoch(
     model: nn.Module,
     train_loader: DataLoader,
@@ -118,6 +126,7 @@ def train_one_epoch(
     """
     from tqdm.auto import tqdm
 
+    _refuse_old_order("train_one_epoch", criterion, (torch.optim.Optimizer,), "criterion")
     device = torch.device(device) if device is not None else model_device(model)
     precision = mixed_precision(device, amp)
     if scaler is None and precision.needs_scaler:
@@ -215,6 +224,7 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
+    _refuse_old_order("evaluate", criterion, (str, torch.device), "criterion")
     criterion = criterion or nn.CrossEntropyLoss()
     device = torch.device(device) if device is not None else model_device(model)
     precision = mixed_precision(device, amp)

@@ -174,6 +174,20 @@ def test_the_old_argument_order_still_works_with_a_deprecation_warning(sample_lo
     assert np.isfinite(stats.loss)
 
 
+def test_the_old_order_through_the_layers_own_names_is_refused_in_words(sample_loaders):
+    # eva_utils.training.* are the engine's plain functions: a 0.1.0-order call is told what to do, not misread
+    from eva_utils.core.errors import UserError
+
+    train_loader, test_loader = sample_loaders(batch_size=16, n_train=32)
+    model = resnet18(width=4)
+    opt = training.make_optimizer(model, "sgd", lr=0.05)
+    with pytest.raises(UserError, match="0.1.0's argument order") as caught:
+        training.train_one_epoch(model, torch.nn.CrossEntropyLoss(), opt, train_loader, progress=False)
+    assert caught.value.param == "criterion"
+    with pytest.raises(UserError, match="0.1.0's argument order"):
+        training.evaluate(model, test_loader, torch.device("cpu"), max_batches=1)
+
+
 def test_train_one_epoch_and_evaluate_show_their_parameters():
     import inspect
 
