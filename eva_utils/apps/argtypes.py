@@ -8,7 +8,7 @@ import argparse
 import math
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from eva_utils.core import checks
 from eva_utils.core.errors import UserError
@@ -112,22 +112,23 @@ def _rule(value: float, holds: bool, rule: str) -> float:
     return value
 
 
+def _checked_int(text: str, expected: str, check: Callable[[int, str], int], rule: str) -> int:
+    """``text`` as an integer that passes the library's ``check`` (core/checks), in argparse's terms."""
+    value = _number(text, int, expected)
+    try:
+        return check(value, "the value")
+    except UserError:
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {value}") from None
+
+
 def positive_int(text: str) -> int:
     """An integer > 0 (the rule of :func:`eva_utils.core.checks.positive_int`)."""
-    value = _number(text, int, "a positive integer")
-    try:
-        return checks.positive_int(value, "the value")
-    except UserError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}") from None
+    return _checked_int(text, "a positive integer", checks.positive_int, "a positive integer")
 
 
 def non_negative_int(text: str) -> int:
     """An integer >= 0 (an image number, a row limit where 0 means all)."""
-    value = _number(text, int, "a whole number")
-    try:
-        return checks.non_negative_int(value, "the value")
-    except UserError:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}") from None
+    return _checked_int(text, "a whole number", checks.non_negative_int, "0 or more")
 
 
 def positive_float(text: str) -> float:
