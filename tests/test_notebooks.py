@@ -13,10 +13,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from IPython.core.inputtransformer2 import TransformerManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from eva_utils import recipe
+from eva_utils.core.errors import UserError
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 MAX_FUNCTION_LINES = 5
@@ -25,6 +27,11 @@ MAX_CODE_LINES = 100  # read in one sitting: the teaching is in the markdown, th
 
 def _code_cells(nb):
     return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _python(source: str) -> str:
+    """A cell as the kernel runs it: IPython's ``%magic`` lines turned into ``get_ipython()`` calls."""
+    return TransformerManager().transform_cell(source)
 
 
 def test_there_are_notebooks():
@@ -48,7 +55,7 @@ def test_thin_with_a_parameters_cell_and_a_colab_only_install(path):
     lines = sum(len(c.source.splitlines()) for c in code[1:])  # the install cell is the same everywhere, tested below
     assert lines <= MAX_CODE_LINES, f"{path.name}: {lines} lines of code; move some into eva_utils"
     for cell in code:
-        for node in ast.walk(ast.parse(cell.source)):
+        for node in ast.walk(ast.parse(_python(cell.source))):
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
                 lines = node.end_lineno - node.lineno + 1
                 assert lines <= MAX_FUNCTION_LINES, f"{path.name}: {node.name} has {lines} lines; move it into eva_utils"
@@ -108,14 +115,13 @@ def test_one_install_cell_shown_in_the_readme():
     assert cells.pop() in (Path(__file__).parents[1] / "README.md").read_text()
 
 
-def test_install_cell_in_colab_names_the_repository_it_could_not_install(tmp_path, monkeypatch):
-    source = nbformat.read(NOTEBOOKS[0], as_version=4).cells[1].source
-    wrong = f"file://{tmp_path}/no_such_repo"
-    source = source.replace('REPO_URL = "https://github.com/eva-utils/eva_utils"', f'REPO_URL = "{wrong}"')
-    assert wrong in source
-    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))  # as in a Colab kernel
-    with pytest.raises(RuntimeError, match=f"could not install eva_utils from {wrong}@main: check REPO_URL"):
-        exec(compile(source, "install cell", "exec"), {})
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_install_cell_is_six_lines_without_a_function(path):
+    source = _install_cell(path)
+    assert len(source.splitlines()) <= 6, source
+    tree = ast.parse(_python(source))
+    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.Lambda, ast.ClassDef))]
+    assert "subprocess" not in source
 
 
 # ----------------------------------------------------------------------------- the Colab install cell
@@ -127,30 +133,47 @@ def _install_cell(path: Path) -> str:
 
 
 class _FakeColab:
-    """What the install cell sees in Colab: git ls-remote's answer, pip's record of the installed package."""
+    """What the install cell meets in Colab: ``%pip``, git ls-remote's answer, pip's record of the installed package.
 
-    def __init__(self, monkeypatch, installed: dict | None, remote_commit: str = "c0ffee" * 7):
+    ``%pip install`` installs eva_utils when it is missing and, like pip 24, keeps it when it is there (whatever
+    commit or repository it came from); the cell's second line must then notice and install the right one.
+    """
+
+    def __init__(self, monkeypatch, installed: dict | None, remote_commit: str = "c0ffee" * 7, listed: bool = True):
         self.commands: list[tuple[str, ...]] = []
-        self.remote_commit = remote_commit
+        self.magics: list[str] = []
+        self.installed, self.remote_commit = installed, remote_commit
         monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
 
         def run(command, capture_output, text):
             self.commands.append(tuple(command))
-            out = f"{self.remote_commit}\trefs/heads/main\n" if command[:2] == ("git", "ls-remote") else ""
-            return subprocess.CompletedProcess(command, 0, out, "")
+            answer = f"{self.remote_commit}\trefs/heads/main\n" if listed else ""
+            return subprocess.CompletedProcess(command, 0, answer if command[:2] == ["git", "ls-remote"] else "", "")
 
         monkeypatch.setattr(subprocess, "run", run)
 
         class Distribution:
-            def read_text(self, name):
-                return json.dumps(installed)
+            def read_text(_, name):
+                return json.dumps(self.installed)
 
         def distribution(name):
-            if installed is None:
+            if self.installed is None:
                 raise importlib.metadata.PackageNotFoundError(name)
             return Distribution()
 
         monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+
+    def run_cell(self, source: str, name: str) -> None:
+        namespace: dict = {"get_ipython": lambda: self}
+        exec(compile(_python(source), name, "exec"), namespace)
+
+    def run_line_magic(self, magic: str, line: str) -> None:  # IPython expands {names} from the cell's namespace
+        frame = sys._getframe(1)
+        line = line.format(**frame.f_globals)
+        self.magics.append(f"%{magic} {line}")
+        url = line.split('"git+')[1].rsplit("@", 1)[0]
+        if self.installed is None:  # pip installs what is missing, with its dependencies
+            self.installed = {"url": url, "vcs_info": {"vcs": "git", "commit_id": self.remote_commit}}
 
     @property
     def pip(self) -> list[tuple[str, ...]]:
@@ -163,17 +186,26 @@ def test_install_cell_installs_once_then_only_when_the_commit_or_repository_chan
     commit = "c0ffee" * 7
     url = "https://github.com/eva-utils/eva_utils"
     fresh = _FakeColab(monkeypatch, installed=None)
-    exec(compile(source, name, "exec"), {})
-    assert fresh.pip == [("install", "-q", f"git+{url}@{commit}")]  # with dependencies
-    assert f"eva_utils from {url} at commit {commit[:12]}" in capsys.readouterr().out
+    fresh.run_cell(source, name)
+    assert fresh.magics == [f'%pip install -q "git+{url}@main"'] and fresh.pip == []  # pip alone, with dependencies
+    assert f"eva_utils from {url} at commit {commit[:12]}\n" == capsys.readouterr().out
     same = _FakeColab(monkeypatch, installed={"url": url, "vcs_info": {"vcs": "git", "commit_id": commit}})
-    exec(compile(source, name, "exec"), {})
-    assert same.pip == []  # nothing to do
+    same.run_cell(source, name)
+    assert same.pip == [] and "Restart" not in capsys.readouterr().out  # nothing to do
     for origin in ({"url": url, "vcs_info": {"commit_id": "0ld" * 13}},                    # REF moved on
                    {"url": "https://github.com/someone/fork", "vcs_info": {"commit_id": commit}}):  # another repository
         moved = _FakeColab(monkeypatch, installed=origin)
-        exec(compile(source, name, "exec"), {})
+        moved.run_cell(source, name)
         assert moved.pip == [("install", "-q", "--force-reinstall", "--no-deps", f"git+{url}@{commit}")]
+        assert "Runtime > Restart session" in capsys.readouterr().out
+
+
+def test_install_cell_names_a_branch_that_is_not_there(monkeypatch):
+    source = _install_cell(NOTEBOOKS[0]).replace('REF = "main"', 'REF = "mian"')
+    fake = _FakeColab(monkeypatch, installed=None, listed=False)
+    with pytest.raises(UserError, match="has no branch or tag 'mian': check REF"):
+        fake.run_cell(source, "install cell")
+    assert fake.pip == []
 
 
 # ----------------------------------------------------------------------------- the exercise edition
