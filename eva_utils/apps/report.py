@@ -216,6 +216,9 @@ def write_submission(
         if not needed.is_file():
             raise DataNotFoundError(f"{run} is not a finished run: {needed.name} is missing "
                                     "(give the --out folder of eva-utils train)")
+    history = History.load(history_file)  # every input checked before anything is written
+    if not len(history):
+        raise UserError(f"{history_file} holds no epochs: train for at least one epoch first")
     out = Path(out).expanduser() if out is not None else run / "submission"
     archive = claim_output_file(f"{out}.zip", overwrite=overwrite) if zip else None  # before any work
     out = claim_output_folder(out, overwrite=overwrite, owned=SUBMISSION_FILES, exclusive=True, protect=[run],
@@ -226,9 +229,6 @@ def write_submission(
     if not is_resnet(model):
         raise UserError(f"{run} holds a {type(model).__name__}; the submission kit explains ResNet stages "
                         "(for MSD-Net use eva-utils msd)")
-    history = History.load(history_file)
-    if not len(history):
-        raise UserError(f"{history_file} holds no epochs: train for at least one epoch first")
     test_set = load_dataset(config.get("data", "cifar10"), train=False, transform=test_transforms(),
                             root=data_dir or config.get("data_dir", "./data"), download=False)
     remove_owned_files(out, SUBMISSION_FILES)  # an earlier submission's files: none of them may stay stale

@@ -60,14 +60,25 @@ class History:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> History:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
+    def from_dict(cls, data: Any) -> History:
+        """Inverse of :meth:`to_dict`, checked: an object of number lists, one entry per epoch.
+
+        Raises:
+            UserError: not an object, unknown keys, a value that is not a list of numbers, lists of unequal
+                length (``lr``, ``seconds`` and ``test_exit_acc`` may also be empty).
+        """
+        if not isinstance(data, dict):
+            raise UserError(f"not a History: a JSON object of lists was expected, got {json.dumps(data)[:40]}")
+        unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise UserError(f"not a History: unexpected keys {sorted(unknown)}")
-        return cls(**{k: list(v) for k, v in data.items()})
-
+        history = cls(**{k: _numbers(k, v) for k, v in data.items()})
+        lengths = {f.name: len(getattr(history, f.name)) for f in fields(cls)}
+        uneven = {k: n for k, n in lengths.items() if n != len(history) and not (n == 0 and k in _OPTIONAL)}
+        if uneven:
+            raise UserError(f"not a History: {len(history)} epochs, but " +
+                            ", ".join(f"{n} entries in {k}" for k, n in uneven.items()))
+        return history
     def save(self, path: str | os.PathLike) -> Path:
         """Write JSON atomically; returns the path."""
         path = Path(path)
@@ -78,9 +89,28 @@ class History:
     def load(cls, path: str | os.PathLike) -> History:
         """Read a history written by :meth:`save`."""
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or bytes that are not UTF-8
             raise UserError(f"cannot read history {path}: {exc}") from exc
+        try:
+            return cls.from_dict(data)
+        except UserError as exc:
+            raise UserError(f"history {path} is damaged: {exc}") from exc
+
+
+_OPTIONAL = ("lr", "seconds", "test_exit_acc")  # empty in histories that did not record them
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _numbers(key: str, values: Any) -> list:
+    """``values`` as a list of numbers (``test_exit_acc``: of lists of numbers), or a UserError naming ``key``."""
+    ok = _is_number if key != "test_exit_acc" else lambda v: isinstance(v, list) and all(map(_is_number, v))
+    if not isinstance(values, list) or not all(map(ok, values)):
+        raise UserError(f"not a History: {key} must be a list of {'numbers' if key != 'test_exit_acc' else 'lists'}")
+    return list(values)
 
 
 class Callback:

@@ -121,6 +121,17 @@ def test_an_out_that_is_a_file_is_refused(run, tmp_path):
     assert (tmp_path / "f").read_text() == "x"
 
 
+@pytest.mark.parametrize("text", [b"5", b"null", b"[]", b'{"epoch": [1, 2], "train_loss": [1.0]}',
+                                  b'{"epoch": [1], "train_loss": ["a"]}', b"\xff\xfe", b"[" * 100_000])
+def test_a_damaged_history_is_refused_before_anything_is_written(tmp_path, text):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"not read: the history is checked first")
+    (run / "history.json").write_bytes(text)
+    _refused(_report(str(run), "--out", str(tmp_path / "s")), f"{run / 'history.json'}")
+    assert not (tmp_path / "s").exists() and (run / "history.json").read_bytes() == text
+
+
 def test_zip_never_replaces_a_submission_zip_without_overwrite(run, tmp_path):
     out = tmp_path / "s"
     archive = Path(f"{out}.zip")

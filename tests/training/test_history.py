@@ -20,3 +20,30 @@ def test_epoch_stats_of_an_evaluation_have_no_learning_rate_and_compare_equal():
     # None, not NaN: dataclass equality compares fields with == on Python 3.13, and NaN != NaN
     assert training.EpochStats(1.0, 0.5).lr is None
     assert training.EpochStats(1.0, 0.5) == training.EpochStats(1.0, 0.5)
+
+
+_EPOCH = {"epoch": [1], "train_loss": [1.0], "train_acc": [0.5], "test_loss": [1.1], "test_acc": [0.4]}
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    (b"5", "got 5"), (b"null", "got null"), (b"[]", "got []"),
+    (b'{"epoch": [1], "train_loss": "x"}', "train_loss must be a list of numbers"),
+    (b'{"epoch": [1], "train_loss": ["1.0"]}', "train_loss must be a list of numbers"),
+    (b'{"epoch": [1], "train_loss": [true]}', "train_loss must be a list of numbers"),
+    (b'{"epoch": [1, 2], "train_loss": [1.0]}', "2 epochs, but 1 entries in train_loss"),
+    (b'{"epoch": [1], "test_exit_acc": [0.5]}', "test_exit_acc must be a list of lists"),
+    (b"\xff\xfe{}", "codec can't decode"),
+    (b"[" * 100_000 + b"]" * 100_000, "recursion"),
+])
+def test_a_damaged_history_is_refused_in_one_sentence(tmp_path, text, said):
+    path = tmp_path / "history.json"
+    path.write_bytes(text)
+    with pytest.raises(UserError, match=f"history {path}") as caught:
+        training.History.load(path)
+    assert said in str(caught.value)
+
+
+def test_lr_seconds_and_exit_accuracy_may_be_missing_but_not_short():
+    assert len(training.History.from_dict(_EPOCH)) == 1  # a history that did not record them
+    with pytest.raises(UserError, match="1 epochs, but 2 entries in lr"):
+        training.History.from_dict({**_EPOCH, "lr": [0.1, 0.2]})
