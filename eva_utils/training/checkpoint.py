@@ -10,6 +10,7 @@ interrupted save never leaves a half-written checkpoint. It loads with
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "restore_training_state",
     "resume_from",
     "save_checkpoint",
+    "training_state_problem",
 ]
 
 def save_checkpoint(
@@ -112,6 +114,76 @@ def _to_device(obj: Any, device: str | torch.device) -> Any:
     return obj
 
 
+def _kind_problem(saved: Any, fresh: Any, where: str) -> str | None:
+    """Why ``saved`` cannot stand where a fresh object holds ``fresh`` (same keys, types, lengths, shapes), or None."""
+    if isinstance(fresh, bool) or fresh is None:
+        ok = fresh is None or isinstance(saved, bool)
+    elif isinstance(fresh, (int, float)):
+        ok = isinstance(saved, (int, float)) and not isinstance(saved, bool) and math.isfinite(saved)
+    elif isinstance(fresh, torch.Tensor):
+        ok = isinstance(saved, torch.Tensor) and saved.shape == fresh.shape
+    elif isinstance(fresh, (list, tuple)):
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(fresh):
+            return f"{where} should hold {len(fresh)} values"
+        return next(filter(None, (_kind_problem(a, b, f"{where}[{i}]") for i, (a, b) in enumerate(zip(saved, fresh, strict=True)))),
+                    None)
+    elif isinstance(fresh, dict):
+        if not isinstance(saved, dict):
+            return f"{where} is not a dict"
+        missing = [k for k in fresh if k not in saved]
+        if missing:
+            return f"{where} lacks {missing[0]!r}"
+        return next(filter(None, (_kind_problem(saved[k], v, f"{where}[{k!r}]") for k, v in fresh.items())), None)
+    else:
+        ok = type(saved) is type(fresh)
+    return None if ok else f"{where} is {type(saved).__name__} {first_line(repr(saved))[:30]}, not {type(fresh).__name__}"
+
+
+def _optimizer_problem(saved: Any, optimizer: torch.optim.Optimizer) -> str | None:
+    """What in a saved optimizer state does not fit ``optimizer`` (its groups' settings, its buffers' shapes)."""
+    fresh = optimizer.state_dict()
+    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict) \
+            or not isinstance(saved.get("param_groups"), list) or len(saved["param_groups"]) != len(fresh["param_groups"]):
+        return "the optimizer state is not a dict of 'state' and one 'param_groups' entry per group"
+    settings = [{k: v for k, v in group.items() if k != "params"} for group in fresh["param_groups"]]
+    problem = _kind_problem(saved["param_groups"], settings, "optimizer param_groups")
+    if problem:
+        return problem
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    ids = [i for group in saved["param_groups"] for i in group.get("params", [])]
+    if len(ids) != len(params):
+        return f"the optimizer state is for {len(ids)} parameters, the model has {len(params)}"
+    shapes = dict(zip(ids, (p.shape for p in params), strict=True))
+    for index, buffers in saved["state"].items():
+        if index not in shapes or not isinstance(buffers, dict):
+            return f"the optimizer state of parameter {index!r} is not the model's"
+        for name, value in buffers.items():
+            if not (isinstance(value, torch.Tensor) and value.shape in (shapes[index], torch.Size([]))) \
+                    and not (isinstance(value, (int, float)) and not isinstance(value, bool)):
+                return f"the optimizer's {name} of parameter {index} is not a tensor of its shape {tuple(shapes[index])}"
+    return None
+
+
+def training_state_problem(ckpt: dict[str, Any], optimizer: torch.optim.Optimizer | None = None,
+                           scheduler: Any | None = None, scaler: torch.amp.GradScaler | None = None) -> str | None:
+    """What in ``ckpt``'s optimizer, scheduler or scaler state cannot resume into these, or None; nothing is loaded.
+
+    Each saved state is held against the state the fresh object makes: the same keys, types, list lengths and
+    tensor shapes, finite numbers, and the optimizer's buffers shaped as their parameters.
+    """
+    if optimizer is not None and ckpt.get("optimizer") is not None:
+        problem = _optimizer_problem(ckpt["optimizer"], optimizer)
+        if problem:
+            return problem
+    if scheduler is not None:
+        problem = _kind_problem(ckpt.get("scheduler"), scheduler.state_dict(), "scheduler state")
+        if problem:
+            return problem
+    if scaler is not None and scaler.is_enabled() and ckpt.get("scaler"):
+        return _kind_problem(ckpt["scaler"], scaler.state_dict(), "scaler state")
+    return None
+
+
 def restore_training_state(
     ckpt: dict[str, Any],
     model: nn.Module,
@@ -129,6 +201,13 @@ def restore_training_state(
     """
     config = ckpt.get("config") or {}
     check_compatible(ckpt["model"], model, "checkpoint", describe_config(config))
+    if scheduler is not None and ckpt.get("scheduler_class") != type(scheduler).__name__:
+        raise CheckpointError(f"the checkpoint was trained with scheduler {ckpt.get('scheduler_class') or 'none'}, "
+                              f"not {type(scheduler).__name__}; resume with the same scheduler")
+    problem = training_state_problem(ckpt, optimizer, scheduler, scaler)
+    if problem:
+        raise CheckpointError(f"the checkpoint's training state is damaged: {problem}; the file was left as it is. "
+                              "Resume from an earlier copy or start a new run in another output folder")
     model.load_state_dict(ckpt["model"])
     if optimizer is not None and ckpt.get("optimizer") is not None:
         try:
@@ -139,12 +218,6 @@ def restore_training_state(
                 f"resume with the optimizer it was trained with ({config.get('optimizer', 'see its config')})"
             ) from exc
     if scheduler is not None:
-        saved_class = ckpt.get("scheduler_class")
-        if saved_class != type(scheduler).__name__:
-            raise CheckpointError(
-                f"the checkpoint was trained with scheduler {saved_class or 'none'}, not {type(scheduler).__name__}; "
-                "resume with the same scheduler"
-            )
         planned = getattr(scheduler, "total_steps", None)
         scheduler.load_state_dict(ckpt["scheduler"])
         if planned is not None and scheduler.total_steps != planned:
@@ -181,4 +254,8 @@ def resume_from(
             raise
         raise CheckpointError(f"checkpoint {path}: its history is damaged ({exc}); resume from an earlier copy "
                               "or start a new run in another output folder", param="resume") from exc
+    if len(history) and len(history) != ckpt["epoch"]:
+        raise CheckpointError(f"checkpoint {path} is damaged: it says {ckpt['epoch']} epochs were done, its history "
+                              f"holds {len(history)}; resume from an earlier copy or start a new run in another "
+                              "output folder", param="resume")
     return history, int(ckpt["epoch"])

@@ -205,3 +205,81 @@ def test_a_really_full_disk_keeps_the_previous_checkpoint(tmp_path):
         assert sorted(p.name for p in disk.iterdir()) == ["checkpoint.pt"]  # no temporary left behind
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def _first_group(c):
+    return c["optimizer"]["param_groups"][0]
+
+
+def _first_state(c):
+    return next(iter(c["optimizer"]["state"].values()))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: _first_group(c).update(lr="abc"), "param_groups[0]['lr'] is str 'abc', not float"),
+    (lambda c: _first_group(c).update(lr=float("nan")), "param_groups[0]['lr'] is float nan"),
+    (lambda c: _first_group(c).update(momentum=None), "param_groups[0]['momentum'] is NoneType"),
+    (lambda c: _first_group(c).update(nesterov=3), "['nesterov'] is int 3, not bool"),
+    (lambda c: _first_group(c).pop("params"), "the optimizer state is for 0 parameters"),
+    (lambda c: _first_state(c).update(momentum_buffer=torch.zeros(3)), "momentum_buffer of parameter 0 is not a tensor"),
+    (lambda c: _first_state(c).update(momentum_buffer="x"), "momentum_buffer of parameter 0 is not a tensor"),
+    (lambda c: c["optimizer"].update(state=5), "not a dict of 'state' and one 'param_groups'"),
+    (lambda c: c.update(optimizer={"x": 1}), "not a dict of 'state' and one 'param_groups'"),
+    (lambda c: c["scheduler"].pop("last_epoch"), "scheduler state lacks 'last_epoch'"),
+    (lambda c: c["scheduler"].update(step_size="abc"), "scheduler state['step_size'] is str 'abc', not int"),
+    (lambda c: c["scheduler"].update(base_lrs=[0.1, 0.1]), "scheduler state['base_lrs'] should hold 1 values"),
+    (lambda c: c.update(scheduler=[1]), "scheduler state is not a dict"),
+])
+def test_a_malformed_training_state_is_refused_before_anything_is_loaded(tmp_path, change, message):
+    model, *_ = _save(tmp_path / "ck.pt")
+    (tmp_path / "ck.pt").write_bytes(_momentum_checkpoint(tmp_path / "ck.pt", model))
+    ckpt = torch.load(tmp_path / "ck.pt", weights_only=True)
+    change(ckpt)
+    torch.save(ckpt, tmp_path / "ck.pt")
+    before = (tmp_path / "ck.pt").read_bytes()
+    fresh = resnet18(width=4)
+    opt = training.make_optimizer(fresh, "sgd", lr=0.1)
+    untouched = [p.detach().clone() for p in fresh.parameters()]
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        checkpoint.resume_from(tmp_path / "ck.pt", fresh, opt, training.make_scheduler(opt, "step"), None)
+    assert (tmp_path / "ck.pt").read_bytes() == before
+    assert all(torch.equal(a, b) for a, b in zip(untouched, fresh.parameters(), strict=True))  # nothing loaded
+
+
+def _momentum_checkpoint(path, model):
+    """The checkpoint at ``path`` after one optimizer step, so that SGD holds a momentum buffer per parameter."""
+    opt = training.make_optimizer(model, "sgd", lr=0.1)
+    training.make_scheduler(opt, "step")  # as in a run: the scheduler sets each group's initial_lr
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    opt.step()
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["optimizer"] = opt.state_dict()
+    torch.save(ckpt, path)
+    return path.read_bytes()
+
+
+def test_a_checkpoint_whose_epochs_and_history_disagree_is_refused(tmp_path):
+    model, opt, sched, _ = _save(tmp_path / "ck.pt")
+    ckpt = torch.load(tmp_path / "ck.pt", weights_only=True)
+    ckpt["epoch"] = 5  # its history holds 1 epoch: "nothing to do" would be a silent wrong answer
+    torch.save(ckpt, tmp_path / "ck.pt")
+    with pytest.raises(CheckpointError, match="it says 5 epochs were done, its history holds 1"):
+        checkpoint.resume_from(tmp_path / "ck.pt", model, opt, sched, None)
+
+
+def test_train_resume_refuses_a_malformed_optimizer_in_one_line_and_keeps_the_file(tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "eva_utils", "train", "--data", "sample", "--width", "4", "--batch-size", "16",
+            "--max-batches", "2", "--scheduler", "step", "--device", "cpu", "--no-download", "--out", str(run)]
+    assert subprocess.run([*args, "--epochs", "1"], capture_output=True, timeout=300).returncode == 0
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    _first_group(ckpt)["lr"] = "abc"
+    torch.save(ckpt, run / "checkpoint.pt")
+    before = (run / "checkpoint.pt").read_bytes()
+    proc = subprocess.run([*args, "--epochs", "2", "--resume"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "training state is damaged: optimizer param_groups[0]['lr'] is str 'abc'" in proc.stderr.splitlines()[-1]
+    assert (run / "checkpoint.pt").read_bytes() == before
