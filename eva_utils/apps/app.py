@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,7 +32,7 @@ from eva_utils import __version__
 from eva_utils.core.errors import UserError, unknown_name
 from eva_utils.core.files import atomic_write_text, claim_output_folder
 from eva_utils.data.cifar10 import CIFAR10_CLASSES, ArrayDataset, load_sample
-from eva_utils.data.images import read_image
+from eva_utils.data.images import MAX_PIXELS, MIN_SIDE, UnreadableImageError, check_image_size, read_image  # noqa: F401 (MIN_SIDE, MAX_PIXELS: app names of 0.1.0)
 from eva_utils.evaluation.metrics import Predictions, misclassified
 from eva_utils.explain import cam, multiexit
 from eva_utils.models.loading import PRETRAINED_PREFIX, Classifier, load_model
@@ -44,8 +43,7 @@ __all__ = ["DEFAULT_SOURCE", "Explanation", "Explorer", "build_app", "write_spac
 
 DEFAULT_SOURCE = PRETRAINED_PREFIX + "resnet18_w16_cifar10"
 PREDICTED = "predicted class"
-MIN_SIDE = 8  # pixels: below this an image holds nothing to explain
-MAX_PIXELS = 40_000_000  # 40 megapixels: a phone photo passes, a 10,000 x 10,000 image does not
+DISPLAY_SIDE = 1024  # pixels: the longest side of an image shown back in the page (WebP stops at 16,383)
 PANEL = 160  # side of each map shown, in pixels (a 32x32 map is enlarged without smoothing)
 _INSTALL = 'the explorer needs Gradio: pip install "eva-utils[app]" (or pip install gradio)'
 
@@ -106,9 +104,9 @@ class Explorer:
         if image is None:
             raise UserError("no image: upload one, or pick a bundled test image")
         array = np.asarray(_read_checked(Path(image)) if isinstance(image, (str, os.PathLike)) else image)
-        if array.ndim < 2 or min(array.shape[:2]) < MIN_SIDE:
-            size = f"{array.shape[1]}x{array.shape[0]}" if array.ndim >= 2 else str(array.shape)
-            raise UserError(f"the image is {size} pixels: at least {MIN_SIDE}x{MIN_SIDE} is needed to say anything about it")
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3, 4)):
+            raise UserError(f"the image is an array of shape {array.shape}: an (H, W), (H, W, 3) or (H, W, 4) one is needed")
+        check_image_size(array.shape[1], array.shape[0])
         return array[..., :3] if array.ndim == 3 and array.shape[-1] == 4 else array
 
     def image_tensor(self, image: Any) -> torch.Tensor:
@@ -133,8 +131,7 @@ class Explorer:
         key = cam.method_key(method)
         if key not in cam.ONE_PASS_METHODS:
             raise UserError(f"the explorer runs the one-pass methods ({', '.join(cam.ONE_PASS_METHODS)}), not {method}")
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise UserError(f"the opacity must be between 0 and 1, got {alpha}")
+        alpha = _opacity(alpha)
         x = self.image_tensor(image).to(next(self.classifier.model.parameters()).device)
         probs = self.probabilities(x)
         wanted = self.target(target, probs)
@@ -186,20 +183,36 @@ class Explorer:
 
 
 def _read_checked(path: Path) -> Any:
-    """The image at ``path`` after checking its size from the header, before decoding a huge one."""
+    """The image at ``path`` (size rule checked from its header before decoding), its errors naming the file only."""
+    try:
+        return read_image(path)
+    except UnreadableImageError as exc:  # an upload's path is a temporary folder of Gradio's: say the file's name
+        raise UserError(str(exc).replace(str(path), path.name)) from exc
+
+
+def _for_display(image: np.ndarray) -> np.ndarray:
+    """uint8 RGB shown back in the page: a small one enlarged without smoothing, a long one shrunk to fit
+    :data:`DISPLAY_SIDE` (Gradio sends WebP, which stops at 16,383 pixels a side; an 8x100,000 strip is fine)."""
     from PIL import Image
 
+    longest = max(image.shape[:2])
+    if longest <= DISPLAY_SIDE:
+        return _enlarge(image.astype(np.float32) / 255.0, 256)
+    scale = DISPLAY_SIDE / longest
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image[..., :3] if image.ndim == 3 else image))
+                      .convert("RGB").resize(size, Image.Resampling.BOX))
+
+
+def _opacity(alpha: Any) -> float:
+    """The overlay's opacity as a number in [0, 1] (through the API it may come as any JSON value)."""
     try:
-        with warnings.catch_warnings():  # PIL's decompression-bomb warning: the size is checked right here
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as header:
-                width, height = header.size
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise UserError(f"{path.name} is not an image (PNG, JPEG, WebP, ...): {exc}") from exc
-    if width * height > MAX_PIXELS:
-        raise UserError(f"{path.name} is {width}x{height} pixels, more than {MAX_PIXELS // 1_000_000} megapixels: "
-                        "resize it first (the model sees 32x32 or 224x224 anyway)")
-    return read_image(path)
+        value = float(alpha)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise UserError(f"the opacity must be a number between 0 and 1, got {alpha!r}")
+    return value
 
 
 def _enlarge(rgb: np.ndarray, side: int = PANEL) -> np.ndarray:
@@ -266,7 +279,7 @@ def _handlers(gr: Any, explorer: Explorer, mistakes: list[list[Any]]) -> SimpleN
         return result.top5, result.panels, result.note
 
     def chosen(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # (what the page shows, what is explained)
-        return _enlarge(image.astype(np.float32) / 255.0, 256), image
+        return _for_display(image), image
 
     def uploaded(path: str) -> tuple[np.ndarray, np.ndarray]:
         return chosen(explorer.load_image(path))

@@ -23,14 +23,38 @@ from typing import Any
 
 from eva_utils.core.errors import DataNotFoundError, UserError, first_line
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFile", "UnreadableImageError", "find_images", "read_image"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "MIN_SIDE", "ImageFile", "ImageSizeError", "UnreadableImageError",
+           "check_image_size", "find_images", "read_image"]
 
 # Files with these suffixes are taken from folders; others (notes, .DS_Store) are ignored there.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 
 
+MIN_SIDE = 8  # pixels: below this an image holds nothing to explain
+MAX_PIXELS = 40_000_000  # 40 megapixels: a phone photo passes, a 10,000 x 10,000 image does not
+
+
 class UnreadableImageError(UserError):
     """A file that is not an image PIL can decode (corrupt, truncated, or another kind of file)."""
+
+
+class ImageSizeError(UnreadableImageError):
+    """An image smaller than :data:`MIN_SIDE` on a side or larger than :data:`MAX_PIXELS`: the one size rule."""
+
+
+def check_image_size(width: int, height: int, name: str = "the image") -> None:
+    """The size rule of every entry point (``cam``, ``msd``, the app, ``read_image``), checked before decoding.
+
+    Raises:
+        ImageSizeError: a side under :data:`MIN_SIDE` pixels (there is nothing to explain in it) or more than
+            :data:`MAX_PIXELS` in all (decoding it could take gigabytes); the message says which and what to do.
+    """
+    if min(width, height) < MIN_SIDE:
+        raise ImageSizeError(f"{name} is {width}x{height} pixels: at least {MIN_SIDE}x{MIN_SIDE} is needed to say "
+                             "anything about it")
+    if width * height > MAX_PIXELS:
+        raise ImageSizeError(f"{name} is {width}x{height} pixels, more than {MAX_PIXELS // 1_000_000} megapixels: "
+                             "resize it first (the model sees 32x32 or 224x224 anyway)")
 
 
 # ----------------------------------------------------------------------------- image files
@@ -63,12 +87,19 @@ def read_image(path: str | os.PathLike) -> Any:
     Raises:
         UnreadableImageError: not an image PIL can decode, or high-bit-depth values with no 8-bit reading
             (not finite, negative, or beyond 16 bits) (the message says why).
+        ImageSizeError: outside the size rule (:func:`check_image_size`), read from the header before decoding.
     """
+    import warnings
+
     from PIL import Image, ImageOps
 
     path = Path(path)
     try:
-        with Image.open(path) as opened:
+        with warnings.catch_warnings():  # PIL's decompression-bomb warning: the size rule is checked right here
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened:
+            check_image_size(*opened.size, name=str(path))
             image = ImageOps.exif_transpose(opened)
             image.load()
             if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
@@ -79,7 +110,10 @@ def read_image(path: str | os.PathLike) -> Any:
             return image.convert("RGB")
     except UnreadableImageError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageSizeError(f"{path} is more than {MAX_PIXELS // 1_000_000} megapixels ({first_line(exc)}): "
+                             "resize it first (the model sees 32x32 or 224x224 anyway)") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
         reason = first_line(exc)
         raise UnreadableImageError(f"{path} is not an image PIL can read ({reason})") from exc
 

@@ -108,8 +108,9 @@ def test_an_unknown_class_name_or_method(explorer, cat_png):
         explorer.explain(str(cat_png), target="kat")
     with pytest.raises(UserError, match="one-pass methods"):
         explorer.explain(str(cat_png), method="scorecam")
-    with pytest.raises(UserError, match="opacity must be between 0 and 1"):
-        explorer.explain(str(cat_png), alpha=2)
+    for alpha in (2, "abc", None, float("nan")):  # through the API an opacity may be any JSON value
+        with pytest.raises(UserError, match="opacity must be a number between 0 and 1, got"):
+            explorer.explain(str(cat_png), alpha=alpha)
     assert explorer.explain(str(cat_png), target=PREDICTED).top5
 
 
@@ -296,3 +297,16 @@ def test_the_space_runs_with_python_app_py(tmp_path, cat_png):
     finally:
         server.kill()
         server.wait()
+
+
+@pytest.mark.parametrize("size", [(100_000, 8), (17_000, 1_000)])
+def test_a_very_wide_image_is_shown_shrunk_and_explained(explorer, tmp_path, size):
+    from eva_utils.apps.app import DISPLAY_SIDE, _handlers
+
+    path = tmp_path / "strip.png"
+    Image.new("RGB", size, (200, 30, 30)).save(path)
+    gr = pytest.importorskip("gradio")
+    shown, kept = _handlers(gr, explorer, []).uploaded(str(path))
+    assert max(shown.shape[:2]) == DISPLAY_SIDE and shown.dtype == np.uint8  # WebP, Gradio's format, stops at 16,383
+    assert kept.shape[:2] == size[::-1]  # the model sees the whole image
+    assert explorer.explain(kept).top5

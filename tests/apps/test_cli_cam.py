@@ -426,3 +426,18 @@ def test_running_out_of_gpu_memory_says_what_to_lower(monkeypatch, tmp_path, cap
     err = _one_line_error(capsys, code)
     assert "out of memory while computing the CAMs: lower --batch-size" in err
     assert not list((tmp_path / "o").glob("*.png"))  # nothing half-written
+
+
+def test_one_size_rule_for_cam_and_the_app(tmp_path, capsys, images, eva_checkpoint):
+    from eva_utils.data.images import MIN_SIDE
+
+    Image.new("RGB", (1, 1), (9, 9, 9)).save(tmp_path / "dot.png")
+    assert _run(["--model_path", eva_checkpoint, "--images_path", tmp_path / "dot.png", "--save_dir", tmp_path / "o"]) == 2
+    err = capsys.readouterr().err
+    said = f"dot.png is 1x1 pixels: at least {MIN_SIDE}x{MIN_SIDE} is needed to say anything about it"
+    assert said in err and "Traceback" not in err  # skipped with the reason, then: none could be read
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.png"))
+    from eva_utils.apps.app import Explorer
+
+    with pytest.raises(UserError, match=re.escape(said)):
+        Explorer.from_source().explain(str(tmp_path / "dot.png"))

@@ -95,7 +95,7 @@ def test_16_bit_and_32_bit_images_are_scaled_to_8_bits_not_clipped(tmp_path):
     assert abs(np.asarray(inputs.read_image(tmp_path / "ramp32.tif")).mean() - ramp.mean() / 257) < 1
     Image.fromarray((ramp / 65535).astype(np.float32)).save(tmp_path / "unit.tif")  # floats in 0..1
     assert abs(np.asarray(inputs.read_image(tmp_path / "unit.tif")).mean() - ramp.mean() / 257) < 1
-    Image.fromarray(np.full((4, 4), np.nan, np.float32)).save(tmp_path / "nan.tif")
+    Image.fromarray(np.full((8, 8), np.nan, np.float32)).save(tmp_path / "nan.tif")
     with pytest.raises(inputs.UnreadableImageError, match="nan.tif holds pixel values that are not finite") as exc:
         inputs.read_image(tmp_path / "nan.tif")
     assert str(exc.value).count("nan.tif") == 1
