@@ -78,3 +78,30 @@ def offline(monkeypatch, tmp_path):
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", no_internet)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MB file system (tmpfs), to fill up: a full disk as it is, not a mocked OSError. Needs root."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+@pytest.fixture
+def fill_disk():
+    """``fill_disk(disk, leave_kb)``: fill ``disk`` (a ``small_disk``) until about ``leave_kb`` kilobytes are free."""
+
+    def fill(disk, leave_kb: int) -> None:
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        with open(disk / "filler", "wb") as f:
+            f.write(b"\0" * max(0, free - leave_kb * 1024))
+
+    return fill

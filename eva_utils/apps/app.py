@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,7 +29,7 @@ from torch import nn
 
 from eva_utils import __version__
 from eva_utils.core.errors import UserError, unknown_name
-from eva_utils.core.files import atomic_write_text, claim_output_folder
+from eva_utils.core.files import atomic_copy, atomic_write_text, claim_output_folder
 from eva_utils.data.cifar10 import CIFAR10_CLASSES, ArrayDataset, load_sample
 from eva_utils.data.images import MAX_PIXELS, MIN_SIDE, UnreadableImageError, check_image_size, read_image  # noqa: F401 (MIN_SIDE, MAX_PIXELS: app names of 0.1.0)
 from eva_utils.evaluation.metrics import Predictions, misclassified
@@ -370,7 +369,7 @@ def write_space(folder: str | os.PathLike[str], source: str = DEFAULT_SOURCE, re
     model_source, copied = source, []
     if Path(source).is_file():
         model_source = Path(source).name
-        copied.append(Path(shutil.copyfile(source, out / model_source)))
+        copied.append(atomic_copy(source, out / model_source))
     package = f"eva-utils[app] @ git+{repo_url}" if repo_url else f"eva-utils[app]=={__version__}"
     written = [
         atomic_write_text(out / "app.py", _SPACE_APP.format(source=model_source)),

@@ -5,6 +5,7 @@ use them check the rest)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import re
 import sys
@@ -58,6 +59,9 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+_DISK_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # a full disk, a quota, a read-only file system
+
+
 def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
                diverged: type[Exception] | tuple[type[Exception], ...] = ()) -> int:
     """Parse ``argv`` and run the chosen command's ``func``; returns the exit status.
@@ -77,6 +81,13 @@ def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     except KeyboardInterrupt:
         print(f"eva-utils {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in _DISK_FAULTS:
+            raise
+        print(f"eva-utils {args.command}: error: could not write {exc.filename or 'a file'} ({exc.strerror}); files "
+              "are written whole or not at all, so what was there before is intact: free some space (df -h), then "
+              "run again", file=sys.stderr)
+        return 2
 
 
 def error_line(command: str, exc: UserError) -> str:

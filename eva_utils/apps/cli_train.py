@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 from eva_utils.apps.argtypes import non_negative_int, positive_float, positive_int
 from eva_utils.apps.runs import run_training
-from eva_utils.core.files import claim_output_folder
+from eva_utils.core.files import atomic_copy, claim_output_folder
 from eva_utils.training import distributed
 from eva_utils.training.recipe import TrainConfig, TrainResult, check_output_folder
 
@@ -166,8 +165,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _copy_figures(shipped: dict[str, Path], result: TrainResult, figures: Path) -> None:
     for path in sorted(shipped.values()):
         if path.suffix == ".png":
-            shutil.copyfile(path, figures / path.name)
-    shutil.copyfile(result.out / "samples.png", figures / "samples.png")
+            atomic_copy(path, figures / path.name)
+    atomic_copy(result.out / "samples.png", figures / "samples.png")
     print(f"copied the shipped model's figures (and the augmented samples) into {figures}")
 
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from eva_utils.apps.argtypes import positive_int
 from eva_utils.core.errors import DataNotFoundError, UserError
-from eva_utils.core.files import atomic_write_text, claim_output_file, claim_output_folder, remove_owned_files
+from eva_utils.core.files import atomic_copy, atomic_write_text, claim_output_file, claim_output_folder, remove_owned_files
 from eva_utils.data.arrays import load_dataset
 from eva_utils.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, load_sample
 from eva_utils.data.loaders import make_loader
@@ -103,7 +103,7 @@ def write_report(
         **(extra_metrics or {}),
     }
     files["metrics"] = out / "metrics.json"
-    files["metrics"].write_text(json.dumps(metrics, indent=1))
+    atomic_write_text(files["metrics"], json.dumps(metrics, indent=1))
     return files
 
 
@@ -248,7 +248,7 @@ def _write_submission_files(run: Path, out: Path, model: nn.Module, test_set: An
                          caption=f"{config.get('model', 'model')} from {run.name}: {len(history)} epochs")
     files["curves"] = save_figure(plot_history(history, title=f"{run.name}: loss and accuracy per epoch"), out / "curves.png")
     files["history"] = out / "history.json"
-    shutil.copyfile(run / "history.json", files["history"])
+    atomic_copy(run / "history.json", files["history"])
     metrics = json.loads(files["metrics"].read_text())
     files["readme"] = out / "README.md"
     readme = _submission_readme(run, config, model, history, metrics, list(test_set.classes),

@@ -3,16 +3,20 @@ histories, downloads and every command's output folder."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Iterable
+import shutil
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from eva_utils.core.errors import UserError, first_line
 
-__all__ = ["atomic_write", "atomic_write_text", "claim_output_file", "claim_output_folder", "remove_owned_files",
-           "remove_stale_temporaries", "sha256_file", "sha256_of"]
+__all__ = ["atomic_copy", "atomic_write", "atomic_write_text", "claim_output_file", "claim_output_folder",
+           "interrupts_deferred", "remove_owned_files", "remove_stale_temporaries", "sha256_file", "sha256_of"]
 
 
 def sha256_of(data: bytes) -> str:
@@ -61,11 +65,34 @@ def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C waits for the block to end: a SIGINT during it is raised as ``KeyboardInterrupt`` right after.
+
+    A SIGINT inside ``torch.save`` would otherwise surface from its C++ writer as a ``RuntimeError`` (or
+    vanish), not as the interrupt it was. Only in the main thread and under Python's own SIGINT handler;
+    elsewhere the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt  # noqa: B012 (the user asked to stop; the write itself is whole or not there)
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
     """Write ``path`` through ``write(file)`` into a temporary beside it, synced, then renamed over it.
 
     A reader sees the old file or the new one, never half of one; a failure (a full disk) leaves the
     old file as it was and no temporary behind. Stale temporaries of killed writers are removed first.
+    Ctrl-C during the write stops the program right after it (:func:`interrupts_deferred`).
 
     Raises:
         OSError: the write failed; ``path`` is unchanged.
@@ -75,15 +102,24 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
     remove_stale_temporaries(path)
     tmp = _temporary(path)
     try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with interrupts_deferred():  # the whole new file lands, then Ctrl-C stops the program
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    except OSError as exc:  # named after the file meant, not the temporary (a writer into a stream names none)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def atomic_copy(source: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """:func:`atomic_write` of a copy of ``source``: ``path`` is the old file or the whole copy, never half of one."""
+    with open(source, "rb") as src:
+        return atomic_write(path, lambda f: shutil.copyfileobj(src, f, 1 << 20))
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

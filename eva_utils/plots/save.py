@@ -7,12 +7,16 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from eva_utils.core.files import atomic_write
+
 __all__ = ["save_figure"]
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save ``fig`` (folders created) and return the path."""
+    """Save ``fig`` (folders created) and return the path; atomically, so a full disk leaves an older file whole.
+
+    The format is the suffix's (``.png``, ``.pdf``, ``.svg``, ...).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path
+    fmt = path.suffix[1:].lower() or "png"
+    return atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight"))

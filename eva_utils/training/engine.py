@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -36,6 +35,7 @@ from torch.utils.data import DataLoader
 
 from eva_utils.core.devices import resolve_device
 from eva_utils.core.errors import UserError
+from eva_utils.core.files import atomic_copy
 from eva_utils.evaluation.metrics import model_device_dtype
 from eva_utils.training import distributed
 from eva_utils.training.checkpoint import resume_from, save_checkpoint
@@ -310,7 +310,7 @@ def _keep_resumed(resume: str | os.PathLike, checkpoint_path: str | os.PathLike)
     """A run resumed into a new folder with nothing left to train: the checkpoint it resumed holds the run."""
     if not Path(checkpoint_path).exists():
         Path(checkpoint_path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(resume, checkpoint_path)
+        atomic_copy(resume, checkpoint_path)
 
 
 def fit(

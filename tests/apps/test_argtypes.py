@@ -32,3 +32,52 @@ def test_accepted(kind, text, expected):
 def test_refused_with_what_was_wrong(kind, text, message):
     with pytest.raises(argparse.ArgumentTypeError, match=message):
         kind(text)
+
+
+def test_train_on_a_full_disk_says_so_in_one_line_and_keeps_the_checkpoint(small_disk, fill_disk):
+    import subprocess
+    import sys
+
+    from eva_utils.training import checkpoint
+
+    fill_disk(small_disk, leave_kb=450)  # the checkpoint (about 410 kB at width 4) fits, its curves.png does not
+    proc = subprocess.run([sys.executable, "-m", "eva_utils", "train", "--data", "sample", "--epochs", "1", "--width",
+                           "4", "--batch-size", "16", "--max-batches", "3", "--scheduler", "none", "--device", "cpu",
+                           "--no-download", "--out", str(small_disk / "run")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("eva-utils train: error: could not write ") and "No space left on device" in last
+    assert checkpoint.load_checkpoint(small_disk / "run" / "checkpoint.pt")["epoch"] == 1  # whole, and loads
+
+
+_CTRL_C_IN_SAVE = """
+import os, signal, sys, torch
+real_save = torch.save
+class Interrupting:  # a real SIGINT on the second write of the first checkpoint, inside torch's C++ writer
+    def __init__(self, f): self.f, self.n = f, 0
+    def write(self, data):
+        self.n += 1
+        if self.n == 2: os.kill(os.getpid(), signal.SIGINT)
+        return self.f.write(data)
+    def flush(self): self.f.flush()
+torch.save = lambda obj, f, *a, **k: real_save(obj, Interrupting(f), *a, **k)
+from eva_utils.apps.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_during_a_checkpoint_save_stops_train_with_status_130_and_a_whole_checkpoint(tmp_path):
+    import subprocess
+    import sys
+
+    from eva_utils.training import checkpoint
+
+    proc = subprocess.run([sys.executable, "-c", _CTRL_C_IN_SAVE, "train", "--data", "sample", "--epochs", "3",
+                           "--width", "4", "--batch-size", "16", "--max-batches", "2", "--scheduler", "none",
+                           "--device", "cpu", "--no-download", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].endswith("eva-utils train: interrupted")
+    assert "epoch   2/3" not in proc.stdout + proc.stderr  # it stopped after epoch 1's save
+    assert checkpoint.load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1  # whole, and the newest

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ast
+import os
+import signal
 from pathlib import Path
 
 import pytest
 
 import eva_utils
+from eva_utils.core import files
 from eva_utils.core.errors import UserError
 from eva_utils.core.files import claim_output_file, claim_output_folder, remove_owned_files
 
@@ -115,3 +118,33 @@ def test_the_walk_finds_a_second_guard(tmp_path):
 def test_only_core_files_decides_on_output_folders():
     found = folder_decisions()
     assert not found, "use eva_utils.core.files.claim_output_folder:\n" + "\n".join(found)
+
+
+class _InterruptingWriter:
+    """A file that gets a real SIGINT on its second write, as a Ctrl-C in the middle of ``torch.save`` would."""
+
+    def __init__(self, f):
+        self.f, self.writes = f, 0
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return self.f.write(data)
+
+    def flush(self):
+        self.f.flush()
+
+
+def test_ctrl_c_during_a_torch_save_stops_the_program_after_the_file_is_whole(tmp_path):
+    import torch
+
+    path = tmp_path / "checkpoint.pt"
+    files.atomic_write(path, lambda f: torch.save({"epoch": 1}, f))
+    state = {"epoch": 2, "w": torch.arange(100_000.0)}
+    with pytest.raises(KeyboardInterrupt):  # not torch's RuntimeError from inside its writer, and not lost
+        files.atomic_write(path, lambda f: torch.save(state, _InterruptingWriter(f)))
+    saved = torch.load(path, weights_only=True)
+    assert saved["epoch"] == 2 and torch.equal(saved["w"], state["w"])  # the new file, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works as before afterwards
