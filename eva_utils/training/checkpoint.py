@@ -114,6 +114,12 @@ def _to_device(obj: Any, device: str | torch.device) -> Any:
     return obj
 
 
+def _may_be_missing(key: str, fresh: Any) -> bool:
+    """A key a state of another torch release may lack: torch fills in its flags (``foreach``, ``fused``,
+    ``maximize``, ...) and keeps a fresh object's private attributes (``_is_initial``, ...) when it loads one."""
+    return key.startswith("_") or fresh is None or isinstance(fresh, bool)
+
+
 def _kind_problem(saved: Any, fresh: Any, where: str) -> str | None:
     """Why ``saved`` cannot stand where a fresh object holds ``fresh`` (same keys, types, lengths, shapes), or None."""
     if isinstance(fresh, bool) or fresh is None:
@@ -130,10 +136,11 @@ def _kind_problem(saved: Any, fresh: Any, where: str) -> str | None:
     elif isinstance(fresh, dict):
         if not isinstance(saved, dict):
             return f"{where} is not a dict"
-        missing = [k for k in fresh if k not in saved]
+        missing = [k for k, v in fresh.items() if k not in saved and not _may_be_missing(k, v)]
         if missing:
             return f"{where} lacks {missing[0]!r}"
-        return next(filter(None, (_kind_problem(saved[k], v, f"{where}[{k!r}]") for k, v in fresh.items())), None)
+        return next(filter(None, (_kind_problem(saved[k], v, f"{where}[{k!r}]") for k, v in fresh.items() if k in saved)),
+                    None)
     else:
         ok = type(saved) is type(fresh)
     return None if ok else f"{where} is {type(saved).__name__} {first_line(repr(saved))[:30]}, not {type(fresh).__name__}"
@@ -207,7 +214,9 @@ def restore_training_state(
     problem = training_state_problem(ckpt, optimizer, scheduler, scaler)
     if problem:
         raise CheckpointError(f"the checkpoint's training state is damaged: {problem}; the file was left as it is. "
-                              "Resume from an earlier copy or start a new run in another output folder")
+                              "Resume from an earlier copy, or with the optimizer and scheduler it was trained with "
+                              f"({config.get('optimizer', '?')}, {config.get('scheduler', '?')}), or start a new run "
+                              "in another output folder")
     model.load_state_dict(ckpt["model"])
     if optimizer is not None and ckpt.get("optimizer") is not None:
         try:

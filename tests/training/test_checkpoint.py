@@ -283,3 +283,32 @@ def test_train_resume_refuses_a_malformed_optimizer_in_one_line_and_keeps_the_fi
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "training state is damaged: optimizer param_groups[0]['lr'] is str 'abc'" in proc.stderr.splitlines()[-1]
     assert (run / "checkpoint.pt").read_bytes() == before
+
+
+def test_a_state_from_another_torch_release_still_resumes(tmp_path):
+    # torch adds optimizer flags (foreach, fused, ...) and private scheduler attributes between releases and fills
+    # them in when it loads an older state: their absence is not damage
+    model, *_ = _save(tmp_path / "ck.pt")
+    ckpt = torch.load(tmp_path / "ck.pt", weights_only=True)
+    for key in ("foreach", "fused", "differentiable", "maximize"):
+        _first_group(ckpt).pop(key, None)
+    for key in [k for k in ckpt["scheduler"] if k.startswith("_") and k != "_last_lr"]:
+        ckpt["scheduler"].pop(key)
+    torch.save(ckpt, tmp_path / "ck.pt")
+    fresh = resnet18(width=4)
+    opt = training.make_optimizer(fresh, "sgd", lr=0.1)
+    history, epochs = checkpoint.resume_from(tmp_path / "ck.pt", fresh, opt, training.make_scheduler(opt, "step"), None)
+    assert epochs == 1 and len(history) == 1
+
+
+def test_an_adam_state_resumed_into_sgd_names_the_optimizer_it_was_trained_with(tmp_path):
+    model = resnet18(width=4)
+    adam = training.make_optimizer(model, "adam", lr=1e-3)
+    sched = training.make_scheduler(adam, "step")
+    checkpoint.save_checkpoint(tmp_path / "ck.pt", model, adam, sched, None, None, 1,
+                               {"model": "resnet18", "width": 4, "num_classes": 10, "optimizer": "adam",
+                                "scheduler": "step"})
+    sgd = training.make_optimizer(resnet18(width=4), "sgd", lr=0.1)
+    with pytest.raises(CheckpointError, match=r"lacks 'momentum'.*with the optimizer and scheduler it was trained "
+                                              r"with \(adam, step\)"):
+        checkpoint.resume_from(tmp_path / "ck.pt", resnet18(width=4), sgd, training.make_scheduler(sgd, "step"), None)
