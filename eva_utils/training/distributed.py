@@ -27,6 +27,7 @@ Commands::
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
@@ -235,6 +236,7 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     Raises:
         UserError: ``nproc`` below 1; a process that crashed (the message names its rank and exit code).
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -243,10 +245,16 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5)
     try:
         elastic_launch(config, entrypoint=sys.executable)("-m", "eva_utils", *argv)
+    except SignalException as exc:  # Ctrl-C reaches the launcher too: an interrupt, as in one process
+        if exc.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from None
+        raise
     except ChildFailedError as exc:
         rank, failure = min(exc.failures.items())
         if failure.exitcode == 2:
             return 2  # a user error: the process printed its one line
+        if failure.exitcode in (130, -signal.SIGINT):
+            raise KeyboardInterrupt from None  # each process said "interrupted" and kept its checkpoint
         raise UserError(f"process {rank} of {nproc} failed with exit code {failure.exitcode} (its error is printed "
                         "above); the other processes were stopped") from None
     return 0

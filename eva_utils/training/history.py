@@ -4,6 +4,7 @@ back during a run (:class:`Callback`, its one callback mechanism)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -105,11 +106,28 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _fits(key: str, x: float) -> bool:
+    """A finite value in its range: accuracies in [0, 1], losses, epochs and seconds not negative (lr may be NaN:
+    an epoch that recorded none)."""
+    try:
+        x = float(x)
+    except OverflowError:  # an integer beyond any float
+        return False
+    if key == "lr":
+        return math.isnan(x) or math.isfinite(x)
+    return math.isfinite(x) and x >= 0 and (x <= 1 or "acc" not in key)
+
+
 def _numbers(key: str, values: Any) -> list:
     """``values`` as a list of numbers (``test_exit_acc``: of lists of numbers), or a UserError naming ``key``."""
     ok = _is_number if key != "test_exit_acc" else lambda v: isinstance(v, list) and all(map(_is_number, v))
     if not isinstance(values, list) or not all(map(ok, values)):
         raise UserError(f"not a History: {key} must be a list of {'numbers' if key != 'test_exit_acc' else 'lists'}")
+    flat = [x for v in values for x in v] if key == "test_exit_acc" else values
+    bad = next((x for x in flat if not _fits(key, x)), None)
+    if bad is not None:
+        what = "finite and between 0 and 1" if "acc" in key else "finite and not negative"
+        raise UserError(f"not a History: {key} holds {str(bad)[:20]}; its values must be {what}")
     return list(values)
 
 

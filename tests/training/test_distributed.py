@@ -151,3 +151,23 @@ def test_shards_cover_every_image_once():
     with pytest.raises(UserError, match="use 510 or 512"):
         distributed.per_process_batch(511, 2)
     assert distributed.join() is None and distributed.current() is None  # a plain process: nothing changes
+
+
+@pytest.mark.parametrize("how", ["launcher", "process"])
+def test_ctrl_c_under_nproc_is_an_interrupt_not_a_crash(monkeypatch, how):
+    import signal
+
+    from torch.distributed import launcher
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    def interrupted(config, entrypoint):
+        def run(*args):
+            if how == "launcher":  # what torchrun's agent raises when the SIGINT reaches it
+                raise SignalException("got signal: 2", sigval=signal.SIGINT)
+            raise ChildFailedError("eva_utils", {0: ProcessFailure(0, 0, 130, "")})  # a process said "interrupted"
+        return run
+
+    monkeypatch.setattr(launcher.api, "elastic_launch", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # the command line turns it into "interrupted", exit 130
+        distributed.launch(2, ["train"])

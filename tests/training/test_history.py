@@ -33,6 +33,10 @@ _EPOCH = {"epoch": [1], "train_loss": [1.0], "train_acc": [0.5], "test_loss": [1
     (b'{"epoch": [1, 2], "train_loss": [1.0]}', "2 epochs, but 1 entries in train_loss"),
     (b'{"epoch": [1], "test_exit_acc": [0.5]}', "test_exit_acc must be a list of lists"),
     (b"\xff\xfe{}", "codec can't decode"),
+    (b'{"epoch": [1], "test_acc": [NaN]}', "test_acc holds nan; its values must be finite and between 0 and 1"),
+    (b'{"epoch": [1], "test_acc": [-5.0]}', "test_acc holds -5.0"),
+    (b'{"epoch": [1], "train_loss": [Infinity]}', "train_loss holds inf; its values must be finite and not negative"),
+    (b'{"epoch": [1], "train_loss": [1' + b"0" * 400 + b']}', "train_loss holds 1000"),
     (b"[" * 100_000 + b"]" * 100_000, "recursion"),
 ])
 def test_a_damaged_history_is_refused_in_one_sentence(tmp_path, text, said):
