@@ -114,7 +114,7 @@ def _fits(key: str, x: float) -> bool:
     except OverflowError:  # an integer beyond any float
         return False
     if key == "lr":
-        return math.isnan(x) or math.isfinite(x)
+        return not math.isinf(x)
     return math.isfinite(x) and x >= 0 and (x <= 1 or "acc" not in key)
 
 
