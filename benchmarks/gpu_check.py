@@ -1,15 +1,21 @@
 """The first run on a GPU in one command: both recipes at full scale, the speed tables, the test suite.
 
-    python benchmarks/gpu_check.py --out DIR              # a CUDA machine: about 7 minutes on an H200
+    python benchmarks/gpu_check.py --out DIR --skip tests   # a CUDA machine: 6 minutes on an H200 (measured)
+    python benchmarks/gpu_check.py --out DIR --skip cuda_tests default course speed   # then the suite: ~5 minutes
     python benchmarks/gpu_check.py --out DIR --smoke      # the same code on the CPU, the bundled sample, < 1 min
     python benchmarks/gpu_check.py --out DIR --skip tests --budget-s 300   # leave parts out; skip what won't fit
 
 The lent GPU machine (../shared/device/README.md): here ``bash ../shared/device/prepare.sh``, then the device
 tool's ``run`` with ``carry: [".device"]``, ``timeout_s: 540`` and the command
-``bash .device/gpu_env.sh python benchmarks/gpu_check.py --out $OUT``.
+``bash .device/gpu_env.sh python benchmarks/gpu_check.py --out $OUT --skip tests``; the suite in a second call
+issued at once (the machine goes back after 30 s idle): ``... --skip cuda_tests default course speed``.
 
 Parts, in order; after each, DIR/gpu_check.json and DIR/gpu_check.md are rewritten, and a part that fails
 records its error while the next one runs:
+
+* ``cuda_tests``: ``tests/test_on_cuda.py`` alone, serial: the tests that skip without a GPU (AMP with a real
+  GradScaler, channels_last, cuDNN autotuning, pinned memory, out of memory, CAMs, MSD-Net, NCCL). First,
+  because the rest of the suite runs on the CPU anyway.
 
 * ``default``: ``TrainConfig()`` as a Colab user gets it (ResNet18 width 64, 20 epochs, batch 512, one cycle to
   lr 0.4, AMP, channels_last, the default loader workers) on ``--data`` (50,000 images; test split: the 1,000
@@ -21,20 +27,18 @@ records its error while the next one runs:
   with its 95% Wilson interval.
 * ``speed``: ``train_speed.step_rate`` (fp32, AMP, channels_last, both; batch 128 and 512), ``cam_speed``'s four
   ways (``layer_cams``; GradCAM per layer; per layer per image; a plain forward+backward), and ``layer_cams`` vs
-  pytorch-grad-cam's GradCAM on the device (the shipped model, 50 real images) to 1e-5.
-* ``tests``: ``python -m pytest -q -n auto`` (serial without xdist) with the GPU visible, without tests/benchmarks
-  (this script's smoke run); counts, failures and the skip reasons.
+  pytorch-grad-cam's GradCAM on the device (the shipped model, 50 real images) to 1e-5, both in full float32
+  (``core.devices.exact_float32``), and what TF32 (torch's cuDNN default) does to GradCAM's maps.
+* ``tests``: ``python -m pytest -v -n auto`` (serial without xdist) with the GPU visible, without tests/benchmarks
+  (this script's smoke run) and ``tests/test_on_cuda.py`` (``cuda_tests``); counts, failures and the skip reasons.
+  ``-v`` names each test as it ends, so a suite cut short by its time still names the failures so far.
 
-Budget. Measured on the project's 2-core CPU (AMD EPYC, torch 2.14.1): the width-64 train loop at batch 512,
-31 images/s (benchmarks/cpu_path.py); the train-preset loader, 3,150 images/s a worker (6,300 with 2); the
-suite with ``-n 2`` about 1,500 s (on 2 cores shared with other runs, load 4-5); ``--smoke`` 35 s in all (8, 6, 8
-and 4 s a part, same machine). Assumed for an H200: the width-64 step with AMP and channels_last 500x the 2-core
-CPU (15,500 images/s); 6 ms a step of launches and syncs whatever the batch (dominant at batch 64); the loader at
-the default's 4 workers (12,600 images/s); 1.5 s an epoch of worker start-up and evaluation, 3 s a run; the suite
-8x faster with 16 workers on 16 idle cores; the speed part 40 s. So: default 112 s, course 127 s, speed 40 s,
-tests 188 s, 467 s in all. The estimates are printed first; ``--budget-s`` (default 480) skips a part whose
-estimate exceeds the time left, saying so: if the tests are skipped, a second call runs them alone
-(``... gpu_check.py --out $OUT --skip default course speed``).
+Budget, measured on the lent H200 (2026-12-04; 16 Xeon cores, torch 2.11, CUDA 13.0): default 110 s, course
+156 s, speed 53 s; the suite with ``-n 16`` had not ended after 245 s (92% done), so 300 s is assumed for it, and
+40 s for ``cuda_tests`` (not yet run there). Start-up of the machine and ``gpu_env.sh`` took about 40 s. So one
+call of ``--skip tests`` (360 s) and one of the suite alone (300 s) fit the 15 minutes a session is lent. The
+estimates are printed first; ``--budget-s`` (default 480) skips a part whose estimate exceeds the time left,
+saying so. ``--smoke`` on the project's 2-core CPU: about 40 s in all.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from train_speed import cpu_name, step_rate
 
+from eva_utils.core.devices import exact_float32
 from eva_utils.data import load_sample
 from eva_utils.data.presets import test_transforms
 from eva_utils.explain.cam import layer_cams, resnet_layers
@@ -70,25 +75,15 @@ from eva_utils.models.shipped import export_weights, pretrained
 from eva_utils.training.history import Callback, History
 from eva_utils.training.recipe import TrainConfig, setup_run, train_run
 
-PARTS = ("default", "course", "speed", "tests")
+PARTS = ("cuda_tests", "default", "course", "speed", "tests")
 ROOT = Path(__file__).resolve().parent.parent
-SMOKE_S = {"default": 8.0, "course": 6.0, "speed": 8.0, "tests": 4.0}  # measured here: --smoke, busy 2-core CPU
-CPU_STEP_IMG_S, CPU_WORKER_IMG_S, SUITE_2CORE_S = 31.0, 3150.0, 1500.0  # measured here (see the docstring)
-GPU_SPEEDUP, STEP_OVERHEAD_S, WORKERS, SUITE_SPEEDUP = 500.0, 0.006, 4, 8.0  # assumed for an H200
+SMOKE_S = {"cuda_tests": 4.0, "default": 8.0, "course": 6.0, "speed": 8.0, "tests": 4.0}  # --smoke, busy 2-core CPU
+H200_S = {"cuda_tests": 40.0, "default": 110.0, "course": 156.0, "speed": 53.0, "tests": 300.0}  # see the docstring
 
 
 def estimate_s(part: str, smoke: bool) -> float:
-    """The part's estimated seconds: measured CPU costs (smoke) or those scaled by the docstring's assumptions."""
-    if smoke:
-        return SMOKE_S[part]
-    if part == "tests":
-        return SUITE_2CORE_S / SUITE_SPEEDUP
-    if part == "speed":
-        return 40.0
-    batch = 512 if part == "default" else 64
-    rate = min(CPU_STEP_IMG_S * GPU_SPEEDUP, CPU_WORKER_IMG_S * WORKERS)  # images/s: the GPU or the loader
-    epoch = max(50_000 / rate, (50_000 // batch) * STEP_OVERHEAD_S) + 1.5  # the loader works beside the steps
-    return 3.0 + 20 * epoch
+    """The part's estimated seconds: measured on the CPU (smoke) or on the H200 (see the docstring)."""
+    return SMOKE_S[part] if smoke else H200_S[part]
 
 
 def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -194,7 +189,7 @@ def train_part(part: str, args: argparse.Namespace, work: Path) -> dict[str, Any
         "loader_wait_share": loader.wait_s / sum(meter.train_s),
         "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "test_images": n, "accuracy": acc, "accuracy_95": wilson(round(acc * n), n),
-        "test_acc_per_epoch": history.test_acc,
+        "test_acc_per_epoch": history.test_acc, "history": history.to_dict(),  # the shipped model's curves
     }
     if part == "default":
         model = result.model.cpu().to(memory_format=torch.contiguous_format)  # plain NCHW tensors in the file
@@ -239,7 +234,8 @@ def cam_times(device: torch.device, n_images: int, repeats: int, width: int = 64
 
 
 def cam_check(device: torch.device, n_images: int) -> dict[str, Any]:
-    """Largest difference between ``layer_cams`` and pytorch-grad-cam's GradCAM, per layer, on ``device``."""
+    """Largest difference per layer between ``layer_cams`` and pytorch-grad-cam's GradCAM on ``device``, both in
+    full float32; and between GradCAM with TF32 (torch's cuDNN default) and without, which is TF32's own effect."""
     model = pretrained("resnet18_w16_cifar10", device=device)
     test = load_sample(train=False, transform=test_transforms())
     images = torch.stack([test[i][0] for i in range(0, len(test), len(test) // n_images)]).to(device)  # (N, 3, 32, 32)
@@ -247,21 +243,19 @@ def cam_check(device: torch.device, n_images: int) -> dict[str, Any]:
     with torch.no_grad():
         targets = [ClassifierOutputTarget(c) for c in model(images).argmax(1).tolist()]
 
-    def largest_diffs() -> dict[str, float]:
-        ours = layer_cams(model, images, layers)
-        diffs = {}
-        for name, layer in layers.items():
-            with GradCAM(model=model, target_layers=[layer]) as cam:
-                diffs[name] = float(abs(ours[name] - cam(input_tensor=images, targets=targets)).max())
-        return diffs
+    def gradcam(name: str) -> Any:
+        with GradCAM(model=model, target_layers=[layers[name]]) as cam:
+            return cam(input_tensor=images, targets=targets)
 
+    ours = layer_cams(model, images, layers)  # exact float32 whatever the flags (core.devices.exact_float32)
+    with exact_float32():
+        exact = {name: gradcam(name) for name in layers}
+    tf32 = {name: gradcam(name) for name in layers}  # the flags as torch leaves them
     check = {"images": len(images), "tolerance": 1e-5, "cudnn_tf32": torch.backends.cudnn.allow_tf32,
-             "cudnn_benchmark": torch.backends.cudnn.benchmark, "max_abs_diff": largest_diffs()}
+             "cudnn_benchmark": torch.backends.cudnn.benchmark,
+             "max_abs_diff": {name: float(abs(ours[name] - exact[name]).max()) for name in layers},
+             "tf32_effect_on_gradcam": {name: float(abs(tf32[name] - exact[name]).max()) for name in layers}}
     check["equal"] = max(check["max_abs_diff"].values()) <= 1e-5
-    if not check["equal"] and device.type == "cuda" and torch.backends.cudnn.allow_tf32:  # is TF32 the cause?
-        torch.backends.cudnn.allow_tf32 = False
-        check["max_abs_diff_without_tf32"] = largest_diffs()
-        torch.backends.cudnn.allow_tf32 = True
     return check
 
 
@@ -287,35 +281,49 @@ def speed_part(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def pytest_summary(text: str) -> dict[str, Any]:
-    """Counts from pytest's last line, the skip reasons (counted) and the failures from its ``-ra`` summary."""
+    """Counts from pytest's last line (or, cut short, from ``-v``'s one line per test), the skip reasons (counted)
+    and the failing tests, named as each ended."""
     last = next((line for line in reversed(text.splitlines()) if re.search(r" in [\d.]+s", line)), "")
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)", last)}
+    if not last:  # no summary line: count the verbose lines ("tests/a.py::test_b PASSED", "[gw0] [ 5%] PASSED tests/...")
+        ends = re.findall(r"\b(PASSED|FAILED|SKIPPED|ERROR)\b", text)
+        counts = {"passed": ends.count("PASSED"), "failed": ends.count("FAILED"), "skipped": ends.count("SKIPPED"),
+                  "error": ends.count("ERROR")}
     reasons: Counter[str] = Counter()
     for n, reason in re.findall(r"^SKIPPED \[(\d+)\] [^:]+:\d+: (.*)$", text, flags=re.M):
         reasons[reason.strip()] += int(n)
-    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", text, flags=re.M)
+    failed = list(dict.fromkeys(re.findall(r"(tests/\S+::\S+) (?:FAILED|ERROR)|(?:FAILED|ERROR) (tests/\S+::[^\s]+)", text)))
+    failed = list(dict.fromkeys(a or b for a, b in failed))
     return {**{k: counts.get(k, 0) for k in ("passed", "failed", "skipped")}, "errors": counts.get("error", 0) +
             counts.get("errors", 0), "skip_reasons": dict(reasons), "failed_tests": failed[:40], "last_line": last}
 
 
-def tests_part(args: argparse.Namespace, timeout_s: float) -> dict[str, Any]:
-    """The test suite in a subprocess, with the GPU visible (--smoke: one quick file, serial)."""
+def tests_part(args: argparse.Namespace, timeout_s: float, cuda_only: bool = False) -> dict[str, Any]:
+    """The test suite in a subprocess with the GPU visible (``cuda_only``: tests/test_on_cuda.py alone, serial;
+    --smoke: one quick file, serial)."""
     try:
         import xdist  # noqa: F401
-        parallel = not args.smoke
+        parallel = not (args.smoke or cuda_only)
     except ImportError:
         parallel = False
-    where = ["tests/core/test_checks.py"] if args.smoke else ["tests", "--ignore=tests/benchmarks"]
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(["-n", "auto"] if parallel else []), *where]
+    if args.smoke:
+        where = ["tests/core/test_checks.py"]
+    elif cuda_only:
+        where = ["tests/test_on_cuda.py", "-rs"]
+    else:
+        where = ["tests", "--ignore=tests/benchmarks", "--ignore=tests/test_on_cuda.py", "-rs"]
+    cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *(["-n", "auto"] if parallel else []), *where]
     try:
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
         code, text = done.returncode, done.stdout + done.stderr
-    except subprocess.TimeoutExpired as exc:  # a hang: what it printed so far, and the part counts as failed
+    except subprocess.TimeoutExpired as exc:  # cut short: what it printed so far names the failures so far
         out = exc.stdout or b""
         code, text = None, out.decode(errors="replace") if isinstance(out, bytes) else out
+    summary = pytest_summary(text)
     if code is None:
-        raise TimeoutError(f"the tests ran past {timeout_s:.0f} s; their output ended: {text[-500:]}")
-    return {"command": " ".join(cmd[1:]), "returncode": code, **pytest_summary(text), "output_tail": text[-3000:]}
+        raise TimeoutError(f"the tests ran past {timeout_s:.0f} s; {summary['passed']} passed and these failed so far: "
+                           f"{summary['failed_tests']}")
+    return {"command": " ".join(cmd[1:]), "returncode": code, **summary, "output_tail": text[-3000:]}
 
 
 # ----------------------------------------------------------------------------- report
@@ -362,13 +370,15 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", f"Grad-CAM, 5 layers x {c['images']} images, width {s['width']} (median s): layer_cams {c['a_layer_cams']:.4f}, GradCAM per "
                   f"layer {c['b_gradcam_per_layer']:.4f}, per layer per image {c['c_gradcam_per_layer_per_image']:.4f}, "
                   f"forward+backward {c['d_forward_backward']:.4f}; b/a {c['b/a']:.1f}, c/a {c['c/a']:.1f}, a/d {c['a/d']:.2f}. "
-                  f"layer_cams = GradCAM to 1e-5 on {check['images']} images: {check['equal']} "
-                  f"(max diff {max(check['max_abs_diff'].values()):.2e})"]
-    if parts.get("tests", {}).get("status") == "ok":
-        t = parts["tests"]["result"]
-        lines += ["", f"Tests (`{t['command']}`): {t['passed']} passed, {t['failed']} failed, {t['errors']} errors, "
-                  f"{t['skipped']} skipped", *[f"- skipped {n}x: {why}" for why, n in t["skip_reasons"].items()],
-                  *[f"- failed: {name}" for name in t["failed_tests"]]]
+                  f"layer_cams = GradCAM to 1e-5 on {check['images']} images, both in float32: {check['equal']} "
+                  f"(max diff {max(check['max_abs_diff'].values()):.2e}); TF32 moves GradCAM's maps by up to "
+                  f"{max(check['tf32_effect_on_gradcam'].values()):.2e}"]
+    for name in ("cuda_tests", "tests"):
+        if parts.get(name, {}).get("status") == "ok":
+            t = parts[name]["result"]
+            lines += ["", f"{name} (`{t['command']}`): {t['passed']} passed, {t['failed']} failed, {t['errors']} errors, "
+                      f"{t['skipped']} skipped", *[f"- skipped {n}x: {why}" for why, n in t["skip_reasons"].items()],
+                      *[f"- failed: {test}" for test in t["failed_tests"]]]
     return "\n".join(lines) + "\n"
 
 
@@ -381,8 +391,8 @@ def run_part(name: str, args: argparse.Namespace, work: Path, left_s: float) -> 
     """One part's result, or its error (the run goes on)."""
     t0 = time.perf_counter()
     try:
-        if name == "tests":
-            result = tests_part(args, timeout_s=max(60.0, left_s))
+        if name in ("tests", "cuda_tests"):
+            result = tests_part(args, timeout_s=max(60.0, left_s), cuda_only=name == "cuda_tests")
         elif name == "speed":
             result = speed_part(args)
         else:

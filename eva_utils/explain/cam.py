@@ -54,7 +54,7 @@ import torch
 from torch import nn
 
 from eva_utils.core.checks import positive_int
-from eva_utils.core.devices import eval_mode, model_device_dtype
+from eva_utils.core.devices import eval_mode, exact_float32, model_device_dtype
 from eva_utils.core.errors import UserError, unknown_name
 from eva_utils.evaluation.metrics import as_image_batch, select_output
 from eva_utils.explain.hooks import Capture
@@ -382,8 +382,8 @@ def layer_cams(
     device, dtype = model_device_dtype(model)
     job = _Job(layer_map, key, output_index, eigen_smooth, batch_size, check_once)
     result = {name: np.empty((n, height, width), np.float32) for name in layer_map}  # each (N, H, W)
-    # autograd works even when called under inference_mode; maps in float32 even under a caller's autocast
-    with eval_mode(model), torch.inference_mode(False), torch.autocast(device.type, enabled=False):
+    # autograd works even when called under inference_mode; maps in float32 even under a caller's autocast or TF32
+    with eval_mode(model), exact_float32(), torch.inference_mode(False), torch.autocast(device.type, enabled=False):
         for start in range(0, n, batch_size):
             x = x_all[start:start + batch_size].to(device, dtype)  # (B, C, H, W)
             if x.is_inference():

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from eva_utils.core.errors import CheckpointError, UserError, first_line
-from eva_utils.core.files import atomic_write
+from eva_utils.core.files import atomic_copy, atomic_write
 from eva_utils.core.safe_load import RefusedPickleError, safe_load  # re-exported: checkpoint.safe_load is documented
 from eva_utils.models.checkpoint_format import FORMAT, NotATrainingCheckpoint, check_compatible, describe_config
 from eva_utils.models.loading import load_trained_model, read_trained_checkpoint, rebuild_model
@@ -31,6 +31,7 @@ __all__ = [
     "RefusedPickleError",
     "safe_load",
     "check_compatible",
+    "keep_resumed",
     "load_checkpoint",
     "load_trained_model",
     "rebuild_model",
@@ -268,3 +269,10 @@ def resume_from(
                               f"holds {len(history)}; resume from an earlier copy or start a new run in another "
                               "output folder", param="resume")
     return history, int(ckpt["epoch"])
+
+
+def keep_resumed(resume: str | os.PathLike, checkpoint_path: str | os.PathLike) -> None:
+    """A run resumed into a new folder with nothing left to train: the checkpoint it resumed holds the run."""
+    if not Path(checkpoint_path).exists():
+        Path(checkpoint_path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_copy(resume, checkpoint_path)

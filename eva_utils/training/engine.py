@@ -26,7 +26,6 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,10 +34,9 @@ from torch.utils.data import DataLoader
 
 from eva_utils.core.devices import resolve_device
 from eva_utils.core.errors import UserError
-from eva_utils.core.files import atomic_copy
 from eva_utils.evaluation.metrics import model_device_dtype
 from eva_utils.training import distributed
-from eva_utils.training.checkpoint import resume_from, save_checkpoint
+from eva_utils.training.checkpoint import keep_resumed, resume_from, save_checkpoint
 from eva_utils.training.history import Callback, EpochEndFunction, EpochStats, History, batch_callback
 from eva_utils.training.optim import check_positive, seed_epoch, steps_per_batch
 from eva_utils.training.precision import (
@@ -46,6 +44,7 @@ from eva_utils.training.precision import (
     Precision,
     mixed_precision,
     model_device,
+    out_of_memory,
     place,
     to_device,
     use_channels_last,
@@ -306,13 +305,6 @@ def _epoch(run: _Run, epoch: int, train_loader: DataLoader, test_loader: DataLoa
     return train, test
 
 
-def _keep_resumed(resume: str | os.PathLike, checkpoint_path: str | os.PathLike) -> None:
-    """A run resumed into a new folder with nothing left to train: the checkpoint it resumed holds the run."""
-    if not Path(checkpoint_path).exists():
-        Path(checkpoint_path).parent.mkdir(parents=True, exist_ok=True)
-        atomic_copy(resume, checkpoint_path)
-
-
 def fit(
     model: nn.Module,
     train_loader: DataLoader,
@@ -388,7 +380,10 @@ def fit(
     run.trained, train_loader, test_loader = distributed.distribute(model, train_loader, test_loader, group, seed,
                                                                     sync_batchnorm)
     for epoch in range(start, int(epochs)):
-        train, test = _epoch(run, epoch, train_loader, test_loader, history)
+        try:
+            train, test = _epoch(run, epoch, train_loader, test_loader, history)
+        except torch.OutOfMemoryError as exc:
+            raise out_of_memory(device, train_loader.batch_size, epoch, checkpoint_path if start < epoch else None) from exc
         if run.progress:
             tqdm.write(_summary(epochs, train, test, history))
         if checkpoint_path is not None and main:
@@ -396,5 +391,5 @@ def fit(
         for callback in callbacks:
             callback.on_epoch_end(epoch + 1, history)
     if main and resume is not None and checkpoint_path is not None:
-        _keep_resumed(resume, checkpoint_path)
+        keep_resumed(resume, checkpoint_path)
     return history

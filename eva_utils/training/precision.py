@@ -16,8 +16,8 @@ from torch import nn
 from eva_utils.core.errors import UserError
 from eva_utils.evaluation.metrics import model_device_dtype
 
-__all__ = ["SKIPPED_STEP", "Precision", "amp_dtype", "is_channels_last", "mixed_precision", "model_device", "place", "to_device",
-           "use_channels_last"]
+__all__ = ["SKIPPED_STEP", "Precision", "amp_dtype", "is_channels_last", "mixed_precision", "model_device", "out_of_memory",
+           "place", "to_device", "use_channels_last"]
 
 SKIPPED_STEP = r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`"
 """torch's warning when fp16's GradScaler skipped an optimizer step on overflow and the schedule moved on anyway."""
@@ -110,3 +110,12 @@ def place(model: nn.Module, device: torch.device, channels_last: bool | str) -> 
         torch.backends.cudnn.benchmark = True  # fixed 32x32 shapes: let cuDNN pick its fastest kernels once
     if use_channels_last(device, channels_last):
         model.to(memory_format=torch.channels_last)
+
+
+def out_of_memory(device: torch.device, batch_size: int | None, epoch: int, checkpoint: object) -> UserError:
+    """What to do when the device ran out of memory in epoch ``epoch + 1``; ``checkpoint`` holds the last whole epoch."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # what this run's dead tensors held goes back, for the next try in this process
+    kept = f"; {checkpoint} still holds epoch {epoch}" if checkpoint is not None else ""
+    return UserError(f"{device} ran out of memory in epoch {epoch + 1} at batch size {batch_size}: lower "
+                     f"batch_size (halve it, and the learning rate with it, to keep the recipe){kept}", param="batch_size")

@@ -59,3 +59,17 @@ def test_a_missing_gpu_names_the_parameter_not_a_flag(monkeypatch):
     with pytest.raises(UserError, match="no GPU is available: use device='cpu'") as exc:
         resolve_device("cuda")
     assert exc.value.param == "device" and "--device" not in str(exc.value)
+
+
+def test_exact_float32_turns_tf32_off_inside_and_puts_both_flags_back_even_on_error():
+    from eva_utils.core.devices import exact_float32
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True  # as a user may set it for speed
+    try:
+        with pytest.raises(KeyError), exact_float32():
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+            raise KeyError("inside")
+        assert torch.backends.cudnn.allow_tf32 == before[0] and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

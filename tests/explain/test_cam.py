@@ -604,3 +604,14 @@ def test_a_registered_method_runs_in_the_same_pass(monkeypatch):
         cam.register_method("gradcam", lambda acts, grads: grads.mean(axis=(2, 3)))
     with pytest.raises(UserError, match="weights_fn must be a function"):
         cam.register_method("other", "not a function")
+
+
+def test_maps_are_computed_without_tf32_and_the_callers_setting_is_kept():
+    # on an H200 TF32 moved layer0's map by 1.4e-3 from pytorch-grad-cam's (5e-6 without): layer_cams turns it off
+    model = models.resnet18(width=8).eval()
+    seen = []
+    model.conv1.register_forward_hook(lambda *_: seen.append(torch.backends.cudnn.allow_tf32))
+    assert torch.backends.cudnn.allow_tf32  # torch's default
+    layer_cams(model, _small_images(), resnet_layers(model))
+    assert seen and not any(seen)
+    assert torch.backends.cudnn.allow_tf32

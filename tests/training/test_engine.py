@@ -216,3 +216,28 @@ def test_fit_decides_the_precision_once(monkeypatch, sample_loaders):
     training.fit(model, train_loader, test_loader, 3, opt, device="cpu", amp=torch.bfloat16, max_batches=1, progress=False)
     assert len(calls) == 1 + 2 * 3  # fit's own decision; each epoch only passes it on (a Precision is returned as is)
     assert all(isinstance(a[1], training.Precision) for a in calls[1:])
+
+
+def test_running_out_of_memory_says_lower_the_batch_size_and_keeps_the_last_checkpoint(sample_loaders, tmp_path):
+    # CUDA's OutOfMemoryError, raised by a stand-in forward in the second epoch (on a GPU: tests/test_on_cuda.py)
+    training.set_seed(0)
+    train_loader, test_loader = sample_loaders(batch_size=16, n_train=64)
+    model = resnet18(width=4)
+    calls = {"n": 0}
+    real_forward = model.forward
+
+    def forward(x):
+        calls["n"] += 1
+        if calls["n"] > 4:  # 2 training and 2 test batches make epoch 1
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(x)
+
+    model.forward = forward
+    opt = training.make_optimizer(model, "sgd", lr=0.05)
+    ck = tmp_path / "ck.pt"
+    with pytest.raises(UserError, match=r"ran out of memory in epoch 2 at batch size 16: lower batch_size") as err:
+        training.fit(model, train_loader, test_loader, 3, opt, device="cpu", max_batches=2, progress=False,
+                     checkpoint_path=ck)
+    assert err.value.param == "batch_size" and f"{ck} still holds epoch 1" in str(err.value)
+    assert torch.load(ck, weights_only=True)["epoch"] == 1  # the last whole epoch, untouched
+    assert isinstance(err.value.__cause__, torch.OutOfMemoryError)
