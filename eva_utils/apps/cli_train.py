@@ -3,6 +3,7 @@
     eva-utils demo                                   # offline, CPU, bundled CIFAR-10 sample
     eva-utils train --epochs 20 --out runs/r18       # the default recipe on full CIFAR-10
     eva-utils train --resume --out runs/r18          # continue runs/r18/checkpoint.pt
+    eva-utils train --recipe page24 --lr find        # Page's custom ResNet, its peak lr from the LR range test
     eva-utils train --nproc 2 --device cpu ...       # two processes (torchrun's), gloo on the CPU
 """
 
@@ -14,21 +15,30 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from eva_utils.apps.argtypes import non_negative_int, positive_float, positive_int
+from eva_utils.apps.argtypes import Parser, non_negative_int, positive_float, positive_int
 from eva_utils.apps.runs import run_training
+from eva_utils.core.errors import unknown_name
 from eva_utils.core.files import atomic_copy, claim_output_folder
 from eva_utils.training import distributed
-from eva_utils.training.recipe import TrainConfig, TrainResult, check_output_folder
+from eva_utils.training.recipe import RECIPES, TrainConfig, TrainResult, check_output_folder
 
 __all__ = ["add_demo_parser", "add_train_parser"]
+
+TRAIN_DESCRIPTION = "Train a ResNet on CIFAR-10; writes history.json, checkpoint.pt and curves.png into --out."
 
 FIGURES = ("misclassified.png", "confusion_matrix.png", "gradcam_layers.png", "curves.png", "samples.png")
 """What ``demo --figures DIR`` copies into DIR (the shipped model's figures and the augmented samples)."""
 
 
+def lr_or_find(text: str) -> float | str:
+    """``--lr``: a positive number, or ``find`` (the LR range test picks the peak)."""
+    return "find" if text.strip().lower() == "find" else positive_float(text)
+
+
 def _model_and_data(p: argparse.ArgumentParser, defaults: TrainConfig) -> None:
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", default=defaults.model, help="resnet18, resnet34 or msdnet (10 exits) (default %(default)s)")
+    g.add_argument("--model", default=defaults.model, help="resnet18, resnet34, custom_resnet (Page's, of --recipe page24) "
+                   "or msdnet (10 exits) (default %(default)s)")
     g.add_argument("--width", type=positive_int, default=defaults.width, help="channels of the first stage (default %(default)s; 16 for CPU)")
     g.add_argument("--data", default=defaults.data, help="cifar10 (downloads), sample (bundled, offline) or a path to an .npz file with "
                         "train_images/train_labels (uint8 HWC RGB) and optionally test_images/test_labels, classes "
@@ -44,11 +54,16 @@ def _training(p: argparse.ArgumentParser, defaults: TrainConfig) -> None:
     g.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="default %(default)s")
     g.add_argument("--optimizer", default=defaults.optimizer, help="sgd or adam (default %(default)s)")
     g.add_argument("--scheduler", default=defaults.scheduler, help="onecycle, step, cosine or none (default %(default)s)")
-    g.add_argument("--lr", type=positive_float, default=defaults.lr, help="peak lr for onecycle, else initial (default %(default)s)")
+    g.add_argument("--lr", type=lr_or_find, default=defaults.lr,
+                   help="peak lr for onecycle, else initial; 'find': the LR range test picks the peak and draws "
+                        "lr_finder.png (default %(default)s)")
     g.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="default %(default)s")
     g.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing, help="default %(default)s")
     g.add_argument("--no-augment", dest="augment", action="store_false", default=defaults.augment,
                    help="train without augmentation")
+    g.add_argument("--augmentation", default=defaults.augmentation,
+                   help="default (flip, shift-scale-rotate, pad-crop, 16x16 cutout) or page (flip, pad-crop, 8x8 "
+                        "cutout) (default %(default)s)")
     g.add_argument("--seed", type=int, default=defaults.seed, help="default %(default)s")
 
 
@@ -89,16 +104,23 @@ def _add_training_options(p: argparse.ArgumentParser, defaults: TrainConfig) -> 
 
 def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``train`` on the ``eva-utils`` subcommands; returns its parser."""
-    p = subparsers.add_parser("train", description="Train a ResNet on CIFAR-10; writes history.json, "
-                              "checkpoint.pt and curves.png into --out.")
-    _add_training_options(p, TrainConfig())
+    p = subparsers.add_parser("train", description=TRAIN_DESCRIPTION)
+    _train_arguments(p, TrainConfig())
+    p.set_defaults(func=_cmd_train)
+    return p
+
+
+def _train_arguments(p: argparse.ArgumentParser, defaults: TrainConfig) -> None:
+    """``train``'s options, their defaults from ``defaults`` (a recipe)."""
+    p.add_argument("--recipe", default="default", help="the settings to start from: default (ResNet18, 20 epochs, one "
+                   "cycle to 0.4) or page24 (Page's custom ResNet, 24 epochs, batch 512, peak at epoch 5, flip + "
+                   "pad-crop + 8x8 cutout); the flags given override it (default %(default)s)")
+    _add_training_options(p, defaults)
     g = p.add_argument_group("several GPUs (PyTorch DDP)")
     g.add_argument("--nproc", type=positive_int, default=1, metavar="N",
                    help="train on N processes of this machine (one per GPU; gloo on the CPU with --device cpu), "
                         "as torchrun --standalone --nproc-per-node N does; --batch-size stays the global batch")
     g.add_argument("--sync-bn", action="store_true", help="with several processes: BatchNorm over the global batch")
-    p.set_defaults(func=_cmd_train)
-    return p
 
 
 def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -116,8 +138,26 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _config_from_args(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
     settings = base.to_dict()
-    settings.update({k: v for k, v in vars(args).items() if k in settings})
+    given = dict(vars(args))
+    if given.get("lr") == "find":  # the range test picks the peak; base's lr stays until it has
+        del given["lr"]
+        given["lr_find"] = True
+    settings.update({k: v for k, v in given.items() if k in settings})
     return TrainConfig.from_dict(settings)
+
+
+def _with_recipe(args: argparse.Namespace) -> tuple[argparse.Namespace, TrainConfig]:
+    """``args`` parsed again over the defaults of ``--recipe`` (the flags given still win), and that recipe."""
+    if args.recipe not in RECIPES:
+        raise unknown_name("recipe", args.recipe, RECIPES)
+    base = RECIPES[args.recipe]()
+    if args.recipe == "default":
+        return args, base
+    p = Parser(prog="eva-utils train", description=TRAIN_DESCRIPTION)
+    _train_arguments(p, base)
+    again = p.parse_args(args.argv[args.argv.index("train") + 1:])
+    again.func, again.argv = args.func, args.argv
+    return again, base
 
 
 def _resume_path(args: argparse.Namespace) -> Path | None:
@@ -140,7 +180,8 @@ def _without_nproc(argv: Sequence[str]) -> list[str]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    config = _config_from_args(args, TrainConfig())
+    args, base = _with_recipe(args)
+    config = _config_from_args(args, base)
     if args.nproc > 1 and not distributed.under_torchrun():  # start torchrun's processes, each running this command
         config.validate()
         distributed.per_process_batch(config.batch_size, args.nproc)

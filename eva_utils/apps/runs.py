@@ -19,7 +19,7 @@ from eva_utils.data.cifar10 import ArrayDataset, denormalize
 from eva_utils.explain.tracking import CamTracker, tracked_rows
 from eva_utils.plots.animation import cam_evolution_frames, save_animation, show_cam_evolution
 from eva_utils.plots.save import save_figure
-from eva_utils.plots.training import plot_history
+from eva_utils.plots.training import plot_history, plot_lr_finder
 from eva_utils.training.history import Callback
 from eva_utils.training.recipe import TrainConfig, TrainResult, setup_run, train_run
 
@@ -29,7 +29,7 @@ __all__ = ["run_training", "write_cam_evolution"]
 def run_training(config: TrainConfig, resume: str | os.PathLike | None = None, overwrite: bool = False) -> TrainResult:
     """Train as ``config`` says and write ``history.json``, ``checkpoint.pt`` and ``curves.png`` into ``config.out``.
 
-    With ``config.track_cams`` also ``cam_evolution.png``, ``.gif`` and ``.npz`` (the maps of that many test
+    With ``config.lr_find`` also ``lr_finder.png`` (the LR range test that chose the peak). With ``config.track_cams`` also ``cam_evolution.png``, ``.gif`` and ``.npz`` (the maps of that many test
     images after every epoch, see :class:`~eva_utils.tracking.CamTracker`); with ``config.tensorboard`` event
     files in that folder (:class:`~eva_utils.tracking.TensorBoardLogger`).
 
@@ -48,6 +48,11 @@ def run_training(config: TrainConfig, resume: str | os.PathLike | None = None, o
     config, out = setup.config, setup.out
     main = setup.group is None or setup.group.is_main
     test_set = setup.test_loader.dataset
+    found = {}
+    if setup.lr_test is not None and main:  # drawn before the first epoch: the curve the peak was read from
+        found["lr_finder"] = save_figure(plot_lr_finder(setup.lr_test), out / "lr_finder.png")
+        print(f"LR range test: peak lr {config.lr:.3g} (the steepest fall of the loss), drawn in {found['lr_finder']}",
+              flush=True)
     tracker = _tracker(config, setup.model, test_set, out, resume) if config.track_cams and main else None
     callbacks: list[Callback] = [] if tracker is None else [tracker]
     logger = None
@@ -62,7 +67,7 @@ def run_training(config: TrainConfig, resume: str | os.PathLike | None = None, o
     if not main:  # rank 0 writes the run's files
         return result
     title = f"{config.model} (width {config.width}) on {Path(config.data).name}"
-    files = {**result.files, "curves": save_figure(plot_history(result.history, title=title), out / "curves.png")}
+    files = {**result.files, **found, "curves": save_figure(plot_history(result.history, title=title), out / "curves.png")}
     if tracker is not None and tracker.epochs:
         files.update(write_cam_evolution(tracker, out, test_set.classes))
     if logger is not None:

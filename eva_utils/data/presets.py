@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "AUGMENTATIONS",
     "PRESETS",
     "Preset",
     "cifar_preset",
@@ -52,6 +53,13 @@ __all__ = [
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 PRESETS = ("imagenet", "cifar")
+
+#: Named settings of :func:`train_transforms`: ``default`` is the course recipe; ``page`` is David Page's
+#: (flip, pad 4 and crop, one 8x8 cutout hole on every image; no affine) for the custom ResNet.
+AUGMENTATIONS: dict[str, dict[str, float]] = {
+    "default": {},
+    "page": {"affine": 0.0, "cutout": 1.0, "cutout_size": 8},
+}
 
 
 # ----------------------------------------------------------------------------- training and evaluation transforms
@@ -135,6 +143,8 @@ def train_transforms(
 
     Returns:
         An albumentations ``Compose`` producing normalised CHW float tensors.
+
+    A named set of these settings (:data:`AUGMENTATIONS`) is ``train_transforms(**AUGMENTATIONS["page"])``.
     """
     A = _albumentations()
     fill = _pixel_fill(mean)

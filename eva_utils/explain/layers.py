@@ -22,6 +22,7 @@ from eva_utils.core.devices import eval_mode, model_device_dtype
 from eva_utils.core.errors import UserError, first_line, unknown_name
 from eva_utils.evaluation.metrics import first_conv_channels
 from eva_utils.explain.hooks import Capture
+from eva_utils.models.custom_resnet import CUSTOM_RESNET_STAGES
 
 __all__ = ["RESNET_MODULES", "Layers", "conv_layers", "count_from_back", "float32_model", "is_resnet", "map_sizes", "resnet_layers",
            "resolve_layers"]
@@ -32,35 +33,51 @@ RESNET_MODULES: tuple[str, ...] = ("relu", "layer1", "layer2", "layer3", "layer4
 Layers = Mapping[str, nn.Module | str] | Sequence[nn.Module | str] | nn.Module | str | None
 
 
+def _stage_modules(model: nn.Module) -> dict[str, str] | None:
+    """stage name -> module name for a ResNet (``layer0`` is ``relu``) or Page's custom ResNet; ``None`` otherwise."""
+    def has(names: Iterable[str]) -> bool:
+        return all(isinstance(getattr(model, n, None), nn.Module) for n in names)
+
+    if has(RESNET_MODULES):
+        return {"layer0": "relu", **{f"layer{i}": f"layer{i}" for i in range(1, 5)}}
+    if has(CUSTOM_RESNET_STAGES):
+        return {n: n for n in CUSTOM_RESNET_STAGES}
+    return None
+
+
 def is_resnet(model: nn.Module) -> bool:
-    """Whether ``model`` has a ResNet's stages (modules ``relu``, ``layer1`` .. ``layer4``): what
-    :func:`resnet_layers` needs. The package's one ResNet test (the CLI, the app and the report use it too)."""
-    return all(isinstance(getattr(model, n, None), nn.Module) for n in RESNET_MODULES)
+    """Whether ``model`` has a ResNet's stages (modules ``relu``, ``layer1`` .. ``layer4``, or the custom ResNet's
+    ``prep``, ``layer1`` .. ``layer3``): what :func:`resnet_layers` needs. The package's one ResNet test (the CLI,
+    the app and the report use it too)."""
+    return _stage_modules(model) is not None
 
 
 def resnet_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The five stage outputs of a ResNet: ``{"layer0": stem ReLU, "layer1": ..., "layer4": ...}``.
+    """The stage outputs of a ResNet: ``{"layer0": stem ReLU, "layer1": ..., "layer4": ...}``.
 
     Works for eva_utils / kuangliu ResNets and for torchvision ResNets. ``layer0`` is
     ``model.relu``, the stem's ReLU module: for eva_utils that is the stem output (H x W);
     for torchvision it is the ReLU *before* the stem's max-pool (H/2 x W/2; torchvision's
-    ``relu`` is in-place, which :func:`layer_cams` handles).
+    ``relu`` is in-place, which :func:`layer_cams` handles). For Page's custom ResNet
+    (:func:`eva_utils.models.custom_resnet`) the four stages ``prep``, ``layer1``, ``layer2``, ``layer3``.
 
     Args:
-        model: a ResNet with attributes ``relu`` and ``layer1`` .. ``layer4``.
+        model: a ResNet with attributes ``relu`` and ``layer1`` .. ``layer4`` (or ``prep``, ``layer1`` .. ``layer3``).
 
     Returns:
         An ordered dict name -> module, shallow to deep.
     """
-    missing = [n for n in RESNET_MODULES if not isinstance(getattr(model, n, None), nn.Module)]
-    if missing:
+    stages = _stage_modules(model)
+    if stages is None:
         top = ", ".join(name for name, _ in model.named_children()) or "(none)"
+        missing = [n for n in RESNET_MODULES if not isinstance(getattr(model, n, None), nn.Module)]
         raise UserError(
             f"resnet_layers needs a ResNet with modules relu, layer1..layer4 (eva_utils, kuangliu or "
-            f"torchvision layout); {type(model).__name__} has no {', '.join(missing)}. "
-            f"Pass layer names instead, e.g. layer_cams(model, images, ['name', ...]); top-level layers: {top}"
+            f"torchvision layout) or the custom ResNet's prep, layer1..layer3; {type(model).__name__} has no "
+            f"{', '.join(missing)}. Pass layer names instead, e.g. layer_cams(model, images, ['name', ...]); "
+            f"top-level layers: {top}"
         )
-    return {"layer0": model.relu, **{f"layer{i}": getattr(model, f"layer{i}") for i in range(1, 5)}}
+    return {stage: getattr(model, module) for stage, module in stages.items()}
 
 
 def _unknown_layer(model: nn.Module, name: str) -> UserError:
@@ -71,8 +88,7 @@ def _unknown_layer(model: nn.Module, name: str) -> UserError:
     if parent in all_names:  # e.g. "layer4.5": list layer4's children
         valid |= {f"{parent}.{n}" for n, _ in model.get_submodule(parent).named_children()}
     valid |= set(difflib.get_close_matches(name, all_names, n=3, cutoff=0.6))
-    if is_resnet(model):
-        valid |= {f"layer{i}" for i in range(5)}
+    valid |= set(_stage_modules(model) or ())
     return unknown_name("layer", name, valid)
 
 

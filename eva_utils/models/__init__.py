@@ -1,4 +1,4 @@
-"""Models: CIFAR ResNets (kuangliu layout), MSD-Net, a name registry, THE loader and a CPU/CUDA-safe summary.
+"""Models: CIFAR ResNets (kuangliu layout), Page's custom ResNet, MSD-Net, a name registry, THE loader and a CPU/CUDA-safe summary.
 
 ``get_model("resnet18", num_classes=10, width=64)`` builds by name; ``pretrained(name)`` loads a
 model trained by this project that ships with the package (see :data:`PRETRAINED`);
@@ -8,6 +8,7 @@ prints layer shapes and parameter counts with torchinfo on whatever device the m
 
 # the module eva_utils.models.msdnet first: the function msdnet below then keeps its name here, as in 0.1.0
 import eva_utils.models.msdnet  # noqa: F401  (isort: skip)
+from eva_utils.models.custom_resnet import CustomResNet, custom_resnet
 from eva_utils.models.loading import load_msdnet_gcn_checkpoint
 from eva_utils.models.msdnet_config import MSDNetConfig
 from eva_utils.models.msdnet_gcn import download_msdnet_gcn_checkpoint
@@ -21,9 +22,11 @@ __all__ = [
     "MODELS",
     "PRETRAINED",
     "BasicBlock",
+    "CustomResNet",
     "MSDNet",
     "MSDNetConfig",
     "ResNet",
+    "custom_resnet",
     "download_msdnet_gcn_checkpoint",
     "get_model",
     "model_key",

@@ -20,7 +20,7 @@ from torch import nn
 
 from eva_utils.core.errors import CheckpointError
 from eva_utils.core.safe_load import state_dict_mismatch
-from eva_utils.models.registry import MODELS, model_key
+from eva_utils.models.registry import MODELS, model_key, width_keys
 from eva_utils.models.resnet import MAX_WIDTH
 
 __all__ = [
@@ -112,15 +112,16 @@ def stored_architecture(config: dict[str, Any], state: Any, path: str | os.PathL
     if head is not None and head != values["num_classes"]:
         raise CheckpointError(f"checkpoint {path} says num_classes {values['num_classes']}, but its weights have "
                               f"{head} outputs: damaged or crafted")
-    if name.lower().startswith("resnet"):
-        stored = {"width": state.get("conv1.weight"), "num_classes": state.get("linear.weight")}
-        for key, tensor in stored.items():
+    keys = width_keys(name)
+    if keys is not None:
+        for key, weight in (("width", keys.width), ("num_classes", keys.head)):
+            tensor = state.get(weight)
             expected = values[key] if values[key] is not None else 64
             if tensor is None or tensor.ndim < 2 or tensor.shape[0] != expected:
                 found = "missing" if tensor is None else tuple(tensor.shape)
                 raise CheckpointError(f"checkpoint {path} says {key} {expected}, but its weights do not fit "
-                                      f"({'conv1' if key == 'width' else 'linear'}.weight: {found}): damaged or crafted")
-    return name, int(values["num_classes"]), values["width"]
+                                      f"({weight}: {found}): damaged or crafted")
+    return model_key(name), int(values["num_classes"]), values["width"]
 
 
 # ----------------------------------------------------------------------------- state dicts

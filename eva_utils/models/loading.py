@@ -56,7 +56,7 @@ from eva_utils.models.checkpoint_format import (
 from eva_utils.models.msdnet_config import MSDNetConfig, infer_msdnet_config, layout_mismatch
 from eva_utils.models.msdnet_model import MSDNet
 from eva_utils.models.names import WeightsDownloadError, candidates, new_model, torchvision_model, torchvision_names
-from eva_utils.models.registry import get_model, pretrained_info, read_weights
+from eva_utils.models.registry import get_model, pretrained_info, read_weights, width_keys
 
 __all__ = [
     "Classifier",
@@ -95,9 +95,8 @@ def _fit_state_dict(
     """Build ``arch`` so that ``state`` loads exactly; returns (model, family, name)."""
     reasons = []
     for family, name in candidates(arch, "arch", param="arch"):
-        width = None
-        if family == EVA and name.startswith("resnet") and "conv1.weight" in state:
-            width = int(state["conv1.weight"].shape[0])
+        keys = width_keys(name) if family == EVA else None
+        width = int(state[keys.width].shape[0]) if keys is not None and keys.width in state else None
         try:
             model = new_model(family, name, num_classes or head_size(state), width)
         except (TypeError, ValueError) as exc:
@@ -114,7 +113,8 @@ def _fit_state_dict(
 
 def _describe_arch(model: nn.Module, family: str, name: str) -> str:
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    extras = [f"width {model.conv1.out_channels}"] if family == EVA and name.startswith("resnet") else []
+    keys = width_keys(name) if family == EVA else None
+    extras = [f"width {model.get_parameter(keys.width).shape[0]}"] if keys is not None else []
     if linears:
         extras.append(f"{linears[-1].out_features} classes")
     return f"{family} {name}" + (f" ({', '.join(extras)})" if extras else "")

@@ -10,25 +10,54 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
+from typing import NamedTuple
 
 from torch import nn
 
 from eva_utils.core.errors import CheckpointError, unknown_name
+from eva_utils.models.custom_resnet import custom_resnet
 from eva_utils.models.msdnet_model import msdnet
 from eva_utils.models.resnet import resnet18, resnet34
 
-__all__ = ["MODELS", "PRETRAINED", "PretrainedWeights", "get_model", "model_key", "pretrained_info", "read_weights"]
+__all__ = ["MODELS", "PRETRAINED", "PretrainedWeights", "WidthKeys", "get_model", "model_key", "pretrained_info",
+           "read_weights", "width_keys"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18,
     "resnet34": resnet34,
     "msdnet": msdnet,
+    "custom_resnet": custom_resnet,
 }
 
 
-def model_key(name: str) -> str:
-    """The registry key of a model name: case, ``-`` and ``_`` ignored (``ResNet-18`` is ``resnet18``)."""
+class WidthKeys(NamedTuple):
+    """Where a model with a ``width`` shows it in its state dict: rows of ``width`` and of the classifier ``head``."""
+
+    width: str
+    head: str
+
+
+_WIDTH_KEYS: dict[str, WidthKeys] = {
+    "resnet18": WidthKeys("conv1.weight", "linear.weight"),
+    "resnet34": WidthKeys("conv1.weight", "linear.weight"),
+    "custom_resnet": WidthKeys("prep.conv.weight", "fc.weight"),
+}
+
+
+def _folded(name: str) -> str:
     return name.lower().replace("-", "").replace("_", "")
+
+
+def model_key(name: str) -> str:
+    """The registry key of a model name: case, ``-`` and ``_`` ignored (``ResNet-18`` is ``resnet18``,
+    ``CustomResNet`` is ``custom_resnet``); a name the registry lacks comes back folded."""
+    folded = _folded(name)
+    return next((key for key in MODELS if _folded(key) == folded), folded)
+
+
+def width_keys(name: str) -> WidthKeys | None:
+    """For a model that takes a ``width`` (the ResNets), the state-dict keys that show it; ``None`` for the others."""
+    return _WIDTH_KEYS.get(model_key(name))
 
 
 def get_model(name: str, num_classes: int = 10, width: int | None = None, **kwargs: object) -> nn.Module:
@@ -37,7 +66,7 @@ def get_model(name: str, num_classes: int = 10, width: int | None = None, **kwar
     Args:
         name: one of :data:`MODELS`.
         num_classes: outputs.
-        width: channels of the first stage of the ResNets (``None``: 64); other models have no width
+        width: channels of the first stage of the ResNets and the custom ResNet (``None``: 64); other models have no width
             and ignore it, so one call serves every name.
         **kwargs: passed to the factory (MSD-Net's :class:`MSDNetConfig` fields such as ``blocks``).
 
@@ -50,7 +79,7 @@ def get_model(name: str, num_classes: int = 10, width: int | None = None, **kwar
     key = model_key(name)
     if key not in MODELS:
         raise unknown_name("model", name, MODELS)
-    if width is not None and key.startswith("resnet"):
+    if width is not None and width_keys(key) is not None:
         kwargs["width"] = width
     return MODELS[key](num_classes=num_classes, **kwargs)
 

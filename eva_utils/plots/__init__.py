@@ -17,10 +17,10 @@ from eva_utils.plots.cams import overlay, show_cams, show_exit_cams, show_layer_
 from eva_utils.plots.faithfulness import plot_faithfulness
 from eva_utils.plots.gallery import plot_confusion_matrix, show_misclassified, show_samples
 from eva_utils.plots.save import save_figure
-from eva_utils.plots.training import plot_history, plot_lr_finder
+from eva_utils.plots.training import plot_history, plot_lr_finder, plot_lr_schedule
 
 __all__ = [
-    "overlay", "plot_budget_curve", "plot_confusion_matrix", "plot_faithfulness", "plot_history", "plot_lr_finder",
+    "overlay", "plot_budget_curve", "plot_confusion_matrix", "plot_faithfulness", "plot_history", "plot_lr_finder", "plot_lr_schedule",
     "cam_evolution_frames", "save_animation", "show_cam_evolution", "save_figure", "size_label", "show_cams",
     "show_exit_cams", "show_layer_cams", "show_misclassified", "show_samples",
 ]

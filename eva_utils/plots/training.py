@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,7 +14,7 @@ from eva_utils.core.errors import UserError
 if TYPE_CHECKING:
     from eva_utils.training.lr_finder import LRFinderResult
 
-__all__ = ["plot_history", "plot_lr_finder"]
+__all__ = ["plot_history", "plot_lr_finder", "plot_lr_schedule"]
 
 
 def _history_series(history: Any, name: str) -> list[float]:
@@ -70,5 +70,18 @@ def plot_lr_finder(result: LRFinderResult) -> Figure:
     ax.plot(lrs, losses)
     ax.scatter([lrs[best]], [losses[best]], color="red", zorder=3, label=f"steepest descent: {lrs[best]:.2e}")
     ax.set(xscale="log", xlabel="learning rate", ylabel="loss (smoothed)", title="LR range test")
+    ax.legend()
+    return fig
+
+
+def plot_lr_schedule(lrs: Sequence[float], steps_per_epoch: int, title: str = "learning rate per step") -> Figure:
+    """The learning rate of every step (``training.lr_schedule``) against the epoch, the peak marked in red."""
+    epochs = [i / steps_per_epoch for i in range(len(lrs))]
+    peak = max(range(len(lrs)), key=lrs.__getitem__)
+    fig = Figure(figsize=(6, 3.5), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(epochs, lrs)
+    ax.scatter([epochs[peak]], [lrs[peak]], color="red", zorder=3, label=f"peak {lrs[peak]:.3g} at epoch {epochs[peak]:.1f}")
+    ax.set(xlabel="epoch", ylabel="learning rate", title=title)
     ax.legend()
     return fig

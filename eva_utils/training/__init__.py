@@ -6,7 +6,7 @@ from eva_utils.core.devices import resolve_device
 from eva_utils.training.engine import TrainingDivergedError, evaluate, fit, multi_exit_loss, train_one_epoch
 from eva_utils.training.history import Callback, EpochStats, History
 from eva_utils.training.lr_finder import LRFinderResult, find_lr
-from eva_utils.training.optim import OPTIMIZERS, SCHEDULERS, make_optimizer, make_scheduler, set_seed
+from eva_utils.training.optim import OPTIMIZERS, SCHEDULERS, lr_schedule, make_optimizer, make_scheduler, set_seed
 from eva_utils.training.precision import Precision, amp_dtype, mixed_precision
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "find_lr",
     "fit",
     "make_optimizer",
+    "lr_schedule",
     "make_scheduler",
     "mixed_precision",
     "multi_exit_loss",

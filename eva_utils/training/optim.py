@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader
 
 from eva_utils.core.errors import UserError, unknown_name
 
-__all__ = ["OPTIMIZERS", "SCHEDULERS", "check_positive", "make_optimizer", "make_scheduler", "seed_epoch", "set_seed",
-           "steps_per_batch"]
+__all__ = ["OPTIMIZERS", "SCHEDULERS", "check_positive", "lr_schedule", "make_optimizer", "make_scheduler", "seed_epoch",
+           "set_seed", "steps_per_batch"]
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULERS = ("onecycle", "step", "cosine", "none")
@@ -133,3 +133,26 @@ def _one_cycle(optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: i
 def steps_per_batch(scheduler: object) -> bool:
     """Whether ``fit`` steps ``scheduler`` after every batch (OneCycleLR) rather than after every epoch."""
     return isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
+
+
+def lr_schedule(name: str, lr: float, epochs: int, steps_per_epoch: int, **settings: float) -> list[float]:
+    """The learning rate of every training step (``epochs * steps_per_epoch`` of them) under schedule ``name``,
+    as ``fit`` steps it (one cycle per batch, the others per epoch), from a throwaway optimizer.
+
+    Args:
+        name, lr, epochs, steps_per_epoch: as for :func:`make_scheduler` (``lr`` is one cycle's peak).
+        **settings: ``pct_start``, ``step_size``, ``gamma``.
+    """
+    optimizer = torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=lr)
+    scheduler = make_scheduler(optimizer, name, epochs, steps_per_epoch, max_lr=lr, **settings)
+    per_batch, lrs = steps_per_batch(scheduler), []
+    for _ in range(int(epochs)):
+        for _ in range(int(steps_per_epoch)):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            if per_batch:
+                optimizer.step()
+                scheduler.step()
+        if scheduler is not None and not per_batch:
+            optimizer.step()
+            scheduler.step()
+    return lrs

@@ -355,3 +355,29 @@ def test_a_missing_gpu_is_told_the_flag(tmp_path):
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "no GPU is available: use device='cpu'" in proc.stderr and "(on the command line: --device)" in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_recipe_page24_trains_the_custom_resnet_with_the_flags_given_winning(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--recipe", "page24", "--data", "sample", "--width", "4", "--batch-size", "256", "--epochs", "2",
+                 "--max-batches", "2", "--quiet", "--workers", "0", "--lr", "find", "--out", str(out)])
+    assert code == 0
+    config = checkpoint.load_checkpoint(out / "checkpoint.pt")["config"]
+    assert (config["model"], config["augmentation"], config["label_smoothing"]) == ("custom_resnet", "page", 0.0)  # the recipe's
+    assert (config["width"], config["batch_size"], config["epochs"]) == (4, 256, 2)  # the flags'
+    assert config["lr_find"] and config["lr"] != 0.4  # the range test's peak, not the recipe's
+    assert (out / "lr_finder.png").stat().st_size > 10_000
+    assert f"peak lr {config['lr']:.3g}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--recipe", "page42"], "unknown recipe 'page42'; did you mean page24?"),
+    (["--lr", "find", "--scheduler", "step"], "lr_find picks the peak of a one-cycle schedule"),
+    (["--lr", "finder"], "argument --lr: expected a positive number, got 'finder'"),
+    (["--augmentation", "heavy"], "unknown augmentation 'heavy'"),
+])
+def test_bad_recipe_settings_are_one_line(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    err = _one_line_error(capsys, _run(["train", "--data", "sample", "--out", str(out), *args]))
+    assert message in err
+    assert not out.exists()
