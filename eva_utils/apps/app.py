@@ -29,7 +29,7 @@ from torch import nn
 
 from eva_utils import __version__
 from eva_utils.core.errors import UserError, unknown_name
-from eva_utils.core.files import atomic_copy, atomic_write_text, claim_output_folder
+from eva_utils.core.files import atomic_copy, atomic_write_text, check_replaceable, claim_output_folder, record_written
 from eva_utils.data.cifar10 import CIFAR10_CLASSES, ArrayDataset, load_sample
 from eva_utils.data.images import MAX_PIXELS, MIN_SIDE, UnreadableImageError, check_image_size, read_image  # noqa: F401 (MIN_SIDE, MAX_PIXELS: app names of 0.1.0)
 from eva_utils.evaluation.metrics import Predictions, misclassified
@@ -354,6 +354,10 @@ build_app({source!r}).launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0
 '''
 
 
+SPACE_LEDGER = ".eva_utils_space.json"
+"""The file in a Space folder that records what ``write_space`` wrote (the only files ``overwrite`` may replace)."""
+
+
 def write_space(folder: str | os.PathLike[str], source: str = DEFAULT_SOURCE, repo_url: str | None = None,
                 overwrite: bool = False) -> list[Path]:
     """A folder that runs as a Hugging Face Space (and locally with ``python app.py``).
@@ -362,14 +366,15 @@ def write_space(folder: str | os.PathLike[str], source: str = DEFAULT_SOURCE, re
     ``README.md`` with the Space's front matter, and the model file when ``source`` is a file.
 
     Raises:
-        UserError: the folder holds files already (without ``overwrite``), or is a file.
+        UserError: the folder holds files already (without ``overwrite``), or is a file; with ``overwrite``, a
+            file it would replace that it did not write (or that was changed since).
     """
     gr = _gradio()
     out = claim_output_folder(folder, overwrite=overwrite, owned=("*",), kind="files", param="folder")
-    model_source, copied = source, []
-    if Path(source).is_file():
-        model_source = Path(source).name
-        copied.append(atomic_copy(source, out / model_source))
+    model_source = Path(source).name if Path(source).is_file() else source
+    check_replaceable(out, ["app.py", "requirements.txt", "README.md", *([model_source] if model_source != source else [])],
+                      SPACE_LEDGER, "eva-utils app --space", param="folder")
+    copied = [atomic_copy(source, out / model_source)] if model_source != source else []
     package = f"eva-utils[app] @ git+{repo_url}" if repo_url else f"eva-utils[app]=={__version__}"
     written = [
         atomic_write_text(out / "app.py", _SPACE_APP.format(source=model_source)),
@@ -379,4 +384,5 @@ def write_space(folder: str | os.PathLike[str], source: str = DEFAULT_SOURCE, re
                           "Grad-CAM of every stage of a CIFAR-10 ResNet, made with "
                           "[eva_utils](https://github.com/eva-utils/eva_utils).\n"),
     ]
+    record_written(out, [*written, *copied], SPACE_LEDGER)
     return sorted([*written, *copied])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -15,8 +16,9 @@ from typing import BinaryIO
 
 from eva_utils.core.errors import UserError, first_line
 
-__all__ = ["atomic_copy", "atomic_write", "atomic_write_text", "claim_output_file", "claim_output_folder",
-           "interrupts_deferred", "remove_owned_files", "remove_stale_temporaries", "sha256_file", "sha256_of"]
+__all__ = ["atomic_copy", "atomic_write", "atomic_write_text", "check_replaceable", "claim_output_file",
+           "claim_output_folder", "interrupts_deferred", "record_written", "remove_owned_files",
+           "remove_stale_temporaries", "sha256_file", "sha256_of"]
 
 
 def sha256_of(data: bytes) -> str:
@@ -243,3 +245,26 @@ def remove_owned_files(path: str | os.PathLike[str], owned: Iterable[str]) -> li
     for found in removed:
         found.unlink()
     return removed
+
+
+def record_written(folder: str | os.PathLike[str], paths: Iterable[Path], ledger: str) -> Path:
+    """Note in ``folder/ledger`` the sha256 of each file a writer just wrote there (see :func:`check_replaceable`)."""
+    hashes = {Path(p).name: sha256_file(p) for p in paths}
+    return atomic_write_text(Path(folder) / ledger, json.dumps(hashes, indent=1, sort_keys=True) + "\n")
+
+
+def check_replaceable(folder: str | os.PathLike[str], names: Iterable[str], ledger: str, writer: str,
+                      param: str = "out") -> None:
+    """Refuse, before anything is written, to replace a file of ``names`` in ``folder`` that ``writer`` did not
+    write there or that was changed since: ``overwrite`` replaces a writer's own files only, as its ledger
+    (:func:`record_written`) records them. A missing or damaged ledger records nothing."""
+    try:
+        recorded = json.loads((Path(folder) / ledger).read_text())
+    except (OSError, ValueError, RecursionError):
+        recorded = {}
+    recorded = recorded if isinstance(recorded, dict) else {}
+    for name in names:
+        path = Path(folder) / name
+        if path.exists() and (not path.is_file() or recorded.get(name) != sha256_file(path)):
+            raise UserError(f"{path} was not written by {writer}, or was changed since: overwrite replaces only its own "
+                            f"files; move {name} away, or choose another {param}", param=param)

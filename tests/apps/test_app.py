@@ -310,3 +310,23 @@ def test_a_very_wide_image_is_shown_shrunk_and_explained(explorer, tmp_path, siz
     assert max(shown.shape[:2]) == DISPLAY_SIDE and shown.dtype == np.uint8  # WebP, Gradio's format, stops at 16,383
     assert kept.shape[:2] == size[::-1]  # the model sees the whole image
     assert explorer.explain(kept).top5
+
+
+def test_overwrite_replaces_only_the_spaces_own_unchanged_files(tmp_path, capsys):
+    pytest.importorskip("gradio")
+    space = tmp_path / "space"
+    assert main(["app", "--space", str(space)]) == 0
+    assert main(["app", "--space", str(space), "--overwrite"]) == 0  # its own files, unchanged: replaced
+    capsys.readouterr()
+    (space / "README.md").write_text("# my Space, my words\n")  # the user's edit
+    assert main(["app", "--space", str(space), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "README.md was not written by eva-utils app --space, or was changed since" in err and "--space" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert (space / "README.md").read_text() == "# my Space, my words\n"  # kept
+    own = tmp_path / "mine"
+    own.mkdir()
+    (own / "app.py").write_text("print('my own app')\n")  # a folder eva-utils never wrote into
+    assert main(["app", "--space", str(own), "--overwrite"]) == 2
+    assert "app.py was not written by eva-utils app --space" in capsys.readouterr().err
+    assert (own / "app.py").read_text() == "print('my own app')\n" and sorted(p.name for p in own.iterdir()) == ["app.py"]

@@ -148,3 +148,22 @@ def test_ctrl_c_during_a_torch_save_stops_the_program_after_the_file_is_whole(tm
     assert saved["epoch"] == 2 and torch.equal(saved["w"], state["w"])  # the new file, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works as before afterwards
+
+
+def test_a_writers_ledger_lets_it_replace_its_own_unchanged_files_only(tmp_path):
+    from eva_utils.core.files import check_replaceable, record_written
+
+    mine, theirs = tmp_path / "a.txt", tmp_path / "b.txt"
+    mine.write_text("written by the writer")
+    record_written(tmp_path, [mine], ".ledger.json")
+    check_replaceable(tmp_path, ["a.txt", "c.txt"], ".ledger.json", "the writer")  # its own, and a new name: fine
+    theirs.write_text("the user's")
+    with pytest.raises(UserError, match="b.txt was not written by the writer"):
+        check_replaceable(tmp_path, ["a.txt", "b.txt"], ".ledger.json", "the writer")
+    mine.write_text("edited by the user")
+    with pytest.raises(UserError, match="a.txt was not written by the writer, or was changed since"):
+        check_replaceable(tmp_path, ["a.txt"], ".ledger.json", "the writer")
+    for damaged in ("[1, 2]", "not json", "{" * 100_000):
+        (tmp_path / ".ledger.json").write_text(damaged)  # a damaged ledger records nothing
+        with pytest.raises(UserError, match="a.txt was not written"):
+            check_replaceable(tmp_path, ["a.txt"], ".ledger.json", "the writer")
