@@ -30,6 +30,7 @@ __all__ = [
     "describe_config",
     "head_size",
     "is_torchscript",
+    "refuse_nonfinite",
     "same_outputs",
     "state_dict_of",
     "stored_architecture",
@@ -72,12 +73,23 @@ def check_compatible(saved: dict[str, torch.Tensor], model: nn.Module, source: s
     """
     problem = state_dict_mismatch(saved, model)
     if problem is None:
+        refuse_nonfinite(saved, source)
         return
     made_for = f" (made for {saved_desc})" if saved_desc else ""
     raise CheckpointError(
         f"{source}{made_for} does not fit this {type(model).__name__}: {problem}. "
         "Use the same model name, width and number of classes as the run that wrote it"
     )
+
+
+def refuse_nonfinite(state: Mapping[str, Any], source: str) -> None:
+    """Raise :class:`CheckpointError` if a floating-point tensor of ``state`` holds NaN or infinity: such weights
+    give NaN outputs, losses and maps, and resuming from them fails in the first batch whatever the lr."""
+    bad = next((k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()),
+               None)
+    if bad is not None:
+        raise CheckpointError(f"{source} holds NaN or infinite weights (first in {bad}): the run had diverged when it "
+                              "was saved, or the file was altered; train again from the start, with a lower lr")
 
 
 def describe_config(config: dict[str, Any]) -> str | None:

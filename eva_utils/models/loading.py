@@ -48,6 +48,7 @@ from eva_utils.models.checkpoint_format import (
     describe_config,
     head_size,
     is_torchscript,
+    refuse_nonfinite,
     same_outputs,
     state_dict_of,
     stored_architecture,
@@ -104,6 +105,7 @@ def _fit_state_dict(
             continue
         why = state_dict_mismatch(state, model)
         if why is None:
+            refuse_nonfinite(state, source)
             model.load_state_dict(state)
             return model, family, name
         reasons.append(f"{family} {name}: {why}")
@@ -215,6 +217,7 @@ def _msdnet_from_state(state: Mapping[str, torch.Tensor], path: str | os.PathLik
     problems = layout_mismatch(config, state) or state_dict_mismatch(state, model, 3)
     if problems:
         raise CheckpointError(f"{os.fspath(path)!r} does not fit this MSDNet configuration: {problems}")
+    refuse_nonfinite(state, repr(os.fspath(path)))
     model.load_state_dict(state, strict=True)
     model.expects_normalized_input = False
     return model.eval()

@@ -277,3 +277,13 @@ def test_library_errors_name_the_parameter(tmp_path, eva_model):
     with pytest.raises(UserError, match='random weights \\(weights="none"\\)') as info:
         sources.load_model("resnet18", num_classes=10)
     assert info.value.param == "weights"
+
+
+def test_weights_with_nan_are_refused_by_the_loader(tmp_path, eva_model):
+    state = {k: v.clone() for k, v in eva_model.state_dict().items()}
+    state["linear.bias"][0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match=r"nan.pt holds NaN or infinite weights \(first in linear.bias\)"):
+        sources.load_model(tmp_path / "nan.pt", arch="resnet18")
+    torch.save({k: v for k, v in eva_model.state_dict().items()}, tmp_path / "fine.pt")
+    assert sources.load_model(tmp_path / "fine.pt", arch="resnet18").model is not None

@@ -303,3 +303,22 @@ def test_an_adam_state_resumed_into_sgd_names_the_optimizer_it_was_trained_with(
     with pytest.raises(CheckpointError, match=r"lacks 'momentum'.*with the optimizer and scheduler it was trained "
                                               r"with \(adam, step\)"):
         checkpoint.resume_from(tmp_path / "ck.pt", resnet18(width=4), sgd, training.make_scheduler(sgd, "step"), None)
+
+
+def test_resuming_from_nan_weights_is_refused_in_one_line_and_the_file_kept(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "eva_utils", "train", "--data", "sample", "--width", "4", "--batch-size", "64",
+            "--max-batches", "4", "--quiet", "--workers", "0", "--out", str(out)]
+    assert subprocess.run([*args, "--epochs", "1"], capture_output=True).returncode == 0
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    ckpt["model"]["layer1.0.bn1.running_var"][3] = float("inf")  # a diverged run's statistics
+    torch.save(ckpt, out / "checkpoint.pt")
+    before = (out / "checkpoint.pt").read_bytes()
+    done = subprocess.run([*args, "--epochs", "2", "--resume"], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr  # a bad file (exit 2), not a diverged training blamed on the lr (exit 1)
+    assert "holds NaN or infinite weights (first in layer1.0.bn1.running_var)" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert (out / "checkpoint.pt").read_bytes() == before
