@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,9 +111,11 @@ def read_image(path: str | os.PathLike) -> Any:
             return image.convert("RGB")
     except UnreadableImageError:
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageSizeError(f"{path} is more than {MAX_PIXELS // 1_000_000} megapixels ({first_line(exc)}): "
-                             "resize it first (the model sees 32x32 or 224x224 anyway)") from exc
+    except Image.DecompressionBombError as exc:  # PIL's own, far higher limit: say ours, and the image's size
+        size = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(size.group(1)) / 1e6:,.0f} megapixels, " if size else ""
+        raise ImageSizeError(f"{path} is {pixels}more than {MAX_PIXELS // 1_000_000} megapixels: resize it first "
+                             "(the model sees 32x32 or 224x224 anyway)") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         reason = first_line(exc)
         raise UnreadableImageError(f"{path} is not an image PIL can read ({reason})") from exc

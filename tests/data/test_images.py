@@ -98,3 +98,21 @@ def test_16_bit_and_32_bit_images_are_scaled_to_8_bits_not_clipped(tmp_path):
     with pytest.raises(inputs.UnreadableImageError, match="nan.tif holds pixel values that are not finite") as exc:
         inputs.read_image(tmp_path / "nan.tif")
     assert str(exc.value).count("nan.tif") == 1
+
+
+def test_an_image_beyond_pils_own_limit_is_refused_with_ours_and_its_size(tmp_path):
+    import struct
+    import zlib
+
+    from eva_utils.data.images import ImageSizeError, read_image
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    # a PNG header that declares 20000 x 10000 pixels (200 MP, past PIL's 179 MP bomb limit), with no pixels at all
+    header = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20_000, 10_000, 8, 2, 0, 0, 0))
+    (tmp_path / "bomb.png").write_bytes(header + chunk(b"IEND", b""))
+    with pytest.raises(ImageSizeError) as err:
+        read_image(tmp_path / "bomb.png")
+    assert "bomb.png is 200 megapixels, more than 40 megapixels: resize it first" in str(err.value)
+    assert "178956970" not in str(err.value)  # PIL's limit is not the rule
