@@ -19,7 +19,7 @@ import torch
 
 from eva_utils.core.errors import CheckpointError, DataNotFoundError, first_line, refused_global
 
-__all__ = ["RefusedPickleError", "safe_load", "state_dict_mismatch"]
+__all__ = ["RefusedPickleError", "check_crcs", "safe_load", "state_dict_mismatch"]
 
 # Modules whose functions in a pickle mean code that runs on loading (the classic os.system payload).
 _CODE_MODULES = ("posix", "nt", "os", "subprocess", "builtins", "sys", "socket", "shutil", "runpy", "importlib",
@@ -54,7 +54,7 @@ def safe_load(path: str | os.PathLike, refused_hint: str = "", corrupt_hint: str
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"{path} does not exist: check the path")
-    _check_crcs(path, corrupt_hint)
+    check_crcs(path, corrupt_hint)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (PermissionError, IsADirectoryError, MemoryError) as exc:  # the file may be fine; reading it is not
@@ -70,7 +70,7 @@ def safe_load(path: str | os.PathLike, refused_hint: str = "", corrupt_hint: str
         ) from exc
 
 
-def _check_crcs(path: Path, hint: str) -> None:
+def check_crcs(path: Path, hint: str = "") -> None:
     """Refuse a zip-format torch file whose stored CRCs do not match its bytes (torch.load does not check them)."""
     try:
         if not zipfile.is_zipfile(path):

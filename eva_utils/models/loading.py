@@ -38,7 +38,7 @@ from eva_utils.core.checks import positive_int
 from eva_utils.core.devices import COMPUTE_DEVICES, resolve_device
 from eva_utils.core.errors import CheckpointError, DataNotFoundError, UserError, first_line
 from eva_utils.core.files import sha256_of
-from eva_utils.core.safe_load import RefusedPickleError, safe_load, state_dict_mismatch
+from eva_utils.core.safe_load import RefusedPickleError, check_crcs, safe_load, state_dict_mismatch
 from eva_utils.data.cifar10 import CIFAR10_CLASSES
 from eva_utils.data.presets import Preset, cifar_preset, imagenet_preset
 from eva_utils.models.checkpoint_format import (
@@ -262,6 +262,7 @@ def load_msdnet_gcn_checkpoint(
 
 
 def _from_torchscript(path: Path, arch: str | None, num_classes: int | None) -> tuple[nn.Module, str, str]:
+    check_crcs(path)  # a TorchScript file is a zip too: changed bytes are refused before torch.jit.load reads them
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit.* is deprecated in favour of torch.export

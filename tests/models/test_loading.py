@@ -287,3 +287,19 @@ def test_weights_with_nan_are_refused_by_the_loader(tmp_path, eva_model):
         sources.load_model(tmp_path / "nan.pt", arch="resnet18")
     torch.save({k: v for k, v in eva_model.state_dict().items()}, tmp_path / "fine.pt")
     assert sources.load_model(tmp_path / "fine.pt", arch="resnet18").model is not None
+
+
+def test_a_damaged_torchscript_file_is_refused_before_it_is_used(tmp_path):
+    import struct
+    import zipfile
+
+    path = _script(models.resnet18(width=4).eval(), tmp_path / "model.ts")
+    with zipfile.ZipFile(path) as archive:
+        record = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.compress_size)
+    data = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[record.header_offset + 26:record.header_offset + 30])
+    middle = record.header_offset + 30 + name_len + extra_len + record.compress_size // 2
+    data[middle:middle + 8] = bytes(b ^ 0xFF for b in data[middle:middle + 8])  # flipped bits inside a weight
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"model.ts is damaged: its record .* does not match the checksum"):
+        sources.load_model(path, arch="eva_utils.resnet18")
