@@ -81,13 +81,15 @@ def offline(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A real 2 MB file system (tmpfs), to fill up: a full disk as it is, not a mocked OSError. Needs root."""
+def small_disk(tmp_path, request):
+    """A real 2 MB file system (tmpfs), to fill up: a full disk as it is, not a mocked OSError. Needs root.
+    Another size: ``@pytest.mark.parametrize("small_disk", ["4m"], indirect=True)``."""
     import subprocess
 
     disk = tmp_path / "disk"
     disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True).returncode:
+    size = getattr(request, "param", "2m")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True).returncode:
         pytest.skip("mounting a small tmpfs needs root")
     try:
         yield disk

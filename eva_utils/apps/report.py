@@ -262,6 +262,8 @@ def _archive(folder: Path, archive: Path) -> Path:
     partial = archive.with_name(f".{archive.name}.tmp{os.getpid()}")
     try:
         os.replace(shutil.make_archive(str(partial), "zip", root_dir=folder), archive)
+    except OSError as exc:  # zipfile names no file: name the archive meant
+        raise OSError(exc.errno, exc.strerror or str(exc), str(archive)) from exc
     finally:
         Path(f"{partial}.zip").unlink(missing_ok=True)
     return archive

@@ -149,3 +149,16 @@ def test_overwrite_replaces_only_the_reports_own_files(run, tmp_path):
     (out / "README.md").write_text("stale")
     assert main(["report", str(run), "--out", str(out), "--overwrite"]) == 0
     assert (out / "README.md").read_text().startswith("# ") and set(_tree(out)) <= set(report.SUBMISSION_FILES)
+
+
+@pytest.mark.parametrize("small_disk", ["4m"], indirect=True)
+def test_a_full_disk_while_zipping_names_the_zip_and_leaves_no_partial_archive(run, small_disk, fill_disk):
+    out = small_disk / "sub"
+    assert _report(str(run), "--out", str(out)).returncode == 0
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    fill_disk(small_disk, leave_kb=size // 2048)  # room for about half the zip
+    before = _tree(out)
+    _refused(_report(str(run), "--out", str(out), "--zip", "--overwrite"),
+             f"could not write {out}.zip (No space left on device)")
+    assert not Path(f"{out}.zip").exists() and [p.name for p in small_disk.iterdir() if p.name.startswith(".")] == []
+    assert _tree(out) == before  # the submission already there is whole
