@@ -17,10 +17,11 @@ def test_gpu_check_smoke(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     report = json.loads((out / "gpu_check.json").read_text())
     parts = report["parts"]
-    assert set(parts) == {"cuda_tests", "default", "course", "speed", "tests"}
+    assert set(parts) == {"cuda_tests", "default", "course", "page24", "speed", "tests"}
     assert all(p["status"] == "ok" for p in parts.values()), {k: p.get("error") for k, p in parts.items()}
     assert set(report["plan"]) == set(parts) and all(v > 0 for v in report["plan"].values())
-    for name in ("default", "course"):
+    assert parts["page24"]["result"]["settings"]["model"] == "custom_resnet"
+    for name in ("default", "course", "page24"):
         r = parts[name]["result"]
         lo, hi = r["accuracy_95"]
         assert 0 <= lo <= r["accuracy"] <= hi <= 1 and r["test_images"] > 0
@@ -43,7 +44,7 @@ def test_skip_and_budget(tmp_path):
     """--skip leaves a part out; a budget too small for a part skips it with its reason, and the report is written."""
     out = tmp_path / "check"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--out", str(out),
-                           "--skip", "cuda_tests", "default", "course", "speed", "--budget-s", "0.5"],
+                           "--skip", "cuda_tests", "default", "course", "page24", "speed", "--budget-s", "0.5"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     parts = json.loads((out / "gpu_check.json").read_text())["parts"]
