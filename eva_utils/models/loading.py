@@ -10,11 +10,10 @@ a one-line description) for any of these sources:
   weights with ``weights="none"``; ``"eva_utils.resnet18"`` names an eva_utils model;
 * a checkpoint written by ``eva-utils train`` (format ``eva_utils.checkpoint/1``, :func:`load_trained_model`);
 * an MSDNet-GCN checkpoint (``anytime_cifar_10.pth.tar``, :func:`load_msdnet_gcn_checkpoint`);
-* a state dict (``torch.save(model.state_dict(), path)``) with ``arch`` (a torchvision or
-  eva_utils name; the number of classes, and an eva_utils ResNet's width, are read off the weights);
-* a TorchScript file (``torch.jit.save``) with ``arch``: PyTorch cannot hook the layers of a
-  TorchScript module, and Grad-CAM needs hooks, so its weights are copied into the Python
-  architecture, which is then checked to compute the same outputs;
+* a state dict (``torch.save(model.state_dict(), path)``) with ``arch`` (a torchvision or eva_utils name; the
+  number of classes, and an eva_utils ResNet's width, are read off the weights). Weights holding NaN are refused;
+* a TorchScript file (``torch.jit.save``) with ``arch``: its weights go into the Python architecture (Grad-CAM
+  needs hooks, which TorchScript modules lack), then checked to compute the same outputs;
 * a fully pickled model (``torch.save(model, path)``), only with ``unsafe_pickle=True``: unpickling
   runs code stored in the file. Everything else loads with ``torch.load(weights_only=True)``.
 
@@ -116,9 +115,8 @@ def _fit_state_dict(
 def _describe_arch(model: nn.Module, family: str, name: str) -> str:
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     keys = width_keys(name) if family == EVA else None
-    extras = [f"width {model.get_parameter(keys.width).shape[0]}"] if keys is not None else []
-    if linears:
-        extras.append(f"{linears[-1].out_features} classes")
+    extras = ([f"width {model.get_parameter(keys.width).shape[0]}"] if keys is not None else []) + \
+        ([f"{linears[-1].out_features} classes"] if linears else [])
     return f"{family} {name}" + (f" ({', '.join(extras)})" if extras else "")
 
 
@@ -270,17 +268,15 @@ def _from_torchscript(path: Path, arch: str | None, num_classes: int | None) -> 
     except (RuntimeError, ValueError, OSError) as exc:
         raise CheckpointError(f"{path} looks like a TorchScript model but cannot be loaded ({first_line(exc)})") from exc
     if arch is None:
-        raise UserError(
-            f"{path} is a TorchScript model (a {getattr(scripted, 'original_name', 'model')}). PyTorch cannot hook the "
-            f"layers of a TorchScript model and Grad-CAM needs hooks, so its weights are loaded into the Python "
-            f"architecture: say which with arch=NAME (e.g. resnet18, vgg16, eva_utils.resnet18)", param="arch")
+        raise UserError(f"{path} is a TorchScript model (a {getattr(scripted, 'original_name', 'model')}). PyTorch cannot "
+                        "hook the layers of a TorchScript model and Grad-CAM needs hooks, so its weights are loaded into the "
+                        "Python architecture: say which with arch=NAME (e.g. resnet18, vgg16, eva_utils.resnet18)", param="arch")
     model, family, name = _fit_state_dict(dict(scripted.state_dict()), arch, num_classes, str(path))
     gap = same_outputs(scripted, model, 32 if family == EVA else 224)
     if gap is not None and gap > 1e-4:
-        raise CheckpointError(
-            f"the weights in {path} fit arch={arch}, but the TorchScript model computes other outputs "
-            f"(relative difference {gap:.2g}): its forward is not {family} {name}'s, so Grad-CAM would explain "
-            f"another function; save the Python model's state_dict instead", param="arch")
+        raise CheckpointError(f"the weights in {path} fit arch={arch}, but the TorchScript model computes other outputs "
+                              f"(relative difference {gap:.2g}): its forward is not {family} {name}'s, so Grad-CAM would "
+                              "explain another function; save the Python model's state_dict instead", param="arch")
     return model, family, name
 
 

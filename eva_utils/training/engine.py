@@ -134,7 +134,9 @@ def train_one_epoch(
     model.train()
     cl = use_channels_last(device, channels_last)
     total = max_batches if max_batches is not None else len(train_loader)
-    bar = tqdm(train_loader, total=total, desc=f"epoch {epoch + 1} train", disable=not progress, leave=False)
+    # an iterator, not the loader: tqdm.auto's bar calls iter() on an iterable it is given and then iterates it
+    # again, which started the workers of a second, discarded pass (and shifted the seeded batch order)
+    bar = tqdm(iter(train_loader), total=total, desc=f"epoch {epoch + 1} train", disable=not progress, leave=False)
     loss_sum, correct, seen, lr = 0.0, 0, 0, None
     # fp16: GradScaler skips the optimizer's step on overflow and the schedule keeps its pace anyway; torch
     # would warn that the scheduler stepped first. One filter for the epoch, not one per batch.
@@ -232,7 +234,8 @@ def evaluate(
     model.eval()
     loss_sum, seen = 0.0, 0
     exit_correct: torch.Tensor | None = None
-    for batch, (images, labels) in enumerate(tqdm(test_loader, desc="test", disable=not progress, leave=False)):
+    bar = tqdm(iter(test_loader), total=len(test_loader), desc="test", disable=not progress, leave=False)  # see above
+    for batch, (images, labels) in enumerate(bar):
         if max_batches is not None and batch >= max_batches:
             break
         images, labels = to_device(images, labels, device, cl, dtype)  # a float16/bfloat16 model: its own dtype

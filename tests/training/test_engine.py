@@ -241,3 +241,23 @@ def test_running_out_of_memory_says_lower_the_batch_size_and_keeps_the_last_chec
     assert err.value.param == "batch_size" and f"{ck} still holds epoch 1" in str(err.value)
     assert torch.load(ck, weights_only=True)["epoch"] == 1  # the last whole epoch, untouched
     assert isinstance(err.value.__cause__, torch.OutOfMemoryError)
+
+
+def test_an_epoch_makes_one_iterator_of_each_loader(sample_loaders):
+    # tqdm.auto's bar used to call iter() on the loader and then iterate it again: a second pass's workers were
+    # started and thrown away every epoch, and the seeded batch order shifted
+    training.set_seed(0)
+    train_loader, test_loader = sample_loaders(batch_size=16, n_train=64)
+    counts = {"train": 0, "test": 0}
+    for name, loader in (("train", train_loader), ("test", test_loader)):
+        real = type(loader).__iter__
+
+        def counted(self, _real=real, _name=name):
+            counts[_name] += 1
+            return _real(self)
+
+        loader.__class__ = type(f"Counted{name}", (type(loader),), {"__iter__": counted})
+    model = resnet18(width=4)
+    opt = training.make_optimizer(model, "sgd", lr=0.05)
+    training.fit(model, train_loader, test_loader, 2, opt, device="cpu", max_batches=2, progress=True)
+    assert counts == {"train": 2, "test": 2}
