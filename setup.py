@@ -31,8 +31,10 @@ setup(
     extras_require={
         "app": ["gradio>=5"],
         "tensorboard": ["tensorboard>=2.14"],
+        "lightning": ["lightning>=2.4"],  # eva_utils.lightning: the recipe as a LightningModule, DataModule and Callback
         "dev": ["pytest>=8", "packaging>=22", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "ruff>=0.6",
-                "gradio>=5", "playwright>=1.40", "tensorboard>=2.14"],  # the app, its browser test and TensorBoard's run in CI
+                "gradio>=5", "playwright>=1.40", "tensorboard>=2.14",
+                "lightning>=2.4"],  # the app, its browser test, TensorBoard's and Lightning's tests run in CI
     },
     entry_points={"console_scripts": ["eva-utils=eva_utils.apps.cli:main"]},
     classifiers=[

@@ -1,9 +1,11 @@
 """The package's layers: every import runs down (or stays in its layer), with no circle.
 
-    core < data < models < evaluation < training < explain < plots < apps < the old paths
+    core < data < models < evaluation < training < explain < plots < apps < lightning < the old paths
 
 Each subpackage of ``eva_utils`` is a layer. A module may import its own layer and the layers below it,
-never one above: at the top of the file, inside a function, or under ``if TYPE_CHECKING:`` alike. The
+never one above: at the top of the file, inside a function, or under ``if TYPE_CHECKING:`` alike. ``lightning``
+(the optional Lightning extra) stands on the apps (it writes a run's figures with ``apps.runs``), and it alone may
+import Lightning: nothing below it does, so the package runs without the extra. The
 top level (``eva_utils/*.py``: the root's lazy re-exports, ``_compat`` and the facades of the old module
 paths) stands above every layer, and no layer imports it (but for the root's ``__version__``).
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 import eva_utils
 
 PACKAGE = Path(eva_utils.__file__).parent
-LAYERS = ("core", "data", "models", "evaluation", "training", "explain", "plots", "apps")
+LAYERS = ("core", "data", "models", "evaluation", "training", "explain", "plots", "apps", "lightning")
 TOP = len(LAYERS)
 
 
@@ -126,6 +128,31 @@ def test_the_command_line_starts_light():
     assert not {m for m in loaded if m.split(".")[0] in ("matplotlib", "torchvision")}
 
 
+# ----------------------------------------------------------------------------- the optional Lightning extra
+
+LIGHTNING_PACKAGES = ("lightning", "pytorch_lightning", "lightning_fabric", "lightning_utilities")
+
+
+def test_only_the_lightning_layer_imports_lightning():
+    found = []
+    for module, path in MODULES.items():
+        if module == "eva_utils.lightning" or module.startswith("eva_utils.lightning."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            found += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno} imports {n}" for n in names
+                      if n.split(".")[0] in LIGHTNING_PACKAGES]
+    assert not found, "\n".join(found)
+
+
+def test_the_package_and_its_engine_load_no_lightning():
+    for code in ("import eva_utils", "import eva_utils.training", "import eva_utils.apps.runs"):
+        loaded = _imported(code)
+        assert not {m for m in loaded if m.split(".")[0] in LIGHTNING_PACKAGES}, code
+        assert "eva_utils.lightning" not in loaded, code
+
+
 def test_the_engine_draws_nothing():
     loaded = _imported("import eva_utils.training")
     assert not {m for m in loaded if m.split(".")[0] == "matplotlib"}
@@ -192,7 +219,7 @@ def test_no_library_error_names_a_command_line_flag():
     flag = re.compile(r"(?<![\w-])--[a-z][\w-]*")
     found = []
     for module, path in MODULES.items():
-        if _layer(module) >= LAYERS.index("apps"):
+        if _layer(module) in (LAYERS.index("apps"), TOP):  # the lightning layer is a library: it names parameters
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Raise) and node.exc is not None:
