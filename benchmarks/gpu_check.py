@@ -18,7 +18,8 @@ records its error while the next one runs:
   because the rest of the suite runs on the CPU anyway.
 
 * ``default``: ``TrainConfig()`` as a Colab user gets it (ResNet18 width 64, 20 epochs, batch 512, one cycle to
-  lr 0.4, AMP, channels_last, the default loader workers) on ``--data`` (50,000 images; test split: the 1,000
+  lr 0.4, AMP, channels_last, ``augment_on="auto"``: on CUDA the device loader, ``data.DeviceLoader``; the
+  albumentations loader with its default workers was measured on 2026-12-04) on ``--data`` (50,000 images; test split: the 1,000
   bundled test images). Its weights come back as a float16 state dict in parts of <= 15 MiB with sha256s.
 * ``course``: the course seed's recipe, the same with SGD lr 0.01, StepLR (step 6, gamma 0.1), batch 64.
   Both report seconds per epoch (wall: training + evaluation), training images/s (from the loader's first
@@ -30,13 +31,15 @@ records its error while the next one runs:
 * ``speed``: ``train_speed.step_rate`` (fp32, AMP, channels_last, both; batch 128 and 512), ``cam_speed``'s four
   ways (``layer_cams``; GradCAM per layer; per layer per image; a plain forward+backward), and ``layer_cams`` vs
   pytorch-grad-cam's GradCAM on the device (the shipped model, 50 real images) to 1e-5, both in full float32
-  (``core.devices.exact_float32``), and what TF32 (torch's cuDNN default) does to GradCAM's maps.
+  (``core.devices.exact_float32``), and what TF32 (torch's cuDNN default) does to GradCAM's maps; and
+  ``loader_speed``'s two pipelines without a model (images/s, CPU-seconds per epoch of 50,000 images): the
+  albumentations loader with the default workers, the device loader on the CPU and on the GPU.
 * ``tests``: ``python -m pytest -v -n auto`` (serial without xdist) with the GPU visible, without tests/benchmarks
   (this script's smoke run) and ``tests/test_on_cuda.py`` (``cuda_tests``); counts, failures and the skip reasons.
   ``-v`` names each test as it ends, so a suite cut short by its time still names the failures so far.
 
 Budget, measured on the lent H200 (2026-12-04; 16 Xeon cores, torch 2.11, CUDA 13.0): default 110 s, course
-156 s, speed 53 s (page24 not yet run: 130 s assumed, as the default's 110 s for 24 epochs of a smaller net); the suite with ``-n 16`` had not ended after 245 s (92% done), so 300 s is assumed for it, and
+156 s, speed 53 s before the loaders were added to it (75 s assumed since; page24 not yet run: 130 s assumed, as the default's 110 s for 24 epochs of a smaller net); the suite with ``-n 16`` had not ended after 245 s (92% done), so 300 s is assumed for it, and
 40 s for ``cuda_tests`` (not yet run there). Start-up of the machine and ``gpu_env.sh`` took about 40 s. With
 the two recipes measured, the next lent GPU needs two calls: ``--skip default course tests`` (cuda_tests, page24,
 speed: 223 s) and the suite alone (300 s), which fit the 15 minutes a session is lent. The
@@ -65,12 +68,13 @@ from typing import Any
 
 import torch
 from cam_speed import time_it  # benchmarks/ is on sys.path when this file runs as a script
+from loader_speed import loader_rows
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from train_speed import cpu_name, step_rate
 
 from eva_utils.core.devices import exact_float32
-from eva_utils.data import load_sample
+from eva_utils.data import default_num_workers, load_sample
 from eva_utils.data.presets import test_transforms
 from eva_utils.explain.cam import layer_cams, resnet_layers
 from eva_utils.models import resnet18
@@ -80,8 +84,8 @@ from eva_utils.training.recipe import TrainConfig, setup_run, train_run
 
 PARTS = ("cuda_tests", "default", "course", "page24", "speed", "tests")
 ROOT = Path(__file__).resolve().parent.parent
-SMOKE_S = {"cuda_tests": 4.0, "default": 8.0, "course": 6.0, "page24": 8.0, "speed": 8.0, "tests": 4.0}  # --smoke, busy 2-core CPU
-H200_S = {"cuda_tests": 40.0, "default": 110.0, "course": 156.0, "page24": 130.0, "speed": 53.0, "tests": 300.0}  # see the docstring
+SMOKE_S = {"cuda_tests": 4.0, "default": 8.0, "course": 6.0, "page24": 8.0, "speed": 12.0, "tests": 4.0}  # --smoke, busy 2-core CPU
+H200_S = {"cuda_tests": 40.0, "default": 110.0, "course": 156.0, "page24": 130.0, "speed": 75.0, "tests": 300.0}  # see the docstring
 
 
 def estimate_s(part: str, smoke: bool) -> float:
@@ -186,8 +190,9 @@ def train_part(part: str, args: argparse.Namespace, work: Path) -> dict[str, Any
     images = setup.steps_per_epoch * config.batch_size  # drop_last: whole batches
     summary = {
         "settings": {k: getattr(config, k) for k in ("model", "width", "epochs", "batch_size", "optimizer", "lr", "scheduler",
-                                                      "amp", "channels_last", "max_batches", "data")},
-        "device": str(setup.device), "loader_workers": setup.train_loader.num_workers, "wall_s": wall,
+                                                      "amp", "channels_last", "max_batches", "data", "augment_on")},
+        "device": str(setup.device), "train_loader": type(loader.loader).__name__,
+        "loader_workers": setup.train_loader.num_workers, "wall_s": wall,
         "seconds_per_epoch": statistics.median(history.seconds), "first_epoch_s": history.seconds[0],
         "train_images_per_s": images / statistics.median(meter.train_s),
         "loader_wait_share": loader.wait_s / sum(meter.train_s),
@@ -277,8 +282,10 @@ def speed_part(args: argparse.Namespace) -> dict[str, Any]:
     for row in rows:
         row["ratio"] = row["images_per_s"] / next(r["images_per_s"] for r in rows if r["batch"] == row["batch"])
     cam = cam_times(device, 4, 1, width) if args.smoke else cam_times(device, 20, 5)
+    loaders = loader_rows("default", str(device), tile=1 if args.smoke else 25, passes=1,
+                          workers=(0,) if args.smoke else (default_num_workers(),))  # 2,000 or 50,000 images a pass
     return {"device": str(device), "width": width, "train_step": rows, "cam": cam,
-            "cam_check": cam_check(device, 4 if args.smoke else 50)}
+            "cam_check": cam_check(device, 4 if args.smoke else 50), "loaders": loaders}
 
 
 # ----------------------------------------------------------------------------- tests
@@ -377,6 +384,10 @@ def markdown(report: dict[str, Any]) -> str:
                   f"layer_cams = GradCAM to 1e-5 on {check['images']} images, both in float32: {check['equal']} "
                   f"(max diff {max(check['max_abs_diff'].values()):.2e}); TF32 moves GradCAM's maps by up to "
                   f"{max(check['tf32_effect_on_gradcam'].values()):.2e}"]
+        lines += ["", "The two training pipelines without a model (the default preset, batch 512):", "",
+                  "| pipeline | images/s | speed | CPU-s per 50,000 images | CPU share |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['pipeline']} | {r['images_per_s']:.0f} | {r['speed_ratio']:.2f}x | {r['cpu_s_per_epoch']:.1f} "
+                  f"| {r['cpu_ratio']:.2f}x |" for r in s.get("loaders", [])]
     for name in ("cuda_tests", "tests"):
         if parts.get(name, {}).get("status") == "ok":
             t = parts[name]["result"]

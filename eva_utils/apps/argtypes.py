@@ -20,6 +20,7 @@ __all__ = ["FLAGS", "Parser", "count_from_back", "error_line", "finite_float", "
 FLAGS = {
     "amp": "--no-amp",
     "arch": "--arch",
+    "augment_on": "--augment-on",
     "augmentation": "--augmentation",
     "batch_size": "--batch-size",
     "data": "--data",

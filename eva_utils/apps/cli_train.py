@@ -64,6 +64,10 @@ def _training(p: argparse.ArgumentParser, defaults: TrainConfig) -> None:
     g.add_argument("--augmentation", default=defaults.augmentation,
                    help="default (flip, shift-scale-rotate, pad-crop, 16x16 cutout) or page (flip, pad-crop, 8x8 "
                         "cutout) (default %(default)s)")
+    g.add_argument("--augment-on", default=defaults.augment_on,
+                   help="where the training images are augmented: device (batched tensor ops on the GPU, the data set "
+                        "kept there), cpu (albumentations in --workers processes) or auto (device on CUDA, cpu "
+                        "elsewhere) (default %(default)s)")
     g.add_argument("--seed", type=int, default=defaults.seed, help="default %(default)s")
 
 

@@ -2,11 +2,14 @@
 
 Its names of eva_utils 0.1.0 are re-exported here from their homes (``eva_utils.data.X`` keeps working):
 :mod:`~eva_utils.data.cifar10` (classes, statistics, the download, the bundled sample, ``ArrayDataset``),
-:mod:`~eva_utils.data.arrays` (``.npz`` files, data sets by name), :mod:`~eva_utils.data.loaders` (seeded loaders).
+:mod:`~eva_utils.data.arrays` (``.npz`` files, data sets by name), :mod:`~eva_utils.data.loaders` (seeded loaders);
+:mod:`~eva_utils.data.batch_transforms` (the train preset as batched tensor operations) and
+:mod:`~eva_utils.data.device_loader` (``DeviceLoader``: the data set on the model's device, augmented there).
 """
 
 # default_num_workers, is_npz_path and unknown_dataset are here too, for the library (not in __all__)
 from eva_utils.data.arrays import DATASETS, is_npz_path, load_dataset, load_npz, unknown_dataset  # noqa: F401
+from eva_utils.data.batch_transforms import BatchTransform
 from eva_utils.data.cifar10 import (
     CIFAR10_CLASSES,
     CIFAR10_MEAN,
@@ -17,9 +20,11 @@ from eva_utils.data.cifar10 import (
     load_sample,
     to_chw_float,
 )
+from eva_utils.data.device_loader import DeviceLoader
 from eva_utils.data.loaders import SeededLoader, default_num_workers, make_loader  # noqa: F401
 
 __all__ = [
-    "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "DATASETS", "ArrayDataset", "SeededLoader", "denormalize",
+    "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "DATASETS", "ArrayDataset", "BatchTransform", "DeviceLoader",
+    "SeededLoader", "denormalize",
     "get_cifar10", "load_dataset", "load_npz", "load_sample", "make_loader", "to_chw_float",
 ]

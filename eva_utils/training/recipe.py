@@ -34,6 +34,7 @@ from eva_utils.core.checks import positive_int
 from eva_utils.core.devices import resolve_device
 from eva_utils.core.errors import DataNotFoundError, UserError, unknown_name
 from eva_utils.core.files import claim_output_folder
+from eva_utils.data.batch_transforms import NO_AUGMENTATION, BatchTransform
 from eva_utils.data.presets import AUGMENTATIONS, test_transforms, train_transforms
 from eva_utils.models import MODELS, get_model, model_key
 from eva_utils.models.resnet import MAX_WIDTH
@@ -44,9 +45,13 @@ from eva_utils.training.lr_finder import LRFinderResult, find_lr
 from eva_utils.training.optim import OPTIMIZERS, SCHEDULERS, make_optimizer, make_scheduler, set_seed
 
 __all__ = [
-    "RECIPES", "RUN_FILES", "RunSetup", "TrainConfig", "TrainResult", "build_loaders", "check_output_folder", "find_peak_lr",
-    "setup_run", "train_run",
+    "AUGMENT_ON", "RECIPES", "RUN_FILES", "RunSetup", "TrainConfig", "TrainResult", "build_loaders", "check_output_folder",
+    "find_peak_lr", "resolve_augment_on", "setup_run", "train_run",
 ]
+
+AUGMENT_ON = ("auto", "device", "cpu")
+"""Where the training images are augmented: ``device`` (``data.DeviceLoader``: batched tensor operations on the
+model's device), ``cpu`` (the albumentations preset in loader workers), ``auto`` (device on CUDA, cpu elsewhere)."""
 
 
 @dataclass
@@ -73,6 +78,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     augment: bool = True  # flip, shift-scale-rotate, pad-crop, cutout 16x16
     augmentation: str = "default"  # which of data.presets.AUGMENTATIONS: default | page (flip, pad-crop, cutout 8x8)
+    augment_on: str = "auto"  # auto (device on CUDA, cpu elsewhere) | device (tensor ops on the GPU) | cpu (albumentations)
     lr_find: bool = False  # run the LR range test first and take its suggestion as the (peak) lr
     amp: bool = True  # CUDA only: bf16 where supported, else fp16 + GradScaler
     channels_last: bool = True  # CUDA only
@@ -119,6 +125,9 @@ class TrainConfig:
             raise data_lib.unknown_dataset(self.data)
         if self.augmentation not in AUGMENTATIONS:
             raise unknown_name("augmentation", self.augmentation, AUGMENTATIONS)
+        if self.augment_on not in AUGMENT_ON:
+            raise UserError(f"{unknown_name('augment_on', self.augment_on, AUGMENT_ON)} (device: the model's own, "
+                            "a GPU included)", param="augment_on")
         if self.optimizer.lower() not in OPTIMIZERS:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
         if self.scheduler.lower() not in SCHEDULERS:
@@ -174,8 +183,29 @@ class TrainResult(NamedTuple):
     files: dict[str, Path] = {}  # what was written: checkpoint, history, curves (and cam_evolution, its gif, tensorboard)
 
 
+def resolve_augment_on(augment_on: str, device: torch.device) -> str:
+    """Where ``augment_on`` augments on ``device``: ``"device"`` or ``"cpu"`` (``"auto"``: the device on CUDA in one
+    process; under torchrun the CPU loader, which is sharded)."""
+    if augment_on != "auto":
+        return augment_on
+    return "device" if torch.device(device).type == "cuda" and not distributed.under_torchrun() else "cpu"
+
+
+def _train_loader(config: TrainConfig, train_set: data_lib.ArrayDataset,
+                  device: torch.device) -> torch.utils.data.DataLoader:
+    """The shuffled, augmented training loader: on the device (``data.DeviceLoader``) or in CPU workers (albumentations)."""
+    drop_last = len(train_set) > config.batch_size
+    if resolve_augment_on(config.augment_on, device) == "device":
+        settings = AUGMENTATIONS[config.augmentation] if config.augment else NO_AUGMENTATION
+        return data_lib.DeviceLoader(train_set, config.batch_size, BatchTransform(**settings), device, shuffle=True,
+                                     drop_last=drop_last, seed=config.seed)
+    return data_lib.make_loader(train_set, config.batch_size, shuffle=True, num_workers=config.num_workers,
+                                seed=config.seed, device=device, drop_last=drop_last)
+
+
 def build_loaders(config: TrainConfig, device: torch.device):
-    """Train and test loaders for ``config`` (train: augmented and shuffled)."""
+    """Train and test loaders for ``config`` (train: augmented and shuffled, where ``config.augment_on`` says; the
+    test loader normalises in the main process or CPU workers whatever ``augment_on``)."""
     train_tf = train_transforms(**AUGMENTATIONS[config.augmentation]) if config.augment else test_transforms()
     train_set = data_lib.load_dataset(config.data, True, train_tf, config.data_dir, config.download)
     test_set = data_lib.load_dataset(config.data, False, test_transforms(), config.data_dir, config.download)
@@ -189,10 +219,7 @@ def build_loaders(config: TrainConfig, device: torch.device):
     if config.num_classes is not None and len(train_set.classes) != config.num_classes:
         raise UserError(f"the {config.data} data has {len(train_set.classes)} classes but num_classes is "
                         f"{config.num_classes}: leave num_classes out (it follows the data) or fix the classes array")
-    train_loader = data_lib.make_loader(
-        train_set, config.batch_size, shuffle=True, num_workers=config.num_workers, seed=config.seed, device=device,
-        drop_last=len(train_set) > config.batch_size,
-    )
+    train_loader = _train_loader(config, train_set, device)
     test_loader = data_lib.make_loader(
         test_set, max(config.batch_size, 256), shuffle=False, num_workers=config.num_workers, seed=config.seed, device=device
     )

@@ -381,3 +381,16 @@ def test_bad_recipe_settings_are_one_line(tmp_path, capsys, args, message):
     err = _one_line_error(capsys, _run(["train", "--data", "sample", "--out", str(out), *args]))
     assert message in err
     assert not out.exists()
+
+
+def test_augment_on_device_trains_on_the_cpu_and_is_kept_in_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--augment-on", "device", "--device", "cpu", "--out", str(out)]) == 0
+    assert checkpoint.load_checkpoint(out / "checkpoint.pt")["config"]["augment_on"] == "device"
+
+
+def test_a_bad_augment_on_is_one_line_naming_the_flag(tmp_path, capsys):
+    out = tmp_path / "run"
+    err = _one_line_error(capsys, _run(["train", "--data", "sample", "--augment-on", "gpu", "--out", str(out)]))
+    assert "unknown augment_on 'gpu'" in err and "valid augment_on names: auto, cpu, device" in err
+    assert err.strip().endswith("(on the command line: --augment-on)") and not out.exists()
