@@ -169,7 +169,7 @@ def test_msdnet_reproduces_the_published_model_on_the_device(exact_float32):
 
 def test_a_run_on_the_gpu_checkpoints_a_model_that_loads_on_the_cpu(tmp_path, exact_float32):
     config = TrainConfig(data="sample", width=8, epochs=1, max_batches=4, batch_size=64, device=str(DEVICE),
-                         num_workers=2, out=str(tmp_path / "run"), progress=False)
+                         num_workers=2, out=str(tmp_path / "run"), progress=False, augment_on="cpu")
     setup = setup_run(config)
     assert setup.device.type == DEVICE.type and setup.train_loader.pin_memory == ON_CUDA
     result = train_run(setup)
@@ -218,3 +218,16 @@ def test_train_under_torchrun_uses_nccl_and_sync_batchnorm_on_the_gpu(tmp_path):
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
     assert not any(key.startswith("module.") for key in state)  # the unwrapped model, loadable anywhere
     assert load_trained_model(tmp_path / "run" / "checkpoint.pt") is not None
+
+
+def test_auto_augments_on_the_gpu_and_the_run_learns(tmp_path):
+    from eva_utils.data import DeviceLoader
+
+    config = TrainConfig(data="sample", width=8, epochs=3, batch_size=64, device=str(DEVICE), optimizer="adam", lr=2e-3,
+                         scheduler="none", label_smoothing=0.0, out=str(tmp_path / "run"), progress=False)
+    setup = setup_run(config)
+    assert isinstance(setup.train_loader, DeviceLoader) == ON_CUDA  # auto: the device pipeline on CUDA only
+    if ON_CUDA:
+        assert setup.train_loader.images.is_cuda
+    history = train_run(setup).history
+    assert history.train_loss[-1] < 0.9 * history.train_loss[0]
