@@ -23,7 +23,7 @@ from eva_utils.explain.tracking import CamTracker
 from eva_utils.plots.cams import overlay
 from eva_utils.training.history import Callback, History
 
-__all__ = ["TENSORBOARD_INSTALL", "TensorBoardLogger"]
+__all__ = ["TENSORBOARD_INSTALL", "TensorBoardLogger", "log_tracked_maps"]
 
 TENSORBOARD_INSTALL = 'pip install "eva-utils[tensorboard]"'
 
@@ -84,11 +84,7 @@ class TensorBoardLogger(Callback):
         self.writer.add_scalar("epoch", epoch, step)
         tracker = self.tracker
         if tracker is not None and tracker.epochs and tracker.epochs[-1] == epoch:
-            rgb = denormalize(tracker.images, self.mean, self.std)  # (N, H, W, 3)
-            for layer, maps in tracker.maps.items():
-                shown = overlay(rgb, maps[-1].astype(np.float32))  # (N, H, W, 3)
-                h, w = tracker.sizes[layer]
-                self.writer.add_images(f"gradcam/{layer} ({h}x{w} map)", shown, step, dataformats="NHWC")  # true class
+            log_tracked_maps(self.writer, tracker, step, self.mean, self.std)
         self.writer.flush()
 
     def close(self) -> None:
@@ -101,3 +97,15 @@ class TensorBoardLogger(Callback):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def log_tracked_maps(writer: Any, tracker: CamTracker, step: int, mean: Sequence[float] = CIFAR10_MEAN,
+                     std: Sequence[float] = CIFAR10_STD) -> None:
+    """The tracker's latest maps (of each image's true class) as overlays on its images: one TensorBoard image grid
+    per layer at ``step``, into ``writer`` (a ``SummaryWriter``; a Lightning ``TensorBoardLogger``'s ``experiment``).
+    ``mean``/``std``: the normalisation of the tracker's images."""
+    rgb = denormalize(tracker.images, mean, std)  # (N, H, W, 3)
+    for layer, maps in tracker.maps.items():
+        h, w = tracker.sizes[layer]
+        shown = overlay(rgb, maps[-1].astype(np.float32))  # (N, H, W, 3)
+        writer.add_images(f"gradcam/{layer} ({h}x{w} map)", shown, step, dataformats="NHWC")

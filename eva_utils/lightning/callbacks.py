@@ -27,10 +27,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 from eva_utils.apps.runs import write_cam_evolution
+from eva_utils.apps.tensorboard import log_tracked_maps  # re-exported: the one home of the TensorBoard images
 from eva_utils.core.errors import UserError
-from eva_utils.data.cifar10 import CIFAR10_CLASSES, denormalize
+from eva_utils.data.cifar10 import CIFAR10_CLASSES
 from eva_utils.explain.tracking import CamTracker, tracked_rows
-from eva_utils.plots.cams import overlay
 
 __all__ = ["CamTrackerCallback", "log_tracked_maps", "tracked_images"]
 
@@ -44,22 +44,6 @@ def tracked_images(dataset: Any, n: int) -> tuple[torch.Tensor, np.ndarray]:
     rows = tracked_rows(dataset.labels, n)
     images = torch.stack([dataset[int(i)][0] for i in rows])  # (n, C, H, W)
     return images, np.asarray(dataset.labels)[rows]
-
-
-def log_tracked_maps(writer: Any, tracker: CamTracker, step: int) -> None:
-    """The tracker's latest maps as overlays on its images, one TensorBoard image grid per layer at ``step``.
-
-    Args:
-        writer: a ``SummaryWriter`` (a Lightning ``TensorBoardLogger``'s ``experiment``).
-        tracker: a tracker that has recorded at least once.
-        step: the global step (optimizer steps so far).
-    """
-    rgb = denormalize(tracker.images)  # (N, H, W, 3)
-    for layer, maps in tracker.maps.items():
-        h, w = tracker.sizes[layer]
-        shown = overlay(rgb, maps[-1].astype(np.float32))  # (N, H, W, 3)
-        writer.add_images(f"gradcam/{layer} ({h}x{w} map)", shown, step, dataformats="NHWC")  # the true class
-    writer.flush()
 
 
 class CamTrackerCallback(pl.Callback):
@@ -127,6 +111,7 @@ class CamTrackerCallback(pl.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 log_tracked_maps(logger.experiment, self.tracker, trainer.global_step)
+                logger.experiment.flush()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Write the evolution figure, its GIF and the maps into ``out`` (``apps.runs.write_cam_evolution``)."""
