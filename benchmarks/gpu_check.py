@@ -303,8 +303,8 @@ def pytest_summary(text: str) -> dict[str, Any]:
     reasons: Counter[str] = Counter()
     for n, reason in re.findall(r"^SKIPPED \[(\d+)\] [^:]+:\d+: (.*)$", text, flags=re.M):
         reasons[reason.strip()] += int(n)
-    failed = list(dict.fromkeys(re.findall(r"(tests/\S+::\S+) (?:FAILED|ERROR)|(?:FAILED|ERROR) (tests/\S+::[^\s]+)", text)))
-    failed = list(dict.fromkeys(a or b for a, b in failed))
+    failures = re.findall(r"(tests/\S+::\S+) (?:FAILED|ERROR)|(?:FAILED|ERROR) (tests/\S+::\S+)", text)  # -v line | summary
+    failed = list(dict.fromkeys(a or b for a, b in failures))
     return {**{k: counts.get(k, 0) for k in ("passed", "failed", "skipped")}, "errors": counts.get("error", 0) +
             counts.get("errors", 0), "skip_reasons": dict(reasons), "failed_tests": failed[:40], "last_line": last}
 
