@@ -271,13 +271,17 @@ class RunSetup(NamedTuple):
     lr_test: LRFinderResult | None = None  # the LR range test that chose the peak (``lr_find``)
 
 
+def _optimizer(config: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """``config``'s optimizer over ``model``'s parameters, starting at ``lr``."""
+    return make_optimizer(model, config.optimizer, lr=lr, momentum=config.momentum, nesterov=config.nesterov,
+                          weight_decay=config.weight_decay)
+
+
 def find_peak_lr(config: TrainConfig, model: nn.Module, train_loader: torch.utils.data.DataLoader,
                  device: torch.device) -> LRFinderResult:
     """The LR range test with ``config``'s optimizer, loss and precision; its suggestion (the steepest fall of
     the loss, below the loss's minimum) is the one cycle's peak. 100 batches, 20 for a ``max_batches`` run."""
-    optimizer = make_optimizer(model, config.optimizer, lr=1e-6, momentum=config.momentum, nesterov=config.nesterov,
-                               weight_decay=config.weight_decay)
-    return find_lr(model, train_loader, optimizer, nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), device,
+    return find_lr(model, train_loader, _optimizer(config, model, 1e-6), nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), device,
                    num_iter=100 if config.max_batches is None else 20, amp=config.amp, channels_last=config.channels_last)
 
 
@@ -307,10 +311,7 @@ def setup_run(config: TrainConfig, resume: str | os.PathLike | None = None, over
                             param="lr_find")
         lr_test = find_peak_lr(config, model, train_loader, device)
         config = replace(config, lr=lr_test.suggested_lr)
-    optimizer = make_optimizer(
-        model, config.optimizer, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
-        weight_decay=config.weight_decay,
-    )
+    optimizer = _optimizer(config, model, config.lr)
     steps = min(config.max_batches or len(train_loader), len(train_loader))
     scheduler = make_scheduler(
         optimizer, config.scheduler, epochs=config.epochs, steps_per_epoch=steps, max_lr=config.lr,
