@@ -194,6 +194,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         result = run_training(config, resume=_resume_path(args), overwrite=args.overwrite)
         group = distributed.current()
+        distributed.barrier(group)  # all leave together: gloo can abort a process that leaves while another works
     finally:
         distributed.leave()
     if group is not None and not group.is_main:

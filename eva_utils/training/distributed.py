@@ -250,11 +250,14 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
             raise KeyboardInterrupt from None
         raise
     except ChildFailedError as exc:
-        rank, failure = min(exc.failures.items())
+        stopped = -signal.SIGTERM  # what the launcher sends the others once one fails
+        rank, failure = min(exc.failures.items(), key=lambda item: (item[1].exitcode == stopped, item[0]))
         if failure.exitcode == 2:
             return 2  # a user error: the process printed its one line
         if failure.exitcode in (130, -signal.SIGINT):
             raise KeyboardInterrupt from None  # each process said "interrupted" and kept its checkpoint
-        raise UserError(f"process {rank} of {nproc} failed with exit code {failure.exitcode} (its error is printed "
-                        "above); the other processes were stopped") from None
+        how = (f"was killed by signal {-failure.exitcode} ({failure.signal_name()})" if failure.exitcode < 0
+               else f"failed with exit code {failure.exitcode}")
+        raise UserError(f"process {rank} of {nproc} {how} (its error, if any, is printed above); the other "
+                        "processes were stopped") from None
     return 0

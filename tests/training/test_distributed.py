@@ -171,3 +171,24 @@ def test_ctrl_c_under_nproc_is_an_interrupt_not_a_crash(monkeypatch, how):
     monkeypatch.setattr(launcher.api, "elastic_launch", interrupted)
     with pytest.raises(KeyboardInterrupt):  # the command line turns it into "interrupted", exit 130
         distributed.launch(2, ["train"])
+
+
+@pytest.mark.parametrize("codes, named", [
+    ({0: -15, 1: -6}, "process 1 of 2 was killed by signal 6 (SIGABRT)"),  # the launcher stopped 0 after 1 crashed
+    ({0: 1, 1: -15}, "process 0 of 2 failed with exit code 1"),
+    ({0: -15, 1: -15}, "process 0 of 2 was killed by signal 15 (SIGTERM)"),  # stopped from outside: the first rank
+])
+def test_a_crashed_process_is_named_not_the_one_the_launcher_stopped(monkeypatch, tmp_path, codes, named):
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+    from torch.distributed.launcher import api
+
+    failures = {rank: ProcessFailure(rank, 1000 + rank, code, str(tmp_path / "none.json")) for rank, code in codes.items()}
+
+    def crashing_launch(config, entrypoint):
+        def run(*args):
+            raise ChildFailedError("eva_utils", failures)
+        return run
+
+    monkeypatch.setattr(api, "elastic_launch", crashing_launch)
+    with pytest.raises(UserError, match=r"^" + named.replace("(", r"\(").replace(")", r"\)")):
+        distributed.launch(2, ["train"])
