@@ -24,7 +24,7 @@ from torch import nn
 
 from eva_utils.apps.argtypes import positive_int
 from eva_utils.core.errors import DataNotFoundError, UserError
-from eva_utils.core.files import atomic_copy, atomic_write_text, claim_output_file, claim_output_folder, remove_owned_files
+from eva_utils.core.files import atomic_copy, atomic_write_text, claim_output_file, claim_output_folder, staged_folder
 from eva_utils.data.arrays import load_dataset
 from eva_utils.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, load_sample
 from eva_utils.data.loaders import make_loader
@@ -231,10 +231,13 @@ def write_submission(
                         "(for MSD-Net use eva-utils msd)")
     test_set = load_dataset(config.get("data", "cifar10"), train=False, transform=test_transforms(),
                             root=data_dir or config.get("data_dir", "./data"), download=False)
-    remove_owned_files(out, SUBMISSION_FILES)  # an earlier submission's files: none of them may stay stale
-    files = _write_submission_files(run, out, model, test_set, history, config, n_images)
+    with staged_folder(out, SUBMISSION_FILES) as staging:  # an earlier submission stays whole until this one is
+        written = _write_submission_files(run, staging, model, test_set, history, config, n_images)
+        if archive is not None:  # zipped before the swap: a failed zip leaves the earlier folder as it was too
+            _archive(staging, archive)
+    files = {name: out / path.name for name, path in written.items()}
     if archive is not None:
-        files["zip"] = _archive(out, archive)
+        files["zip"] = archive
     return files
 
 

@@ -18,7 +18,7 @@ from eva_utils.core.errors import UserError, first_line
 
 __all__ = ["atomic_copy", "atomic_write", "atomic_write_text", "check_replaceable", "claim_output_file",
            "claim_output_folder", "interrupts_deferred", "record_written", "remove_owned_files",
-           "remove_stale_temporaries", "sha256_file", "sha256_of"]
+           "remove_stale_temporaries", "sha256_file", "sha256_of", "staged_folder"]
 
 
 def sha256_of(data: bytes) -> str:
@@ -268,3 +268,35 @@ def check_replaceable(folder: str | os.PathLike[str], names: Iterable[str], ledg
         if path.exists() and (not path.is_file() or recorded.get(name) != sha256_file(path)):
             raise UserError(f"{path} was not written by {writer}, or was changed since: overwrite replaces only its own "
                             f"files; move {name} away, or choose another {param}", param=param)
+
+
+@contextlib.contextmanager
+def staged_folder(path: str | os.PathLike[str], owned: Iterable[str]) -> Iterator[Path]:
+    """Replace a writer's files in the claimed folder ``path`` all at once or not at all.
+
+    The writer writes into a hidden sibling folder that this yields. When the block ends, the files matching
+    ``owned`` that an earlier write left in ``path`` are removed and the new ones moved in (renames on one
+    filesystem, with Ctrl-C deferred). When the block raises (a full disk, a bad image, Ctrl-C), the sibling is
+    removed and ``path`` is as it was. A sibling left by a killed process is removed by the next write.
+    """
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.staging*"):
+        pid = stale.name.rsplit("staging", 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = path.with_name(f".{path.name}.staging{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        try:
+            yield staging
+        except OSError as exc:  # named after the file meant, not the hidden sibling's
+            if exc.filename and Path(exc.filename).parent == staging:
+                raise OSError(exc.errno, exc.strerror or str(exc), str(path / Path(exc.filename).name)) from exc
+            raise
+        with interrupts_deferred():
+            remove_owned_files(path, owned)
+            for new in sorted(staging.iterdir()):
+                os.replace(new, path / new.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,7 +1,9 @@
 """Tests for eva_utils.report: the demo's figures and the coursework submission kit."""
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -151,14 +153,32 @@ def test_overwrite_replaces_only_the_reports_own_files(run, tmp_path):
     assert (out / "README.md").read_text().startswith("# ") and set(_tree(out)) <= set(report.SUBMISSION_FILES)
 
 
-@pytest.mark.parametrize("small_disk", ["4m"], indirect=True)
-def test_a_full_disk_while_zipping_names_the_zip_and_leaves_no_partial_archive(run, small_disk, fill_disk):
+@pytest.mark.parametrize("small_disk", ["8m"], indirect=True)  # the submission (2.5 MB), its staged copy and a zip
+def test_a_full_disk_while_zipping_names_the_zip_and_leaves_no_partial_archive(run, small_disk, fill_disk, tmp_path):
     out = small_disk / "sub"
     assert _report(str(run), "--out", str(out)).returncode == 0
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    fill_disk(small_disk, leave_kb=size // 2048)  # room for about half the zip
+    used = sum(p.stat().st_blocks * 512 for p in out.rglob("*") if p.is_file())  # the pages the files take
+    zipped = Path(shutil.make_archive(str(tmp_path / "measure"), "zip", root_dir=out)).stat().st_size
+    fill_disk(small_disk, leave_kb=(used + zipped // 2) // 1024)  # room for the new files and about half their zip
     before = _tree(out)
     _refused(_report(str(run), "--out", str(out), "--zip", "--overwrite"),
              f"could not write {out}.zip (No space left on device)")
     assert not Path(f"{out}.zip").exists() and [p.name for p in small_disk.iterdir() if p.name.startswith(".")] == []
     assert _tree(out) == before  # the submission already there is whole
+
+
+@pytest.mark.parametrize("small_disk", ["8m"], indirect=True)  # room for the submission and its staged copy
+def test_a_full_disk_while_rewriting_a_submission_keeps_the_earlier_one_whole(run, small_disk, fill_disk):
+    out = small_disk / "sub"
+    assert _report(str(run), "--out", str(out)).returncode == 0
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    fill_disk(small_disk, leave_kb=size // 2048)  # room for about half the new submission
+    before = _tree(out)
+    done = _report(str(run), "--out", str(out), "--overwrite")
+    _refused(done, "No space left on device", "what was there before is intact")
+    assert f"could not write {out}{os.sep}" in done.stderr  # the file meant, not the hidden folder it was staged in
+    assert _tree(out) == before  # the earlier submission, every file of it, as it was
+    assert [p.name for p in small_disk.iterdir() if p.name.startswith(".")] == []
+    (small_disk / "filler").unlink()
+    assert _report(str(run), "--out", str(out), "--overwrite").returncode == 0
+    assert set(_tree(out)) == set(before)
