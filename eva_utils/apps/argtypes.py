@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from eva_utils.core import checks
 from eva_utils.core.errors import UserError
+from eva_utils.core.interrupts import sticky_interrupts, stop_if_interrupted
 
 __all__ = ["FLAGS", "Parser", "count_from_back", "error_line", "finite_float", "non_negative_int", "positive_float",
            "positive_int", "run_parsed"]
@@ -76,7 +77,10 @@ def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     """
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with sticky_interrupts():  # a Ctrl-C that Python swallowed still ends the command with 130
+            status = int(args.func(args) or 0)
+            stop_if_interrupted()
+        return status
     except UserError as exc:
         print(error_line(args.command, exc), file=sys.stderr)
         return 2

@@ -8,13 +8,12 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from eva_utils.core.errors import UserError, first_line
+from eva_utils.core.interrupts import interrupts_deferred
 
 __all__ = ["atomic_copy", "atomic_write", "atomic_write_text", "check_replaceable", "claim_output_file",
            "claim_output_folder", "interrupts_deferred", "record_written", "remove_owned_files",
@@ -65,28 +64,6 @@ def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
             stale.unlink(missing_ok=True)
             removed.append(stale)
     return removed
-
-
-@contextlib.contextmanager
-def interrupts_deferred() -> Iterator[None]:
-    """Ctrl-C waits for the block to end: a SIGINT during it is raised as ``KeyboardInterrupt`` right after.
-
-    A SIGINT inside ``torch.save`` would otherwise surface from its C++ writer as a ``RuntimeError`` (or
-    vanish), not as the interrupt it was. Only in the main thread and under Python's own SIGINT handler;
-    elsewhere the block runs as it is.
-    """
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if received:
-            raise KeyboardInterrupt  # noqa: B012 (the user asked to stop; the write itself is whole or not there)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:

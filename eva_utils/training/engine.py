@@ -1,14 +1,12 @@
 """Training engine in the torchvision-references style.
 
-``train_one_epoch`` and ``evaluate`` set their own train/eval mode and return numbers;
-``fit`` runs epochs, steps the scheduler, keeps a :class:`History`, writes a checkpoint
-after every epoch and resumes from one exactly. The rest of a recipe: :mod:`.optim`
-(``make_optimizer``, ``make_scheduler``), :mod:`.precision` (autocast, channels_last),
+``train_one_epoch`` and ``evaluate`` set their own train/eval mode and return numbers; ``fit`` runs epochs, steps the
+scheduler, keeps a :class:`History`, writes a checkpoint after every epoch and resumes from one exactly. The rest of a
+recipe: :mod:`.optim` (``make_optimizer``, ``make_scheduler``), :mod:`.precision` (autocast, channels_last),
 :mod:`.lr_finder` (``find_lr``), :mod:`.history` (``History``, ``Callback``).
 
-Multi-exit models (a list or tuple of logits, shallowest first) train on the mean of
-the per-exit losses; accuracy is the last exit's, and per-exit test accuracy is kept in
-``History.test_exit_acc``.
+Multi-exit models (a list or tuple of logits, shallowest first) train on the mean of the per-exit losses; accuracy is
+the last exit's, and per-exit test accuracy is kept in ``History.test_exit_acc``.
 
 Example::
 
@@ -34,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from eva_utils.core.devices import resolve_device
 from eva_utils.core.errors import UserError
+from eva_utils.core.interrupts import stop_if_interrupted
 from eva_utils.evaluation.metrics import model_device_dtype
 from eva_utils.training import distributed
 from eva_utils.training.checkpoint import keep_resumed, resume_from, save_checkpoint
@@ -143,6 +142,7 @@ def train_one_epoch(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=SKIPPED_STEP)
         for batch, (images, labels) in enumerate(bar):
+            stop_if_interrupted()  # a Ctrl-C that Python swallowed (in a loader's __del__) stops the run here
             if max_batches is not None and batch >= max_batches:
                 break
             images, labels = to_device(images, labels, device, cl)  # (N, C, H, W), (N,)
@@ -236,6 +236,7 @@ def evaluate(
     exit_correct: torch.Tensor | None = None
     bar = tqdm(iter(test_loader), total=len(test_loader), desc="test", disable=not progress, leave=False)  # see above
     for batch, (images, labels) in enumerate(bar):
+        stop_if_interrupted()
         if max_batches is not None and batch >= max_batches:
             break
         images, labels = to_device(images, labels, device, cl, dtype)  # a float16/bfloat16 model: its own dtype

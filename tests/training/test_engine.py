@@ -261,3 +261,36 @@ def test_an_epoch_makes_one_iterator_of_each_loader(sample_loaders):
     opt = training.make_optimizer(model, "sgd", lr=0.05)
     training.fit(model, train_loader, test_loader, 2, opt, device="cpu", max_batches=2, progress=True)
     assert counts == {"train": 2, "test": 2}
+
+
+def test_a_ctrl_c_that_python_swallowed_stops_training_at_the_next_batch(sample_loaders):
+    # a Ctrl-C that lands in a DataLoader iterator's __del__ is only printed by Python; the run used to go on
+    # to the end (and the command exit 0). Under the command line's sticky_interrupts it stops at the next batch.
+    import gc
+    import os
+    import signal
+
+    from eva_utils.core.interrupts import sticky_interrupts
+
+    class CtrlCWhileCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+
+    steps = []
+
+    def on_batch(batch, loss, lr):
+        steps.append(batch)
+        if len(steps) == 2:
+            CtrlCWhileCollected()
+            gc.collect()
+
+    training.set_seed(0)
+    train_loader, test_loader = sample_loaders(batch_size=16, n_train=128)
+    model = resnet18(width=4)
+    opt = training.make_optimizer(model, "sgd", lr=0.05)
+    with sticky_interrupts(), pytest.raises(KeyboardInterrupt):
+        engine.train_one_epoch(model, train_loader, nn.CrossEntropyLoss(), opt, device="cpu", progress=False,
+                               on_batch_end=on_batch)
+    assert steps == [0, 1]  # the batch after the swallowed Ctrl-C never ran
