@@ -29,7 +29,14 @@ from torch import nn
 
 from eva_utils import __version__
 from eva_utils.core.errors import UserError, unknown_name
-from eva_utils.core.files import atomic_copy, atomic_write_text, check_replaceable, claim_output_folder, record_written
+from eva_utils.core.files import (
+    atomic_copy,
+    atomic_write_text,
+    check_replaceable,
+    claim_output_folder,
+    record_written,
+    staged_folder,
+)
 from eva_utils.data.cifar10 import CIFAR10_CLASSES, ArrayDataset, load_sample
 from eva_utils.data.images import MAX_PIXELS, MIN_SIDE, UnreadableImageError, check_image_size, read_image  # noqa: F401 (MIN_SIDE, MAX_PIXELS: app names of 0.1.0)
 from eva_utils.evaluation.metrics import Predictions, misclassified
@@ -372,17 +379,18 @@ def write_space(folder: str | os.PathLike[str], source: str = DEFAULT_SOURCE, re
     gr = _gradio()
     out = claim_output_folder(folder, overwrite=overwrite, owned=("*",), kind="files", param="folder")
     model_source = Path(source).name if Path(source).is_file() else source
-    check_replaceable(out, ["app.py", "requirements.txt", "README.md", *([model_source] if model_source != source else [])],
-                      SPACE_LEDGER, "eva-utils app --space", param="folder")
-    copied = [atomic_copy(source, out / model_source)] if model_source != source else []
+    names = ["app.py", "requirements.txt", "README.md", *([model_source] if model_source != source else [])]
+    check_replaceable(out, names, SPACE_LEDGER, "eva-utils app --space", param="folder")
     package = f"eva-utils[app] @ git+{repo_url}" if repo_url else f"eva-utils[app]=={__version__}"
-    written = [
-        atomic_write_text(out / "app.py", _SPACE_APP.format(source=model_source)),
-        atomic_write_text(out / "requirements.txt", f"{package}\ngradio=={gr.__version__}\n"),
-        atomic_write_text(out / "README.md", "---\ntitle: Grad-CAM explorer\nemoji: 🔍\nsdk: gradio\n"
-                          f"sdk_version: {gr.__version__}\napp_file: app.py\npinned: false\n---\n\n"
-                          "Grad-CAM of every stage of a CIFAR-10 ResNet, made with "
-                          "[eva_utils](https://github.com/eva-utils/eva_utils).\n"),
-    ]
-    record_written(out, [*written, *copied], SPACE_LEDGER)
-    return sorted([*written, *copied])
+    with staged_folder(out, [*names, SPACE_LEDGER]) as staging:  # all of the Space lands, or none of it (a full disk)
+        written = [
+            *([atomic_copy(source, staging / model_source)] if model_source != source else []),
+            atomic_write_text(staging / "app.py", _SPACE_APP.format(source=model_source)),
+            atomic_write_text(staging / "requirements.txt", f"{package}\ngradio=={gr.__version__}\n"),
+            atomic_write_text(staging / "README.md", "---\ntitle: Grad-CAM explorer\nemoji: 🔍\nsdk: gradio\n"
+                              f"sdk_version: {gr.__version__}\napp_file: app.py\npinned: false\n---\n\n"
+                              "Grad-CAM of every stage of a CIFAR-10 ResNet, made with "
+                              "[eva_utils](https://github.com/eva-utils/eva_utils).\n"),
+        ]
+        record_written(staging, written, SPACE_LEDGER)
+    return sorted(out / path.name for path in written)

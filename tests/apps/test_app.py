@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from eva_utils import data
-from eva_utils.apps.app import PREDICTED, Explorer, write_space
+from eva_utils.apps.app import PREDICTED, SPACE_LEDGER, Explorer, write_space
 from eva_utils.apps.cli import main
 from eva_utils.core.errors import UserError
 from eva_utils.data import presets as transforms
@@ -330,3 +330,22 @@ def test_overwrite_replaces_only_the_spaces_own_unchanged_files(tmp_path, capsys
     assert main(["app", "--space", str(own), "--overwrite"]) == 2
     assert "app.py was not written by eva-utils app --space" in capsys.readouterr().err
     assert (own / "app.py").read_text() == "print('my own app')\n" and sorted(p.name for p in own.iterdir()) == ["app.py"]
+
+
+def test_a_full_disk_leaves_no_half_written_space_and_the_rerun_needs_no_overwrite(tmp_path, small_disk, fill_disk, capsys):
+    # the Space used to be written file by file into its folder: a full disk left the model and app.py there, and
+    # the rerun after freeing space was refused for want of --overwrite
+    pytest.importorskip("gradio")
+    model = tmp_path / "model.pt"
+    model.write_bytes(os.urandom(200_000))  # a file source is copied as it is
+    space = small_disk / "space"
+    fill_disk(small_disk, leave_kb=200)  # room for the model (49 pages) and one page more: not for the rest
+    assert main(["app", str(model), "--space", str(space)]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not space.exists() or list(space.iterdir()) == []  # none of it
+    assert [p.name for p in small_disk.iterdir() if p.name.startswith(".")] == []  # no staging folder left behind
+    (small_disk / "filler").unlink()
+    assert main(["app", str(model), "--space", str(space)]) == 0
+    assert sorted(p.name for p in space.iterdir()) == sorted([SPACE_LEDGER, "README.md", "app.py", "model.pt",
+                                                              "requirements.txt"])
