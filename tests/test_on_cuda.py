@@ -227,7 +227,8 @@ def test_auto_augments_on_the_gpu_and_the_run_learns(tmp_path):
                          scheduler="none", label_smoothing=0.0, out=str(tmp_path / "run"), progress=False)
     setup = setup_run(config)
     assert isinstance(setup.train_loader, DeviceLoader) == ON_CUDA  # auto: the device pipeline on CUDA only
+    assert isinstance(setup.test_loader, DeviceLoader) == ON_CUDA  # and the test images normalised there
     if ON_CUDA:
-        assert setup.train_loader.images.is_cuda
+        assert setup.train_loader.images.is_cuda and setup.test_loader.images.is_cuda
     history = train_run(setup).history
     assert history.train_loss[-1] < 0.9 * history.train_loss[0]

@@ -66,8 +66,8 @@ def _training(p: argparse.ArgumentParser, defaults: TrainConfig) -> None:
                         "cutout) (default %(default)s)")
     g.add_argument("--augment-on", default=defaults.augment_on,
                    help="where the training images are augmented: device (batched tensor ops on the GPU, the data set "
-                        "kept there), cpu (albumentations in --workers processes) or auto (device on CUDA, cpu "
-                        "elsewhere) (default %(default)s)")
+                        "kept there; the test images normalised there too), cpu (albumentations in --workers "
+                        "processes) or auto (device on CUDA, cpu elsewhere) (default %(default)s)")
     g.add_argument("--seed", type=int, default=defaults.seed, help="default %(default)s")
 
 

@@ -11,7 +11,8 @@ It is a ``DataLoader`` to the code that uses one (``fit``, ``find_lr``, torch-lr
 made from, with its ``classes`` and its own CPU transform, e.g. for a figure of samples) and ``generator``: like
 :class:`~eva_utils.data.loaders.SeededLoader`, seeding the generator (``fit`` does, every epoch) fixes the shuffle
 order and the augmentations of the next pass, so a resumed run repeats the uninterrupted one. It feeds one
-process: under torchrun it is refused (use :func:`~eva_utils.data.loaders.make_loader`, which is sharded).
+process; under torchrun ``fit`` gives each process its share (:meth:`DeviceLoader.shard`, as it shards a CPU loader).
+With ``shuffle=False``, ``drop_last=False`` and ``BatchTransform(**NO_AUGMENTATION)`` it is the test loader on the device.
 
 Example::
 
@@ -24,28 +25,18 @@ Example::
 
 from __future__ import annotations
 
-import os
+import copy
 from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from eva_utils.core.checks import positive_int
 from eva_utils.core.errors import UserError
 from eva_utils.data.batch_transforms import BatchTransform
 
 __all__ = ["DeviceLoader"]
-
-
-def _one_process() -> None:
-    """Refuse a run of several processes (torchrun): this loader cannot give each its share."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        world = torch.distributed.get_world_size()
-    if world > 1:
-        raise UserError(f"augmenting on the device feeds one process, and this run has {world} (torchrun): use the "
-                        "sharded CPU loader (augment_on='cpu', or data.make_loader)", param="augment_on")
 
 
 def _pixels(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -72,13 +63,12 @@ class DeviceLoader(DataLoader):
         seed: seeds the shuffle order and the augmentations (``generator``).
 
     Raises:
-        UserError: a data set without uint8 pixels, an empty one, a bad batch size, several processes (torchrun).
+        UserError: a data set without uint8 pixels, an empty one, a bad batch size.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int = 512, transform: BatchTransform | None = None,
                  device: str | torch.device = "cpu", shuffle: bool = True, drop_last: bool = True, seed: int = 0) -> None:
         batch_size = positive_int(batch_size, "batch_size")
-        _one_process()
         images, labels = _pixels(dataset)
         transform = BatchTransform() if transform is None else transform
         if images.shape[1:3] != (transform.size, transform.size):
@@ -91,15 +81,30 @@ class DeviceLoader(DataLoader):
         self.shuffle = shuffle
         self.images = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W) uint8
         self.labels = torch.from_numpy(labels).to(self.device)  # (N,)
+        self._share: Sampler[int] | None = None  # this process's indices under torchrun (see shard)
+
+    def shard(self, sampler: Sampler[int], batch_size: int) -> DeviceLoader:
+        """This process's share under torchrun: the indices ``sampler`` gives each pass (a ``DistributedSampler``,
+        whose ``set_epoch`` ``fit`` calls, or an evaluation shard), ``batch_size`` images a batch. The images stay
+        where they are, shared with this loader; the augmentations come from the new loader's own ``generator``
+        (``fit`` seeds it per process)."""
+        share = copy.copy(self)  # the images on the device are shared, not copied
+        # DataLoader refuses batch_size and sampler as attributes once built; this loader reads them in len and iter only
+        share.__dict__.update(batch_size=positive_int(batch_size, "batch_size"), sampler=sampler, _share=sampler,
+                              generator=torch.Generator().manual_seed(self.generator.initial_seed()))
+        return share
 
     def __len__(self) -> int:
-        n, size = len(self.images), int(self.batch_size)
+        n, size = len(self.images) if self._share is None else len(self._share), int(self.batch_size)
         return n // size if self.drop_last else -(-n // size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One pass; its order and augmentations are drawn from ``generator`` now, when the pass begins."""
         n = len(self.images)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        if self._share is not None:
+            order = torch.as_tensor(list(self._share), dtype=torch.int64)
+        else:
+            order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         draws = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (), generator=self.generator)))
         return self._batches(order.to(self.device), draws)
 

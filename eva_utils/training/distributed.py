@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from eva_utils.core.checks import positive_int
 from eva_utils.core.devices import resolve_device
 from eva_utils.core.errors import UserError
+from eva_utils.data.device_loader import DeviceLoader
 from eva_utils.data.loaders import SeededLoader
 
 __all__ = [
@@ -166,12 +167,14 @@ def shard_train_loader(loader: DataLoader, group: Group, seed: int) -> DataLoade
     batch = per_process_batch(loader.batch_size, group.world_size)
     sampler = DistributedSampler(loader.dataset, group.world_size, group.rank, shuffle=True, seed=seed,
                                  drop_last=loader.drop_last)
-    return _like(loader, batch, sampler, loader.drop_last)
+    return loader.shard(sampler, batch) if isinstance(loader, DeviceLoader) else _like(loader, batch, sampler, loader.drop_last)
 
 
 def shard_eval_loader(loader: DataLoader, group: Group) -> DataLoader:
     """This process's share of an evaluation loader: every image in exactly one process (no padding)."""
-    return _like(loader, loader.batch_size or 1, Shard(len(loader.dataset), group.rank, group.world_size), False)
+    share = Shard(len(loader.dataset), group.rank, group.world_size)
+    return loader.shard(share, loader.batch_size) if isinstance(loader, DeviceLoader) else _like(
+        loader, loader.batch_size or 1, share, False)
 
 
 def distribute(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, group: Group | None, seed: int,

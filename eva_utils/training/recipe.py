@@ -184,11 +184,11 @@ class TrainResult(NamedTuple):
 
 
 def resolve_augment_on(augment_on: str, device: torch.device) -> str:
-    """Where ``augment_on`` augments on ``device``: ``"device"`` or ``"cpu"`` (``"auto"``: the device on CUDA in one
-    process; under torchrun the CPU loader, which is sharded)."""
+    """Where ``augment_on`` augments on ``device``: ``"device"`` or ``"cpu"`` (``"auto"``: the device on CUDA, under
+    torchrun too, where each process's loader holds the data set and takes its share; the CPU elsewhere)."""
     if augment_on != "auto":
         return augment_on
-    return "device" if torch.device(device).type == "cuda" and not distributed.under_torchrun() else "cpu"
+    return "device" if torch.device(device).type == "cuda" else "cpu"
 
 
 def _train_loader(config: TrainConfig, train_set: data_lib.ArrayDataset,
@@ -204,8 +204,8 @@ def _train_loader(config: TrainConfig, train_set: data_lib.ArrayDataset,
 
 
 def build_loaders(config: TrainConfig, device: torch.device):
-    """Train and test loaders for ``config`` (train: augmented and shuffled, where ``config.augment_on`` says; the
-    test loader normalises in the main process or CPU workers whatever ``augment_on``)."""
+    """Train and test loaders for ``config``: train augmented and shuffled, test in order, both where
+    ``config.augment_on`` says (``DeviceLoader`` on the device, or albumentations in CPU workers)."""
     train_tf = train_transforms(**AUGMENTATIONS[config.augmentation]) if config.augment else test_transforms()
     train_set = data_lib.load_dataset(config.data, True, train_tf, config.data_dir, config.download)
     test_set = data_lib.load_dataset(config.data, False, test_transforms(), config.data_dir, config.download)
@@ -220,9 +220,12 @@ def build_loaders(config: TrainConfig, device: torch.device):
         raise UserError(f"the {config.data} data has {len(train_set.classes)} classes but num_classes is "
                         f"{config.num_classes}: leave num_classes out (it follows the data) or fix the classes array")
     train_loader = _train_loader(config, train_set, device)
-    test_loader = data_lib.make_loader(
-        test_set, max(config.batch_size, 256), shuffle=False, num_workers=config.num_workers, seed=config.seed, device=device
-    )
+    if resolve_augment_on(config.augment_on, device) == "device":  # normalised on the device as well
+        test_loader = data_lib.DeviceLoader(test_set, max(config.batch_size, 256), BatchTransform(**NO_AUGMENTATION),
+                                            device, shuffle=False, drop_last=False, seed=config.seed)
+    else:
+        test_loader = data_lib.make_loader(test_set, max(config.batch_size, 256), shuffle=False,
+                                           num_workers=config.num_workers, seed=config.seed, device=device)
     return train_loader, test_loader
 
 

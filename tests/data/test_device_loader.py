@@ -97,7 +97,7 @@ def test_torch_lr_finder_takes_it_as_a_data_loader():
     assert shapes == [(40, 3, 32, 32)] * 5
 
 
-def test_refusals_are_one_line_and_name_the_parameter(monkeypatch):
+def test_refusals_are_one_line_and_name_the_parameter():
     ds = _sample(100)
     with pytest.raises(UserError, match="batch_size"):
         data.DeviceLoader(ds, 0)
@@ -107,10 +107,9 @@ def test_refusals_are_one_line_and_name_the_parameter(monkeypatch):
         data.DeviceLoader(data.ArrayDataset(np.zeros((0, 32, 32, 3), np.uint8), []), 2)
     with pytest.raises(UserError, match="16x16"):
         data.DeviceLoader(data.ArrayDataset(np.zeros((4, 16, 16, 3), np.uint8), [0] * 4), 2)
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(UserError, match="feeds one process, and this run has 2") as info:
-        data.DeviceLoader(ds, 10)
-    assert info.value.param == "augment_on" and "\n" not in str(info.value)
+    with pytest.raises(UserError, match="batch_size") as info:
+        data.DeviceLoader(ds, 10).shard(torch.utils.data.SequentialSampler(ds), 0)
+    assert info.value.param == "batch_size" and "\n" not in str(info.value)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
@@ -135,3 +134,42 @@ def test_every_tensor_of_a_batch_stays_on_the_loaders_device(preset):
     images, labels = next(iter(loader))
     assert images.device.type == labels.device.type == "meta"
     assert images.shape == (64, 3, 32, 32) and images.dtype == torch.float32 and labels.dtype == torch.int64
+
+
+def test_under_torchrun_each_process_takes_its_distributed_samplers_share_augmented_from_its_own_stream():
+    """What ``fit`` makes of the loader in each of 2 processes (``distributed.shard_train_loader``), without a process
+    group: the indices of torch's DistributedSampler, half the global batch, every image once per epoch over both."""
+    from torch.utils.data import DistributedSampler
+
+    from eva_utils.training.distributed import Group, shard_train_loader
+
+    ds = _sample(200)
+    ds = data.ArrayDataset(ds.images, np.arange(200), classes=[str(i) for i in range(200)])  # labels = positions
+    loader = data.DeviceLoader(ds, 40, seed=3)
+    shares = [shard_train_loader(loader, Group(rank, 2, rank, torch.device("cpu"), "gloo"), seed=3) for rank in (0, 1)]
+    for epoch in (0, 1):
+        batches = []
+        for rank, share in enumerate(shares):
+            seed_epoch(3, epoch, share, rank)
+            batches.append(_epoch(share))
+            expected = DistributedSampler(ds, 2, rank, shuffle=True, seed=3, drop_last=True)
+            expected.set_epoch(epoch)
+            assert torch.cat([labels for _, labels in batches[rank]]).tolist() == list(expected)[:len(share) * 20]
+            assert len(share) == 5 and all(len(labels) == 20 for _, labels in batches[rank])  # 200 / 2 / (40 / 2)
+        seen = torch.cat([labels for part in batches for _, labels in part])
+        assert sorted(seen.tolist()) == list(range(200))  # each image once over both processes
+        assert not torch.equal(batches[0][0][0], batches[1][0][0])
+    assert all(share.images.data_ptr() == loader.images.data_ptr() for share in shares)  # one copy on the device
+    assert isinstance(loader.sampler, torch.utils.data.RandomSampler) and loader.batch_size == 40  # the loader as it was
+
+
+def test_under_torchrun_evaluation_shards_cover_the_test_set_once_in_order():
+    from eva_utils.training.distributed import Group, shard_eval_loader
+
+    ds = _sample(101)
+    loader = data.DeviceLoader(ds, 16, BatchTransform(**NO_AUGMENTATION), shuffle=False, drop_last=False)
+    whole = torch.cat([images for images, _ in _epoch(loader)])
+    shares = [shard_eval_loader(loader, Group(rank, 2, rank, torch.device("cpu"), "gloo")) for rank in (0, 1)]
+    parts = [torch.cat([images for images, _ in _epoch(share)]) for share in shares]
+    assert [len(p) for p in parts] == [51, 50]
+    assert torch.equal(parts[0], whole[0::2]) and torch.equal(parts[1], whole[1::2])  # every image in one process

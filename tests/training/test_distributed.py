@@ -71,6 +71,18 @@ def test_two_processes_write_one_run_whose_accuracy_is_the_whole_test_set(small_
     assert history["test_loss"][-1] == pytest.approx(single.loss, rel=1e-5)
 
 
+def test_two_processes_augmenting_on_the_device_each_take_their_share(small_npz, tmp_path):
+    # the device loader under torchrun: each process holds the data set and takes its DistributedSampler share
+    done = _train(small_npz, tmp_path / "run", "--epochs", "1", "--augment-on", "device")
+    assert done.returncode == 0, done.stderr[-3000:]
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    model = checkpoint.load_trained_model(tmp_path / "run" / "checkpoint.pt")
+    test_set = data.load_npz(small_npz, train=False, transform=transforms.test_transforms())
+    single = training.evaluate(model, data.make_loader(test_set, 256, num_workers=0), torch.nn.CrossEntropyLoss(),
+                               device="cpu")
+    assert history["test_acc"][-1] == pytest.approx(single.acc, abs=1e-9)  # evaluated once per image, sharded
+
+
 def test_two_processes_take_the_single_process_steps(tmp_path):
     """No BatchNorm, same global batches: the weights after one epoch (8 steps) agree to float rounding (atol 1e-5)."""
     two = _torchrun(str(HERE / "ddp_worker.py"), str(tmp_path / "two"))

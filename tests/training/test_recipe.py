@@ -71,7 +71,7 @@ def test_augment_on_is_validated_by_name(tmp_path):
     assert caught.value.param == "augment_on" and not (tmp_path / "run").exists()
 
 
-def test_auto_augments_on_the_device_on_cuda_in_one_process_and_on_the_cpu_elsewhere(monkeypatch):
+def test_auto_augments_on_the_device_on_cuda_and_on_the_cpu_elsewhere(monkeypatch):
     import torch
 
     assert recipe.resolve_augment_on("auto", torch.device("cuda")) == "device"
@@ -80,7 +80,7 @@ def test_auto_augments_on_the_device_on_cuda_in_one_process_and_on_the_cpu_elsew
     assert recipe.resolve_augment_on("cpu", torch.device("cuda")) == "cpu"
     for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "x", "MASTER_PORT": "1"}.items():
         monkeypatch.setenv(name, value)
-    assert recipe.resolve_augment_on("auto", torch.device("cuda")) == "cpu"  # torchrun: the sharded CPU loader
+    assert recipe.resolve_augment_on("auto", torch.device("cuda")) == "device"  # torchrun too: each process its share
 
 
 @pytest.mark.parametrize("augment, augmentation", [(True, "default"), (True, "page"), (False, "default")])
@@ -93,11 +93,15 @@ def test_build_loaders_gives_the_device_loader_the_runs_augmentation(augment, au
 
     config = recipe.TrainConfig.demo(augment=augment, augmentation=augmentation, augment_on="device", batch_size=64)
     train_loader, test_loader = recipe.build_loaders(config, torch.device("cpu"))
-    assert isinstance(train_loader, DeviceLoader) and isinstance(test_loader, SeededLoader)  # the test loader stays
+    assert isinstance(train_loader, DeviceLoader) and isinstance(test_loader, DeviceLoader)
     assert train_loader.transform == BatchTransform(**(AUGMENTATIONS[augmentation] if augment else NO_AUGMENTATION))
     assert train_loader.drop_last and len(train_loader) == 2000 // 64 and train_loader.dataset.classes[0] == "airplane"
-    cpu_loader, _ = recipe.build_loaders(replace(config, augment_on="cpu"), torch.device("cpu"))
+    cpu_loader, cpu_test = recipe.build_loaders(replace(config, augment_on="cpu"), torch.device("cpu"))
     assert isinstance(cpu_loader, SeededLoader) and len(cpu_loader) == len(train_loader)
+    # the test images, normalised on the device, in order: the albumentations test preset's tensors to float rounding
+    assert len(test_loader) == len(cpu_test) and not test_loader.drop_last
+    for (images, labels), (cpu_images, cpu_labels) in zip(test_loader, cpu_test, strict=True):
+        assert torch.equal(labels, cpu_labels) and torch.allclose(images, cpu_images, atol=1e-5)
 
 
 def test_a_run_augmented_on_the_device_resumes_exactly(tmp_path):
