@@ -4,6 +4,7 @@ histories, downloads and every command's output folder."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -58,7 +59,7 @@ def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
     """
     path = Path(path)
     removed = []
-    for stale in path.parent.glob(f".{path.name}.tmp*"):
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp*"):
         pid = stale.name.rsplit(".tmp", 1)[-1]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             stale.unlink(missing_ok=True)
@@ -257,7 +258,7 @@ def staged_folder(path: str | os.PathLike[str], owned: Iterable[str]) -> Iterato
     removed and ``path`` is as it was. A sibling left by a killed process is removed by the next write.
     """
     path = Path(path)
-    for stale in path.parent.glob(f".{path.name}.staging*"):
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.staging*"):
         pid = stale.name.rsplit("staging", 1)[1]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)

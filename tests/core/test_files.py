@@ -167,3 +167,11 @@ def test_a_writers_ledger_lets_it_replace_its_own_unchanged_files_only(tmp_path)
         (tmp_path / ".ledger.json").write_text(damaged)  # a damaged ledger records nothing
         with pytest.raises(UserError, match="a.txt was not written"):
             check_replaceable(tmp_path, ["a.txt"], ".ledger.json", "the writer")
+
+
+def test_stale_temporaries_are_found_by_the_files_own_name_even_with_glob_characters(tmp_path):
+    dead = 2**22 + 12345  # above Linux's default pid_max: no such process
+    mine, other = tmp_path / f".run[1].pt.tmp{dead}", tmp_path / f".run1.pt.tmp{dead}"
+    mine.write_bytes(b"half"), other.write_bytes(b"someone else's")
+    assert files.remove_stale_temporaries(tmp_path / "run[1].pt") == [mine]  # "[1]" is part of the name, not a pattern
+    assert other.exists() and not mine.exists()
