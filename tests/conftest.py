@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import urllib.error
 
 import matplotlib
@@ -11,6 +12,10 @@ import torch
 
 matplotlib.use("Agg")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# A suite started in the background of a script (`cmd &` without job control) inherits SIGINT ignored, and so do the
+# commands its tests start: the Ctrl-C tests would then test nothing. Ctrl-C as a terminal has it, here and below.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -116,9 +116,12 @@ def _inside(path: Path, folder: Path) -> bool:
     return folder == path or path in folder.parents
 
 
+_STAGING = ".eva_utils_staging"  # the hidden folder of staged_folder inside an output folder, then a process id
+
+
 def _held(path: Path, owned: Iterable[str]) -> list[Path]:
-    """The files in ``path`` matching the names or glob patterns ``owned``, sorted."""
-    return sorted({found for pattern in owned for found in path.glob(pattern)})
+    """The files in ``path`` matching the names or glob patterns ``owned``, sorted (a staging folder is no file)."""
+    return sorted({found for pattern in owned for found in path.glob(pattern) if not found.name.startswith(_STAGING)})
 
 
 def _refuse_protected(path: Path, protect: Iterable[str | os.PathLike[str]], param: str) -> None:
@@ -132,7 +135,7 @@ def _refuse_protected(path: Path, protect: Iterable[str | os.PathLike[str]], par
 def _refuse_foreign(path: Path, owned: Iterable[str], param: str) -> None:
     """Refuse a folder holding anything its writer did not write: overwrite may only replace the writer's files."""
     mine = set(_held(path, owned))
-    foreign = sorted(p for p in path.iterdir() if p not in mine)
+    foreign = sorted(p for p in path.iterdir() if p not in mine and not p.name.startswith(_STAGING))
     if foreign:
         raise UserError(f"{param} {path} holds {foreign[0].name}{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}"
                         f", which this command did not write (even overwrite=True replaces only its own files): "
@@ -252,23 +255,25 @@ def check_replaceable(folder: str | os.PathLike[str], names: Iterable[str], ledg
 def staged_folder(path: str | os.PathLike[str], owned: Iterable[str]) -> Iterator[Path]:
     """Replace a writer's files in the claimed folder ``path`` all at once or not at all.
 
-    The writer writes into a hidden sibling folder that this yields. When the block ends, the files matching
-    ``owned`` that an earlier write left in ``path`` are removed and the new ones moved in (renames on one
-    filesystem, with Ctrl-C deferred). When the block raises (a full disk, a bad image, Ctrl-C), the sibling is
-    removed and ``path`` is as it was. A sibling left by a killed process is removed by the next write.
+    The writer writes into a hidden folder inside ``path`` that this yields: on the same file system as the files it
+    replaces, even when ``path`` is a mount point (a Drive folder, a volume), and writable wherever ``path`` is. When
+    the block ends, the files matching ``owned`` that an earlier write left in ``path`` are removed and the new ones
+    moved in (renames, with Ctrl-C deferred). When the block raises (a full disk, a bad image, Ctrl-C), the hidden
+    folder is removed and ``path`` is as it was. One left by a killed process is removed by the next write, and the
+    output-folder guard does not count it as the user's.
     """
     path = Path(path)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.staging*"):
-        pid = stale.name.rsplit("staging", 1)[1]
+    for stale in path.glob(f"{_STAGING}*"):
+        pid = stale.name.removeprefix(_STAGING)
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
-    staging = path.with_name(f".{path.name}.staging{os.getpid()}")
+    staging = path / f"{_STAGING}{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
         try:
             yield staging
-        except OSError as exc:  # named after the file meant, not the hidden sibling's
+        except OSError as exc:  # named after the file meant, not the hidden folder's copy
             if exc.filename and Path(exc.filename).parent == staging:
                 raise OSError(exc.errno, exc.strerror or str(exc), str(path / Path(exc.filename).name)) from exc
             raise

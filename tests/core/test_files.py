@@ -175,3 +175,36 @@ def test_stale_temporaries_are_found_by_the_files_own_name_even_with_glob_charac
     mine.write_bytes(b"half"), other.write_bytes(b"someone else's")
     assert files.remove_stale_temporaries(tmp_path / "run[1].pt") == [mine]  # "[1]" is part of the name, not a pattern
     assert other.exists() and not mine.exists()
+
+
+@pytest.mark.parametrize("small_disk", ["1m"], indirect=True)
+def test_a_staged_folder_that_is_a_mount_point_is_replaced_whole(small_disk, monkeypatch):
+    # the staging folder used to sit beside the output folder, in its parent: when the output folder was a mount
+    # point (a Drive folder, a volume), the renames crossed file systems (EXDEV) after the old files were removed
+    (small_disk / "a.txt").write_text("old a")
+    (small_disk / "mine.txt").write_text("the user's")
+    with files.staged_folder(small_disk, ["a.txt", "b.txt"]) as staging:
+        (staging / "a.txt").write_text("new a")
+        (staging / "b.txt").write_text("new b")
+    assert sorted(p.name for p in small_disk.iterdir()) == ["a.txt", "b.txt", "mine.txt"]
+    assert (small_disk / "a.txt").read_text() == "new a" and (small_disk / "mine.txt").read_text() == "the user's"
+    monkeypatch.chdir(small_disk)
+    with files.staged_folder(".", ["a.txt"]) as staging:  # the working folder itself ('.' has no name to stage beside)
+        (staging / "a.txt").write_text("newer a")
+    assert (small_disk / "a.txt").read_text() == "newer a" and sorted(p.name for p in small_disk.iterdir()) == [
+        "a.txt", "b.txt", "mine.txt"]
+
+
+def test_a_staging_folder_left_by_a_killed_process_is_not_the_users_and_is_removed(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.txt").write_text("old")
+    left = out / f".eva_utils_staging{2**22 + 12345}"  # no such process
+    left.mkdir()
+    (left / "a.txt").write_text("half")
+    files.claim_output_folder(out, overwrite=True, owned=["a.txt"], exclusive=True)  # not a foreign file
+    with pytest.raises(UserError, match="already holds"):
+        files.claim_output_folder(out, overwrite=False, owned=["*"])  # a.txt is held; the staging folder is not
+    with files.staged_folder(out, ["a.txt"]) as staging:
+        (staging / "a.txt").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"] and (out / "a.txt").read_text() == "new"
