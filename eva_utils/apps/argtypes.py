@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from eva_utils.core import checks
 from eva_utils.core.errors import UserError
-from eva_utils.core.interrupts import sticky_interrupts, stop_if_interrupted
+from eva_utils.core.interrupts import sticky_interrupts, stop_if_interrupted, stopping
 
 __all__ = ["FLAGS", "Parser", "count_from_back", "error_line", "finite_float", "non_negative_int", "positive_float",
            "positive_int", "run_parsed"]
@@ -88,8 +88,7 @@ def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
         print(f"eva-utils {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"eva-utils {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return interrupted_status(args.command)
     except OSError as exc:
         if exc.errno not in _DISK_FAULTS:
             raise
@@ -97,6 +96,13 @@ def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
               "are written whole or not at all, so what was there before is intact: free some space (df -h), then "
               "run again", file=sys.stderr)
         return 2
+
+
+def interrupted_status(command: str | None) -> int:
+    """After Ctrl-C: say so in one line and return 130 (a further Ctrl-C is only recorded from now on)."""
+    stopping()
+    print(f"eva-utils{f' {command}' if command else ''}: interrupted", file=sys.stderr)
+    return 130
 
 
 def error_line(command: str, exc: UserError) -> str:

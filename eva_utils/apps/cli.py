@@ -21,7 +21,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from eva_utils import __version__
-from eva_utils.apps.argtypes import Parser, run_parsed
+from eva_utils.apps.argtypes import Parser, interrupted_status, run_parsed
+from eva_utils.core.interrupts import keep_interrupts_sticky
 
 __all__ = ["COMMANDS", "Parser", "build_parser", "main"]
 
@@ -90,15 +91,20 @@ def _chosen(argv: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for user errors, 1 for a diverged training)."""
+    if argv is None:  # the process's own command line: Ctrl-C is an interrupt until the process has exited
+        keep_interrupts_sticky()
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = _chosen(argv)
-    parser = build_parser([chosen] if chosen else [])
-    parser.set_defaults(argv=argv)  # what train --nproc hands on to the processes it starts
-    diverged: tuple[type[Exception], ...] = ()
-    if chosen in ("train", "demo"):
-        from eva_utils.training.engine import TrainingDivergedError
+    try:  # importing a command's module (torch) takes seconds: a Ctrl-C then is an interrupt too
+        parser = build_parser([chosen] if chosen else [])
+        diverged: tuple[type[Exception], ...] = ()
+        if chosen in ("train", "demo"):
+            from eva_utils.training.engine import TrainingDivergedError
 
-        diverged = (TrainingDivergedError,)
+            diverged = (TrainingDivergedError,)
+    except KeyboardInterrupt:
+        return interrupted_status(chosen)
+    parser.set_defaults(argv=argv)  # what train --nproc hands on to the processes it starts
     return run_parsed(parser, argv, diverged=diverged)
 
 

@@ -8,7 +8,11 @@ inside a C++ writer such as ``torch.save``'s it comes out as a ``RuntimeError`` 
 * :func:`interrupts_deferred` holds Ctrl-C back until a write is whole, then raises it;
 * :func:`sticky_interrupts` records every Ctrl-C of a command, silences the ones Python would only print, and
   :func:`stop_if_interrupted` (called by the training and evaluation loops before every batch) raises a recorded
-  one again; :func:`interrupted` tells the command line at the end.
+  one again; :func:`interrupted` tells the command line at the end;
+* once the command line has caught the interrupt (:func:`stopping`), a further Ctrl-C is only recorded: it would
+  otherwise land in the clean-up (a loader's workers shutting down, ``atexit``), print a traceback and end the
+  process with -2 instead of 130. A program's entry point keeps all this until the process exits
+  (:func:`keep_interrupts_sticky`).
 """
 
 from __future__ import annotations
@@ -21,14 +25,27 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-__all__ = ["interrupted", "interrupts_deferred", "stop_if_interrupted", "sticky_interrupts"]
+__all__ = ["interrupted", "interrupts_deferred", "keep_interrupts_sticky", "stop_if_interrupted", "stopping",
+           "sticky_interrupts"]
 
 _received: list[int] = []  # the SIGINTs recorded under sticky_interrupts, acted on or not
+_stopping: list[bool] = []  # not empty once the program is stopping for a Ctrl-C
 
 
 def _sticky(signum: int, frame: FrameType | None) -> None:
     _received.append(signum)
-    raise KeyboardInterrupt
+    if not _stopping:
+        raise KeyboardInterrupt
+
+
+def _quiet_hook(previous: Any) -> Any:
+    """An unraisable-exception hook that stays silent about ``KeyboardInterrupt`` and hands on anything else."""
+
+    def hook(unraisable: Any) -> None:
+        if unraisable.exc_type is None or not issubclass(unraisable.exc_type, KeyboardInterrupt):
+            previous(unraisable)  # anything else is printed as Python prints it
+
+    return hook
 
 
 def _ours() -> bool:
@@ -49,18 +66,27 @@ def sticky_interrupts() -> Iterator[None]:
         yield
         return
     _received.clear()
+    _stopping.clear()
     previous_handler, previous_hook = signal.signal(signal.SIGINT, _sticky), sys.unraisablehook
-
-    def hook(unraisable: Any) -> None:
-        if unraisable.exc_type is None or not issubclass(unraisable.exc_type, KeyboardInterrupt):
-            previous_hook(unraisable)  # anything else is printed as Python prints it
-
-    sys.unraisablehook = hook
+    sys.unraisablehook = _quiet_hook(previous_hook)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous_handler)
         sys.unraisablehook = previous_hook
+
+
+def keep_interrupts_sticky() -> None:
+    """What :func:`sticky_interrupts` does, from now until the process exits: for a program's entry point, whose
+    shutdown (loader workers, ``atexit``) a late Ctrl-C would otherwise interrupt with a traceback."""
+    if _ours() and signal.getsignal(signal.SIGINT) is not _sticky:
+        signal.signal(signal.SIGINT, _sticky)
+        sys.unraisablehook = _quiet_hook(sys.unraisablehook)
+
+
+def stopping() -> None:
+    """The program is stopping for a Ctrl-C it caught: a later one is recorded, not raised again."""
+    _stopping.append(True)
 
 
 def interrupted() -> bool:

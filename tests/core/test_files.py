@@ -178,7 +178,7 @@ def test_stale_temporaries_are_found_by_the_files_own_name_even_with_glob_charac
 
 
 @pytest.mark.parametrize("small_disk", ["1m"], indirect=True)
-def test_a_staged_folder_that_is_a_mount_point_is_replaced_whole(small_disk, monkeypatch):
+def test_a_staged_folder_that_is_a_mount_point_is_replaced_whole(small_disk):
     # the staging folder used to sit beside the output folder, in its parent: when the output folder was a mount
     # point (a Drive folder, a volume), the renames crossed file systems (EXDEV) after the old files were removed
     (small_disk / "a.txt").write_text("old a")
@@ -188,9 +188,13 @@ def test_a_staged_folder_that_is_a_mount_point_is_replaced_whole(small_disk, mon
         (staging / "b.txt").write_text("new b")
     assert sorted(p.name for p in small_disk.iterdir()) == ["a.txt", "b.txt", "mine.txt"]
     assert (small_disk / "a.txt").read_text() == "new a" and (small_disk / "mine.txt").read_text() == "the user's"
-    monkeypatch.chdir(small_disk)
-    with files.staged_folder(".", ["a.txt"]) as staging:  # the working folder itself ('.' has no name to stage beside)
-        (staging / "a.txt").write_text("newer a")
+    here = os.getcwd()
+    os.chdir(small_disk)  # not monkeypatch.chdir: it would move back only after the disk's unmount, which then fails
+    try:
+        with files.staged_folder(".", ["a.txt"]) as staging:  # the working folder ('.' has no name to stage beside)
+            (staging / "a.txt").write_text("newer a")
+    finally:
+        os.chdir(here)
     assert (small_disk / "a.txt").read_text() == "newer a" and sorted(p.name for p in small_disk.iterdir()) == [
         "a.txt", "b.txt", "mine.txt"]
 

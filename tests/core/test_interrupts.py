@@ -114,3 +114,40 @@ def test_a_command_whose_ctrl_c_was_swallowed_exits_130_without_a_traceback(tmp_
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip() == "eva-utils train: interrupted"
+
+
+_ENTRY = """
+import atexit, os, signal, sys
+import eva_utils.apps.cli as cli
+import eva_utils.apps.cli_train as cli_train
+
+def ctrl_c():
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(1000):
+        pass
+
+def slow_start(*args, real=cli.build_parser):  # the seconds of importing torch, and a Ctrl-C in them
+    ctrl_c()
+    return real(*args)
+
+def train(args):  # Ctrl-C stops the run, and another lands while Python shuts down (a loader's workers, atexit)
+    atexit.register(ctrl_c)
+    ctrl_c()
+
+if sys.argv[1] == "start":
+    cli.build_parser = slow_start
+else:
+    cli_train._cmd_train = train
+sys.argv = ["eva-utils", "train", "--data", "sample"]
+sys.exit(cli.main())
+"""
+
+
+@pytest.mark.parametrize("when", ["start", "shutdown"])
+def test_the_command_line_says_interrupted_and_exits_130_whenever_ctrl_c_lands(when):
+    """The eva-utils entry point in a subprocess with real signals: while the command's module is imported (a
+    traceback and exit -2 before), and a second Ctrl-C during the shutdown after the first stopped the run (an
+    "Exception ignored in atexit callback" traceback, and exit -2 instead of 130, before)."""
+    done = subprocess.run([sys.executable, "-c", _ENTRY, when], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == "eva-utils train: interrupted"
