@@ -4,8 +4,6 @@ from eva_utils.apps.fork import *  # noqa: F403
 from eva_utils.apps.fork import __all__  # noqa: F401
 
 if __name__ == "__main__":  # a module, not a command: say which one
-    import sys
+    from eva_utils.apps.cli import not_a_command
 
-    print("eva_utils.fork is not a command: run `eva-utils fork` (or `python -m eva_utils fork`); "
-          "see `eva-utils fork --help`", file=sys.stderr)
-    sys.exit(2)
+    raise SystemExit(not_a_command(__spec__.name, "fork"))

@@ -172,8 +172,26 @@ def test_the_package_says_it_is_typed():
     assert (PACKAGE / "py.typed").is_file()
 
 
+COMMAND_MODULES = {  # every module that holds a command, old path or new, and the command it holds
+    "eva_utils.fork": "eva-utils fork", "eva_utils.msd_cli": "eva-utils msd", "eva_utils.report": "eva-utils report",
+    "eva_utils.app": "eva-utils app", "eva_utils.apps.fork": "eva-utils fork", "eva_utils.apps.cli_msd": "eva-utils msd",
+    "eva_utils.apps.cli_app": "eva-utils app", "eva_utils.apps.cli_train": "eva-utils train",
+}
+
+
+def test_every_module_holding_a_command_runs_it_or_says_which_to_use():
+    # python -m eva_utils.report RUN used to do nothing and exit 0; the parser modules run as the command itself
+    root = Path(eva_utils.__file__).parent
+    guarded = {f"eva_utils.{'.'.join(p.relative_to(root).with_suffix('').parts)}" for p in root.rglob("*.py")
+               if 'if __name__ == "__main__":' in p.read_text()}
+    assert guarded == {*COMMAND_MODULES, "eva_utils.cli", "eva_utils.apps.cli", "eva_utils.cam_cli", "eva_utils.apps.cli_cam"}
+    done = subprocess.run([sys.executable, "-m", "eva_utils.cli", "--version"], capture_output=True, text=True,
+                          timeout=120, cwd=root.parent)
+    assert done.returncode == 0 and done.stdout.startswith("eva-utils "), done.stderr
+
+
 def test_facades_of_commands_say_which_command_to_use_when_run_with_python_m():
-    for module, command in (("eva_utils.fork", "eva-utils fork"), ("eva_utils.msd_cli", "eva-utils msd")):
+    for module, command in COMMAND_MODULES.items():
         done = subprocess.run([sys.executable, "-m", module, "https://github.com/a/b"], capture_output=True, text=True,
                               timeout=120, cwd=Path(eva_utils.__file__).parents[1])
         assert done.returncode == 2, (module, done.stderr[-2000:])

@@ -24,7 +24,7 @@ from eva_utils import __version__
 from eva_utils.apps.argtypes import Parser, interrupted_status, run_parsed
 from eva_utils.core.interrupts import keep_interrupts_sticky
 
-__all__ = ["COMMANDS", "Parser", "build_parser", "main"]
+__all__ = ["COMMANDS", "Parser", "build_parser", "main", "not_a_command"]
 
 
 class Command(NamedTuple):
@@ -106,6 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return interrupted_status(chosen)
     parser.set_defaults(argv=argv)  # what train --nproc hands on to the processes it starts
     return run_parsed(parser, argv, diverged=diverged)
+
+
+def not_a_command(module: str, command: str) -> int:
+    """What ``python -m MODULE`` does for a module that holds a command: one line saying which command to run; 2."""
+    print(f"{module} is not a command: run `eva-utils {command}` (or `python -m eva_utils {command}`); see "
+          f"`eva-utils {command} --help`", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

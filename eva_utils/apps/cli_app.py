@@ -54,3 +54,9 @@ def _cmd_app(args: argparse.Namespace) -> int:
     except OSError as exc:  # the port is taken, the host is not this machine's, ...
         raise UserError(f"cannot serve on {args.host}:{args.port} ({first_line(exc)}): choose another --port") from exc
     return 0
+
+
+if __name__ == "__main__":  # a module, not a command: say which one
+    from eva_utils.apps.cli import not_a_command
+
+    raise SystemExit(not_a_command(__spec__.name, "app"))

@@ -270,3 +270,9 @@ def run(args: argparse.Namespace) -> int:
     if args.img_no is not None:
         return _heatmaps(args, model, test_set, normalized)
     return _tables(args, model, test_set, normalized)
+
+
+if __name__ == "__main__":  # a module, not a command: say which one
+    from eva_utils.apps.cli import not_a_command
+
+    raise SystemExit(not_a_command(__spec__.name, "msd"))

@@ -240,3 +240,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     for path in shipped.values():
         print(f"  {path}")
     return 0
+
+
+if __name__ == "__main__":  # a module, not a command: say which one
+    from eva_utils.apps.cli import not_a_command
+
+    raise SystemExit(not_a_command(__spec__.name, "train"))

@@ -138,3 +138,9 @@ def _cmd_fork(args: argparse.Namespace) -> int:
     if changed:
         print("commit and push these files; Colab then installs and opens your fork")
     return 0
+
+
+if __name__ == "__main__":  # a module, not a command: say which one
+    from eva_utils.apps.cli import not_a_command
+
+    raise SystemExit(not_a_command(__spec__.name, "fork"))
