@@ -8,11 +8,13 @@ import argparse
 import errno
 import math
 import re
+import signal
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 from eva_utils.core import checks
-from eva_utils.core.errors import UserError
+from eva_utils.core.errors import UserError, first_line
 from eva_utils.core.interrupts import sticky_interrupts, stop_if_interrupted, stopping
 
 __all__ = ["FLAGS", "Parser", "count_from_back", "error_line", "finite_float", "non_negative_int", "positive_float",
@@ -66,14 +68,17 @@ class Parser(argparse.ArgumentParser):
 
 
 _DISK_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # a full disk, a quota, a read-only file system
+# torch's words when a DataLoader worker dies (the kernel's OOM killer, kill -9): the pid(s), then what happened
+_WORKER_DIED = re.compile(r"DataLoader worker \((pid \d+|pid\(s\) [\d, ]+)\) (is killed by signal: [^.]*|exited unexpectedly)")
 
 
 def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
                diverged: type[Exception] | tuple[type[Exception], ...] = ()) -> int:
     """Parse ``argv`` and run the chosen command's ``func``; returns the exit status.
 
-    A :class:`UserError` prints one line and returns 2; ``diverged`` (training's NaN loss) prints its
-    message and returns 1; Ctrl-C returns 130. Anything else is a bug and keeps its traceback.
+    A :class:`UserError` prints one line and returns 2, as does a full disk; ``diverged`` (training's NaN loss)
+    prints its message and returns 1, as does a loader worker that died; Ctrl-C returns 130. Anything else is a bug
+    and keeps its traceback.
     """
     args = parser.parse_args(argv)
     try:
@@ -89,6 +94,15 @@ def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
         return 1
     except KeyboardInterrupt:
         return interrupted_status(args.command)
+    except (RuntimeError, ConnectionError, EOFError) as exc:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler raises a worker's death again, anywhere, later
+        death = _worker_death(exc)
+        if death is None:
+            raise
+        print(f"eva-utils {args.command}: error: a data loader worker process died ({death}), most often because "
+              "memory ran out: use fewer loader workers or a smaller batch, then run again (a training run: with "
+              "--resume; its last checkpoint is intact)", file=sys.stderr)
+        return 1
     except OSError as exc:
         if exc.errno not in _DISK_FAULTS:
             raise
@@ -96,6 +110,20 @@ def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
               "are written whole or not at all, so what was there before is intact: free some space (df -h), then "
               "run again", file=sys.stderr)
         return 2
+
+
+def _worker_death(exc: BaseException) -> str | None:
+    """How a DataLoader worker died, if ``exc`` (or an exception it came from) says one did: torch's RuntimeError, or
+    a connection to the worker cut while a batch was passed over; None for anything else."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, RuntimeError) and (died := _WORKER_DIED.search(str(seen))):
+            return f"{died[1]}: {died[2]}"
+        seen = seen.__cause__ or seen.__context__
+    files = (frame.f_code.co_filename for frame, _ in traceback.walk_tb(exc.__traceback__))
+    if isinstance(exc, (ConnectionError, EOFError)) and any("torch/utils/data" in name for name in files):
+        return f"the connection to it was cut: {first_line(exc)}"
+    return None
 
 
 def interrupted_status(command: str | None) -> int:

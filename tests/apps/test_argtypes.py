@@ -81,3 +81,34 @@ def test_ctrl_c_during_a_checkpoint_save_stops_train_with_status_130_and_a_whole
     assert proc.stderr.strip().splitlines()[-1].endswith("eva-utils train: interrupted")
     assert "epoch   2/3" not in proc.stdout + proc.stderr  # it stopped after epoch 1's save
     assert checkpoint.load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1  # whole, and the newest
+
+
+_WORKER_KILLED = """
+import os, signal, sys, torch
+from torch.utils.data import DataLoader, Dataset
+from eva_utils.apps.argtypes import Parser, run_parsed
+
+class Dying(Dataset):  # a worker that the system kills mid-epoch, as the OOM killer does
+    def __len__(self): return 64
+    def __getitem__(self, i):
+        if i == 40: os.kill(os.getpid(), signal.SIGKILL)
+        return torch.zeros(3), 0
+
+def train(args):
+    for _ in DataLoader(Dying(), batch_size=8, num_workers=2):
+        pass
+
+parser = Parser(prog="eva-utils")
+parser.add_subparsers(dest="command").add_parser("train").set_defaults(func=train)
+sys.exit(run_parsed(parser, ["train"]))
+"""
+
+
+def test_a_loader_worker_killed_by_the_system_is_one_line_not_a_traceback():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _WORKER_KILLED], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("eva-utils train: error: a data loader worker process (pid") and "memory" in done.stderr
