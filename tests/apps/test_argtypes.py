@@ -111,4 +111,4 @@ def test_a_loader_worker_killed_by_the_system_is_one_line_not_a_traceback():
     done = subprocess.run([sys.executable, "-c", _WORKER_KILLED], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert done.stderr.startswith("eva-utils train: error: a data loader worker process (pid") and "memory" in done.stderr
+    assert done.stderr.startswith("eva-utils train: error: a data loader worker process died (") and "memory" in done.stderr
