@@ -36,7 +36,7 @@ import torch
 from eva_utils.apps.argtypes import Parser, count_from_back, finite_float, positive_float, positive_int, run_parsed
 from eva_utils.core.devices import resolve_device
 from eva_utils.core.errors import UserError, first_line
-from eva_utils.core.files import claim_output_folder
+from eva_utils.core.files import check_replaceable, claim_output_folder, record_written
 from eva_utils.data import images as inputs
 from eva_utils.data.labels import imagenet_classes, read_labels
 from eva_utils.data.presets import get_preset
@@ -48,6 +48,7 @@ from eva_utils.plots import save_figure, show_cams
 __all__ = ["add_parser", "main", "run"]
 
 DEFAULT_SAVE_DIR = "gradcam_out"
+CAM_LEDGER = ".eva_utils_cam.json"  # the figures cam wrote into a --save_dir, by sha256: what --overwrite may replace
 _NON_INTERACTIVE = {"agg", "pdf", "ps", "svg", "pgf", "cairo", "template"}
 
 
@@ -114,7 +115,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="images per pass; each is explained for 4 classes at once (default %(default)s)")
     g.add_argument("--save_dir", "--save-dir", dest="save_dir", metavar="DIR",
                    help=f"where to write the figures (created if missing); default ./{DEFAULT_SAVE_DIR} unless --show")
-    g.add_argument("--overwrite", action="store_true", help="replace figures already in --save_dir")
+    g.add_argument("--overwrite", action="store_true", help="replace the figures cam wrote into --save_dir before")
     g.add_argument("--show", action="store_true", help="show the figures in windows (matplotlib)")
     p.set_defaults(func=run)
     return p
@@ -328,8 +329,10 @@ def run(args: argparse.Namespace) -> int:
     def flush() -> None:
         nonlocal done
         for name, fig, note in _explain_batch(batch, model, layers, classes, preset, args, many_images):
-            if save_dir is not None:
+            if save_dir is not None:  # overwrite replaces cam's own unchanged figures only, never a file of the user's
+                check_replaceable(save_dir, [name], CAM_LEDGER, "eva-utils cam", param="save_dir")
                 written.append(save_figure(fig, save_dir / name))
+                record_written(save_dir, written[-1:], CAM_LEDGER, keep=True)
             if show:
                 figures.append(fig)
             print(f"  {name}  {note}")

@@ -228,9 +228,19 @@ def remove_owned_files(path: str | os.PathLike[str], owned: Iterable[str]) -> li
     return removed
 
 
-def record_written(folder: str | os.PathLike[str], paths: Iterable[Path], ledger: str) -> Path:
-    """Note in ``folder/ledger`` the sha256 of each file a writer just wrote there (see :func:`check_replaceable`)."""
-    hashes = {Path(p).name: sha256_file(p) for p in paths}
+def _recorded(folder: str | os.PathLike[str], ledger: str) -> dict[str, str]:
+    """The names and sha256s ``folder/ledger`` records; a missing or damaged ledger records nothing."""
+    try:
+        recorded = json.loads((Path(folder) / ledger).read_text())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return {k: v for k, v in recorded.items() if isinstance(v, str)} if isinstance(recorded, dict) else {}
+
+
+def record_written(folder: str | os.PathLike[str], paths: Iterable[Path], ledger: str, keep: bool = False) -> Path:
+    """Note in ``folder/ledger`` the sha256 of each file a writer just wrote there (see :func:`check_replaceable`);
+    ``keep``: add to what the ledger records already (a writer that adds files run after run)."""
+    hashes = {**(_recorded(folder, ledger) if keep else {}), **{Path(p).name: sha256_file(p) for p in paths}}
     return atomic_write_text(Path(folder) / ledger, json.dumps(hashes, indent=1, sort_keys=True) + "\n")
 
 
@@ -239,11 +249,7 @@ def check_replaceable(folder: str | os.PathLike[str], names: Iterable[str], ledg
     """Refuse, before anything is written, to replace a file of ``names`` in ``folder`` that ``writer`` did not
     write there or that was changed since: ``overwrite`` replaces a writer's own files only, as its ledger
     (:func:`record_written`) records them. A missing or damaged ledger records nothing."""
-    try:
-        recorded = json.loads((Path(folder) / ledger).read_text())
-    except (OSError, ValueError, RecursionError):
-        recorded = {}
-    recorded = recorded if isinstance(recorded, dict) else {}
+    recorded = _recorded(folder, ledger)
     for name in names:
         path = Path(folder) / name
         if path.exists() and (not path.is_file() or recorded.get(name) != sha256_file(path)):

@@ -393,6 +393,20 @@ def test_earlier_figures_are_not_overwritten_without_overwrite(tmp_path, capsys,
     assert {p.name: p.read_bytes() for p in tmp_path.glob("*.png")} != before
 
 
+def test_overwrite_replaces_cams_own_figures_never_a_file_of_the_users(tmp_path, capsys, images, eva_checkpoint):
+    # --overwrite used to replace any PNG whose name a figure took: a photo of the user's called image0.png
+    args = ["--model_path", eva_checkpoint, "--images_path", images / "cat", "--save_dir", tmp_path / "figs"]
+    assert _run(args) == 0
+    ours = sorted(p.name for p in (tmp_path / "figs").glob("*.png"))
+    assert _run([*args, "--method", "layercam", "--overwrite"]) == 0  # its own, unchanged: replaced
+    capsys.readouterr()
+    photo = tmp_path / "figs" / ours[0]
+    photo.write_bytes(b"the user's own picture")
+    err = _one_line_error(capsys, _run([*args, "--overwrite"]))
+    assert f"{ours[0]} was not written by eva-utils cam, or was changed since" in err and "--save_dir" in err
+    assert photo.read_bytes() == b"the user's own picture"
+
+
 class DictOutputs(nn.Module):
     """A model that returns a dict of logits, as some detection and multi-head models do."""
 
