@@ -12,9 +12,11 @@ coursework submission asks for (``eva-utils report RUN_DIR``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ from eva_utils.plots import (
     show_misclassified,
     show_samples,
 )
-from eva_utils.training.checkpoint import load_checkpoint, rebuild_model
+from eva_utils.training.checkpoint import check_history, load_checkpoint, rebuild_model
 from eva_utils.training.history import History
 
 __all__ = ["add_parser", "write_pretrained_report", "write_report", "write_submission"]
@@ -128,7 +130,6 @@ def write_pretrained_report(out: str | os.PathLike, name: str = "resnet18_w16_ci
     Returns:
         Name -> path of every file written.
     """
-
     info = pretrained_info(name)
     model = pretrained(name)
     test_set = load_sample(train=False, transform=test_transforms())
@@ -164,8 +165,8 @@ def _observations(history: History, metrics: dict[str, Any], classes: list[str],
     off = cm - np.diag(np.diag(cm))
     true, guess = np.unravel_index(int(off.argmax()), off.shape)
     notes = [
-        f"Test accuracy peaked at {_percent(history.test_acc[best])} in epoch {history.epoch[best]} "
-        f"and ended at {_percent(history.test_acc[-1])} after {len(history)} epochs.",
+        f"During training (history.json), test accuracy peaked at {_percent(history.test_acc[best])} in epoch "
+        f"{history.epoch[best]} and ended at {_percent(history.test_acc[-1])} after {len(history)} epochs.",
         f"Train accuracy ended {abs(100 * gap):.1f} points {'above' if gap >= 0 else 'below'} test accuracy"
         + (" (train accuracy is measured on augmented images, which are harder)." if gap < 0 else "."),
     ]
@@ -188,16 +189,17 @@ def write_submission(
 ) -> dict[str, Path]:
     """The folder a coursework submission asks for, from a finished ``eva-utils train`` run.
 
-    Writes ``README.md`` (hyperparameters, model summary, final train and test accuracy from
-    ``history.json``, a per-class table, the loss curves, the ``n_images`` most confident mistakes,
-    Grad-CAM of layer0..layer4 on them, and observations read off the numbers), the figures it
-    links, ``metrics.json`` and a copy of ``history.json``.
+    Writes ``README.md`` (settings, model summary, the saved model's test accuracy measured now, which is its
+    title, then ``history.json``'s final and best ones, a per-class table, loss curves, the ``n_images`` most
+    confident mistakes and their Grad-CAM at layer0..layer4, observations), its figures, ``metrics.json`` and a
+    copy of ``history.json``. A ``history.json`` that is not the history saved in the checkpoint (edited, or
+    another run's) is refused, not reported: its numbers would sit beside a model that did not make them.
 
     Args:
         run_dir: the run's folder (``checkpoint.pt`` and ``history.json``, as ``eva-utils train`` writes them).
         out: where to write (default ``run_dir/submission``).
-        overwrite: replace the files of a submission already in ``out`` (and ``<out>.zip``); only those: a folder
-            holding anything else, the run folder or a folder containing it is refused even so.
+        overwrite: replace a submission already in ``out``, and a ``<out>.zip`` holding only its files; nothing
+            else (a folder holding other files, the run folder or one containing it are refused even so).
         data_dir: where CIFAR-10 is (default: the run's own ``data_dir``); it is not downloaded.
         n_images: misclassified images shown, and explained with Grad-CAM.
         zip: also write the folder as ``<out>.zip`` beside it (``zip`` in the result), to hand in or download.
@@ -206,9 +208,9 @@ def write_submission(
         Name -> path of every file written (``readme`` is the README).
 
     Raises:
-        UserError: no run there, a submission (or its zip) already there without ``overwrite``, an ``out``
-            that is the run, contains it or holds other files, a model without ResNet stages (MSD-Net
-            runs: use ``eva-utils msd``), or the run's data not found.
+        UserError: no run there, a history.json damaged or not the checkpoint's, a submission (or its zip) there
+            without ``overwrite``, an ``out`` that is the run, contains it or holds other files, a zip there that
+            is not a submission's, a model without ResNet stages (MSD-Net: ``eva-utils msd``), no data.
     """
     run = Path(run_dir).expanduser()
     checkpoint, history_file = run / "checkpoint.pt", run / "history.json"
@@ -219,26 +221,36 @@ def write_submission(
     history = History.load(history_file)  # every input checked before anything is written
     if not len(history):
         raise UserError(f"{history_file} holds no epochs: train for at least one epoch first")
-    out = Path(out).expanduser() if out is not None else run / "submission"
-    archive = claim_output_file(f"{out}.zip", overwrite=overwrite) if zip else None  # before any work
-    out = claim_output_folder(out, overwrite=overwrite, owned=SUBMISSION_FILES, exclusive=True, protect=[run],
-                              kind="a submission")
-    ckpt = load_checkpoint(checkpoint)  # read once: its settings and its model
+    ckpt = load_checkpoint(checkpoint)  # read once: its settings, its history and its model
+    check_history(ckpt, history, str(history_file))  # the checkpoint's own history: refused if it differs
     config = ckpt.get("config") or {}
     model = rebuild_model(ckpt, checkpoint)
     if not is_resnet(model):
         raise UserError(f"{run} holds a {type(model).__name__}; the submission kit explains ResNet stages "
                         "(for MSD-Net use eva-utils msd)")
+    out = Path(out).expanduser() if out is not None else run / "submission"
+    archive = _claim_archive(Path(f"{out}.zip"), overwrite) if zip else None
+    out = claim_output_folder(out, overwrite=overwrite, owned=SUBMISSION_FILES, exclusive=True, protect=[run],
+                              kind="a submission")
     test_set = load_dataset(config.get("data", "cifar10"), train=False, transform=test_transforms(),
                             root=data_dir or config.get("data_dir", "./data"), download=False)
     with staged_folder(out, SUBMISSION_FILES) as staging:  # an earlier submission stays whole until this one is
         written = _write_submission_files(run, staging, model, test_set, history, config, n_images)
         if archive is not None:  # zipped before the swap: a failed zip leaves the earlier folder as it was too
             _archive(staging, archive)
-    files = {name: out / path.name for name, path in written.items()}
-    if archive is not None:
-        files["zip"] = archive
-    return files
+    return {**{name: out / path.name for name, path in written.items()}, **({"zip": archive} if archive else {})}
+
+
+def _claim_archive(archive: Path, overwrite: bool) -> Path:
+    """:func:`claim_output_file` for the zip: ``overwrite`` replaces only a zip of ``SUBMISSION_FILES`` (ours)."""
+    archive, names = claim_output_file(archive, overwrite=overwrite), set()
+    if os.path.lexists(archive):  # a broken link too: refused, as a file that is not a zip or not readable
+        with contextlib.suppress(OSError, EOFError, ValueError, zipfile.BadZipFile), zipfile.ZipFile(archive) as zipped:
+            names = {name.removeprefix("./") for name in zipped.namelist()}
+        if not names or not names <= set(SUBMISSION_FILES):
+            raise UserError(f"{archive} was not written by eva-utils report (it is not a zip of a submission's "
+                            "files), so overwrite does not replace it: move it away or choose another out", param="out")
+    return archive
 
 
 def _write_submission_files(run: Path, out: Path, model: nn.Module, test_set: Any, history: History, config: dict,
@@ -272,24 +284,18 @@ def _archive(folder: Path, archive: Path) -> Path:
     return archive
 
 
-def _remeasured_note(history: History, metrics: dict) -> str:
-    if abs(metrics["accuracy"] - history.test_acc[-1]) < 5e-5:
-        return ", as in the last epoch"
-    return (" (the history's last epoch says otherwise: it measured a part of the test set, e.g. a smoke run "
-            "with --max-batches, or before the last checkpoint)")
-
-
 def _submission_readme(run: Path, config: dict, model: nn.Module, history: History, metrics: dict,
                        classes: list[str], cm: np.ndarray, n_images: int) -> str:
     """The submission's README.md: settings, model, results, figures and observations."""
-    return "\n".join((_readme_setup(run, config, model, history), _readme_results(history, metrics),
+    return "\n".join((_readme_setup(run, config, model, metrics["accuracy"]), _readme_results(history, metrics),
                       _readme_figures(n_images, _observations(history, metrics, classes, cm))))
 
 
-def _readme_setup(run: Path, config: dict, model: nn.Module, history: History) -> str:
+def _readme_setup(run: Path, config: dict, model: nn.Module, accuracy: float) -> str:
+    """The title (the saved model's accuracy, measured now), the settings and the model."""
     settings = "\n".join(f"| {k} | {config[k]} |" for k in _SETTINGS if k in config)
     stats = summary(model, (1, 3, 32, 32))
-    return f"""# {config.get("model", "model")} on {Path(str(config.get("data", "cifar10"))).name}: {_percent(history.test_acc[-1])} test accuracy
+    return f"""# {config.get("model", "model")} on {Path(str(config.get("data", "cifar10"))).name}: {_percent(accuracy)} test accuracy
 
 Run folder: `{run.name}`. Written by `eva-utils report` from the run's `checkpoint.pt` and `history.json`.
 
@@ -310,17 +316,23 @@ Run folder: `{run.name}`. Written by `eva-utils report` from the run's `checkpoi
 
 
 def _readme_results(history: History, metrics: dict) -> str:
+    """The saved model's accuracy, measured now; the history's numbers, labelled as the history's; per class."""
     per_class = "\n".join(f"| {c} | {'n/a' if a is None else _percent(a)} |" for c, a in metrics["per_class_accuracy"].items())
+    note = (", as the history's last epoch recorded" if abs(metrics["accuracy"] - history.test_acc[-1]) < 5e-5 else
+            f"; the history's last epoch recorded {_percent(history.test_acc[-1])}, on a part of the test set "
+            "(a smoke run with --max-batches) or with other data")
     return f"""## Results
 
-| | train | test |
+Test accuracy of the saved model, measured again now on all {metrics["images"]} test images:
+**{_percent(metrics["accuracy"])}** ({metrics["misclassified"]} misclassified){note}. As `history.json` recorded it:
+
+| history.json | train | test |
 | --- | --- | --- |
 | final accuracy (epoch {history.epoch[-1]}) | {_percent(history.train_acc[-1])} | {_percent(history.test_acc[-1])} |
 | final loss | {history.train_loss[-1]:.4f} | {history.test_loss[-1]:.4f} |
 | best test accuracy | | {_percent(max(history.test_acc))} |
 
-The saved model, measured again now on all {metrics["images"]} test images: {_percent(metrics["accuracy"])}
-({metrics["misclassified"]} misclassified){_remeasured_note(history, metrics)}. Per class:
+Per class (the saved model, measured now):
 
 | class | accuracy |
 | --- | --- |

@@ -31,6 +31,7 @@ __all__ = [
     "RefusedPickleError",
     "safe_load",
     "check_compatible",
+    "check_history",
     "keep_resumed",
     "load_checkpoint",
     "load_trained_model",
@@ -117,8 +118,9 @@ def _to_device(obj: Any, device: str | torch.device) -> Any:
 
 def _may_be_missing(key: str, fresh: Any) -> bool:
     """A key a state of another torch release may lack: torch fills in its flags (``foreach``, ``fused``,
-    ``maximize``, ...) and keeps a fresh object's private attributes (``_is_initial``, ...) when it loads one."""
-    return key.startswith("_") or fresh is None or isinstance(fresh, bool)
+    ``maximize``, ...) and keeps a fresh object's private attributes (``_is_initial``, ...) when it loads one;
+    ``steps_per_epoch``: a one cycle's, which ``make_scheduler`` records and older checkpoints lack."""
+    return key.startswith("_") or key == "steps_per_epoch" or fresh is None or isinstance(fresh, bool)
 
 
 def _kind_problem(saved: Any, fresh: Any, where: str) -> str | None:
@@ -192,6 +194,28 @@ def training_state_problem(ckpt: dict[str, Any], optimizer: torch.optim.Optimize
     return None
 
 
+def _schedule_problem(ckpt: dict[str, Any], scheduler: Any) -> str | None:
+    """Why ``ckpt``'s one-cycle schedule cannot go on in ``scheduler`` (this run's, fresh), or None.
+
+    A one cycle plans ``epochs x steps_per_epoch`` steps: the checkpoint's must plan as many, and the steps it took
+    must be the epochs done times this run's steps per epoch (``make_scheduler`` records them), or the cycle would
+    end before the run (OneCycleLR then raises mid-epoch) or short of its end.
+    """
+    planned, saved = getattr(scheduler, "total_steps", None), ckpt.get("scheduler")
+    if planned is None or not isinstance(saved, dict):
+        return None
+    if saved.get("total_steps") != planned:
+        return (f"the checkpoint's one-cycle schedule spans {saved.get('total_steps')} steps but this run plans "
+                f"{planned}; a one-cycle run can only be resumed with the same epochs "
+                f"({(ckpt.get('config') or {}).get('epochs', '?')}) and batch size")
+    per_epoch, done, taken = getattr(scheduler, "steps_per_epoch", None), ckpt.get("epoch"), saved.get("last_epoch")
+    if not isinstance(per_epoch, int) or not isinstance(done, int) or done < 1 or taken == done * per_epoch:
+        return None
+    took = f"{int(taken) // done} steps per epoch" if taken % done == 0 else f"{taken} steps in {done} epochs"
+    return (f"the checkpoint's one-cycle schedule took {took}, this run takes {per_epoch} (max_batches, batch_size "
+            "or the data changed): resume with the same settings, or start a new run in another output folder")
+
+
 def restore_training_state(
     ckpt: dict[str, Any],
     model: nn.Module,
@@ -205,7 +229,8 @@ def restore_training_state(
         ``History.to_dict()`` of the epochs done (``{}`` if none were recorded); ``fit`` builds its History.
 
     Raises:
-        CheckpointError: the checkpoint was made for another architecture, optimizer or scheduler.
+        CheckpointError: the checkpoint was made for another architecture, optimizer or scheduler, or its one cycle
+            for another number of steps in all or per epoch (refused before anything is loaded).
     """
     config = ckpt.get("config") or {}
     check_compatible(ckpt["model"], model, "checkpoint", describe_config(config))
@@ -218,6 +243,9 @@ def restore_training_state(
                               "Resume from an earlier copy, or with the optimizer and scheduler it was trained with "
                               f"({config.get('optimizer', '?')}, {config.get('scheduler', '?')}), or start a new run "
                               "in another output folder")
+    problem = _schedule_problem(ckpt, scheduler) if scheduler is not None else None
+    if problem:  # before anything is loaded: the model, optimizer and scheduler stay as they were
+        raise CheckpointError(problem, param="resume")
     model.load_state_dict(ckpt["model"])
     if optimizer is not None and ckpt.get("optimizer") is not None:
         try:
@@ -228,13 +256,7 @@ def restore_training_state(
                 f"resume with the optimizer it was trained with ({config.get('optimizer', 'see its config')})"
             ) from exc
     if scheduler is not None:
-        planned = getattr(scheduler, "total_steps", None)
         scheduler.load_state_dict(ckpt["scheduler"])
-        if planned is not None and scheduler.total_steps != planned:
-            raise CheckpointError(
-                f"the checkpoint's one-cycle schedule spans {scheduler.total_steps} steps but this run plans {planned}; "
-                f"a one-cycle run can only be resumed with the same epochs ({config.get('epochs', '?')}) and batch size"
-            )
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
     return dict(ckpt.get("history") or {})
@@ -269,6 +291,27 @@ def resume_from(
                               f"holds {len(history)}; resume from an earlier copy or start a new run in another "
                               "output folder", param="resume")
     return history, int(ckpt["epoch"])
+
+
+def check_history(ckpt: dict[str, Any], history: History, name: str = "the history") -> None:
+    """Refuse ``history`` (called ``name``) unless it holds the numbers ``ckpt`` was saved with; a checkpoint saved
+    without a history is held to its count of epochs.
+
+    Raises:
+        CheckpointError: they differ (the message says where first), or the checkpoint's own history is damaged.
+    """
+    if ckpt.get("history"):
+        try:
+            saved = History.from_dict(ckpt["history"])
+        except UserError as exc:
+            raise CheckpointError(f"the checkpoint's history is damaged ({exc})") from exc
+        differs = history.difference(saved, (name, "the checkpoint"))
+    else:
+        done = ckpt.get("epoch")
+        differs = None if len(history) == done else f"{len(history)} epochs in {name}, {done} in the checkpoint"
+    if differs:
+        raise CheckpointError(f"{name} does not match the history saved in the checkpoint ({differs}): it was "
+                              "changed after training or comes from another run; put back the one saved with it")
 
 
 def keep_resumed(resume: str | os.PathLike, checkpoint_path: str | os.PathLike) -> None:

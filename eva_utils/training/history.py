@@ -66,7 +66,8 @@ class History:
 
         Raises:
             UserError: not an object, unknown keys, a value that is not a list of numbers, lists of unequal
-                length (``lr``, ``seconds`` and ``test_exit_acc`` may also be empty).
+                length (``lr``, ``seconds`` and ``test_exit_acc`` may also be empty), epochs that are not whole
+                numbers above 0, each larger than the one before.
         """
         if not isinstance(data, dict):
             raise UserError(f"not a History: a JSON object of lists was expected, got {json.dumps(data)[:40]}")
@@ -74,12 +75,37 @@ class History:
         if unknown:
             raise UserError(f"not a History: unexpected keys {sorted(unknown)}")
         history = cls(**{k: _numbers(k, v) for k, v in data.items()})
+        _check_epochs(history.epoch)
         lengths = {f.name: len(getattr(history, f.name)) for f in fields(cls)}
         uneven = {k: n for k, n in lengths.items() if n != len(history) and not (n == 0 and k in _OPTIONAL)}
         if uneven:
             raise UserError(f"not a History: {len(history)} epochs, but " +
                             ", ".join(f"{n} entries in {k}" for k, n in uneven.items()))
         return history
+
+    def difference(self, other: History, names: tuple[str, str] = ("this history", "the other")) -> str | None:
+        """The first number in which ``other`` differs from this history, or None when they hold the same numbers
+        (NaN equal to NaN).
+
+        Args:
+            other: the history to compare with.
+            names: what to call this history and ``other`` in the answer.
+
+        Returns:
+            E.g. ``"test_acc of epoch 2: 0.99 in history.json, 0.15 in the checkpoint"``, or None.
+        """
+        if len(self) != len(other):
+            return f"{len(self)} epochs in {names[0]}, {len(other)} in {names[1]}"
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if len(mine) != len(theirs):
+                return f"{len(mine)} entries of {f.name} in {names[0]}, {len(theirs)} in {names[1]}"
+            for i, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+                if a != b and json.dumps(a) != json.dumps(b):  # NaN: "NaN" == "NaN"
+                    where = f"{f.name} of epoch {self.epoch[i]}" if f.name != "epoch" else f"epoch number {i + 1}"
+                    return f"{where}: {str(a)[:20]} in {names[0]}, {str(b)[:20]} in {names[1]}"
+        return None
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write JSON atomically; returns the path."""
         path = Path(path)
@@ -116,6 +142,16 @@ def _fits(key: str, x: float) -> bool:
     if key == "lr":
         return not math.isinf(x)
     return math.isfinite(x) and x >= 0 and (x <= 1 or "acc" not in key)
+
+
+def _check_epochs(epochs: list) -> None:
+    """Refuse epoch numbers that are not whole numbers above 0, each larger than the one before."""
+    for i, epoch in enumerate(epochs):
+        if not isinstance(epoch, int) or epoch < 1:
+            raise UserError(f"not a History: epoch holds {str(epoch)[:20]}; epochs are whole numbers from 1 up")
+        if i and epoch <= epochs[i - 1]:
+            raise UserError(f"not a History: epoch {epoch} follows epoch {epochs[i - 1]}; each epoch must be "
+                            "larger than the one before")
 
 
 def _numbers(key: str, values: Any) -> list:

@@ -84,7 +84,8 @@ def make_scheduler(
     """A learning-rate schedule by name.
 
     ``onecycle`` (stepped per batch): linear warm-up over ``pct_start`` of training to
-    ``max_lr`` (default: the optimizer's lr), then linear decay to ~0. ``step`` (per epoch):
+    ``max_lr`` (default: the optimizer's lr), then linear decay to ~0; it carries ``steps_per_epoch``, in its
+    state too, so that a resumed run can be checked to step as often per epoch. ``step`` (per epoch):
     multiply by ``gamma`` every ``step_size`` epochs. ``cosine`` (per epoch): cosine decay to 0.
     ``none``: constant.
 
@@ -117,7 +118,7 @@ def _one_cycle(optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: i
                         param="epochs")
     # each phase needs 2 or more steps (OneCycleLR divides by the phase length minus one)
     pct_start = min(max(pct_start, 2 / total), 1 - 2 / total)
-    return torch.optim.lr_scheduler.OneCycleLR(
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=peak,
         epochs=int(epochs),
@@ -128,6 +129,8 @@ def _one_cycle(optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: i
         final_div_factor=1e4,
         three_phase=False,
     )
+    scheduler.steps_per_epoch = int(steps_per_epoch)  # OneCycleLR keeps only the total; checkpoint's resume checks it
+    return scheduler
 
 
 def steps_per_batch(scheduler: object) -> bool:

@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from eva_utils.apps import report
@@ -137,9 +138,11 @@ def test_a_damaged_history_is_refused_before_anything_is_written(tmp_path, text)
 def test_zip_never_replaces_a_submission_zip_without_overwrite(run, tmp_path):
     out = tmp_path / "s"
     archive = Path(f"{out}.zip")
-    archive.write_bytes(b"an earlier submission")
+    with zipfile.ZipFile(archive, "w") as earlier:  # a zip of a submission's files: overwrite may replace it
+        earlier.writestr("README.md", "an earlier submission")
+    before = archive.read_bytes()
     _refused(_report(str(run), "--out", str(out), "--zip"), "already exists", "--overwrite")
-    assert archive.read_bytes() == b"an earlier submission" and not any(out.iterdir() if out.exists() else [])
+    assert archive.read_bytes() == before and not any(out.iterdir() if out.exists() else [])
     assert main(["report", str(run), "--out", str(out), "--zip", "--overwrite"]) == 0
     assert zipfile.ZipFile(archive).testzip() is None and "README.md" in zipfile.ZipFile(archive).namelist()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left behind
@@ -182,3 +185,58 @@ def test_a_full_disk_while_rewriting_a_submission_keeps_the_earlier_one_whole(ru
     (small_disk / "filler").unlink()
     assert _report(str(run), "--out", str(out), "--overwrite").returncode == 0
     assert set(_tree(out)) == set(before)
+
+
+@pytest.mark.parametrize("mine", [b"MINE\n", "zip of notes.txt"])
+def test_overwrite_never_replaces_a_zip_that_report_did_not_write(run, tmp_path, mine):
+    out, archive = tmp_path / "uz", tmp_path / "uz.zip"  # uz/ does not exist: only the zip is the user's
+    if mine == "zip of notes.txt":
+        with zipfile.ZipFile(archive, "w") as theirs:
+            theirs.writestr("README.md", "mine")
+            theirs.writestr("notes.txt", "mine too")
+    else:
+        archive.write_bytes(mine)
+    before = _tree(tmp_path)
+    _refused(_report(str(run), "--out", str(out), "--zip", "--overwrite"),
+             f"{archive} was not written by eva-utils report", "move it away or choose another out", "--out")
+    assert _tree(tmp_path) == before and not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["uz.zip"]
+
+
+# ----------------------------------------------------------------------------- the numbers are the model's (issue 1)
+
+
+def _tampered_copy(run: Path, tmp_path: Path, change) -> Path:
+    """A copy of ``run`` whose history.json is changed by ``change`` (a function of the history's dict)."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    history = json.loads((copy / "history.json").read_text())
+    change(history)
+    (copy / "history.json").write_text(json.dumps(history))
+    return copy
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    (lambda h: h.update(epoch=[5, 3], test_acc=[0.97, 0.99]), "epoch 3 follows epoch 5"),
+    (lambda h: h.update(test_acc=[0.97, 0.99]), "does not match the history saved in the checkpoint (test_acc of epoch 1: 0.97"),
+    (lambda h: h.update({k: v[:1] for k, v in h.items()}), "(1 epochs in"),
+])
+def test_a_history_json_that_is_not_the_checkpoints_is_refused_before_anything_is_written(run, tmp_path, change, said):
+    copy = _tampered_copy(run, tmp_path, change)
+    before = _tree(copy)
+    _refused(_report(str(copy), "--out", str(tmp_path / "s")), said)
+    assert not (tmp_path / "s").exists() and _tree(copy) == before
+
+
+def test_the_headline_accuracy_is_the_saved_models_measured_now(run, tmp_path):
+    # history.json and the checkpoint's history both say 99%: the README's title must be what the model scores
+    copy = _tampered_copy(run, tmp_path, lambda h: h.update(test_acc=[0.97, 0.99]))
+    ckpt = torch.load(copy / "checkpoint.pt", weights_only=True)
+    ckpt["history"]["test_acc"] = [0.97, 0.99]
+    torch.save(ckpt, copy / "checkpoint.pt")
+    files = report.write_submission(copy, out=tmp_path / "s")
+    metrics = json.loads(files["metrics"].read_text())
+    title = files["readme"].read_text().splitlines()[0]
+    assert metrics["accuracy"] < 0.5 and title.endswith(f": {100 * metrics['accuracy']:.2f}% test accuracy"), title
+    readme = files["readme"].read_text()
+    assert "| history.json | train | test |" in readme and "99.00%" in readme  # the history's, labelled so
+    assert f"**{100 * metrics['accuracy']:.2f}%**" in readme and "the history's last epoch recorded 99.00%" in readme

@@ -322,3 +322,73 @@ def test_resuming_from_nan_weights_is_refused_in_one_line_and_the_file_kept(tmp_
     assert "holds NaN or infinite weights (first in layer1.0.bn1.running_var)" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
     assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def _one_cycle_checkpoint(path, epochs, steps_per_epoch, epochs_done):
+    """A checkpoint of a one-cycle run planned for ``epochs x steps_per_epoch`` steps, saved after ``epochs_done``."""
+    model = resnet18(width=4)
+    opt = training.make_optimizer(model, "sgd", lr=0.1)
+    sched = training.make_scheduler(opt, "onecycle", epochs=epochs, steps_per_epoch=steps_per_epoch)
+    history = training.History()
+    for epoch in range(1, epochs_done + 1):
+        for _ in range(steps_per_epoch):
+            opt.step()
+            sched.step()
+        history.append(epoch, training.EpochStats(2.0, 0.1, lr=0.1), training.EpochStats(2.1, 0.12), 1.0)
+    checkpoint.save_checkpoint(path, model, opt, sched, None, history, epochs_done,
+                               {"model": "resnet18", "width": 4, "num_classes": 10, "epochs": epochs})
+
+
+def _resume_one_cycle(path, epochs, steps_per_epoch):
+    model = resnet18(width=4)
+    opt = training.make_optimizer(model, "sgd", lr=0.1)
+    sched = training.make_scheduler(opt, "onecycle", epochs=epochs, steps_per_epoch=steps_per_epoch)
+    return checkpoint.resume_from(path, model, opt, sched, None), sched
+
+
+def test_a_one_cycle_resumes_only_with_as_many_steps_per_epoch(tmp_path):
+    path = tmp_path / "ck.pt"
+    _one_cycle_checkpoint(path, epochs=3, steps_per_epoch=2, epochs_done=2)  # interrupted after 2 of 3 epochs
+    (history, done), sched = _resume_one_cycle(path, epochs=3, steps_per_epoch=2)
+    assert done == 2 and len(history) == 2 and sched.last_epoch == 4
+    _one_cycle_checkpoint(path, epochs=2, steps_per_epoch=3, epochs_done=2)  # 6 steps in all, as 3 x 2 are
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError, match="one-cycle schedule took 3 steps per epoch, this run takes 2") as caught:
+        _resume_one_cycle(path, epochs=3, steps_per_epoch=2)
+    assert caught.value.param == "resume" and path.read_bytes() == before
+
+
+def test_train_resume_with_another_steps_per_epoch_is_refused_in_one_line_and_changes_nothing(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    first, resumed = tmp_path / "r1", tmp_path / "rs2"
+    args = [sys.executable, "-m", "eva_utils", "train", "--data", "sample", "--width", "4", "--batch-size", "64",
+            "--device", "cpu", "--no-download", "--quiet", "--workers", "0"]
+    done = subprocess.run([*args, "--epochs", "2", "--max-batches", "3", "--out", str(first)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    shutil.copytree(first, resumed)
+    before = {p.name: p.read_bytes() for p in resumed.iterdir()}
+    # 3 epochs x 2 batches plan the same 6 steps as 2 x 3, but the schedule has taken all 6 already
+    done = subprocess.run([*args, "--epochs", "3", "--max-batches", "2", "--out", str(resumed), "--resume"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "took 3 steps per epoch, this run takes 2 (max_batches, batch_size or the data changed)" in done.stderr
+    assert {p.name: p.read_bytes() for p in resumed.iterdir()} == before
+
+
+def test_a_history_is_checked_against_the_one_its_checkpoint_holds(tmp_path):
+    *_, history = _save(tmp_path / "ck.pt")
+    ckpt = checkpoint.load_checkpoint(tmp_path / "ck.pt")
+    checkpoint.check_history(ckpt, history, "history.json")  # the same numbers
+    edited = training.History.from_dict({**history.to_dict(), "test_acc": [0.99]})
+    with pytest.raises(CheckpointError, match=r"history.json does not match the history saved in the checkpoint "
+                                              r"\(test_acc of epoch 1: 0.99 in history.json, 0.12 in the checkpoint\)"):
+        checkpoint.check_history(ckpt, edited, "history.json")
+    ckpt["history"] = None  # saved without one: held to its count of epochs
+    checkpoint.check_history(ckpt, history, "history.json")
+    with pytest.raises(CheckpointError, match=r"\(0 epochs in history.json, 1 in the checkpoint\)"):
+        checkpoint.check_history(ckpt, training.History(), "history.json")

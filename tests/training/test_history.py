@@ -38,6 +38,10 @@ _EPOCH = {"epoch": [1], "train_loss": [1.0], "train_acc": [0.5], "test_loss": [1
     (b'{"epoch": [1], "train_loss": [Infinity]}', "train_loss holds inf; its values must be finite and not negative"),
     (b'{"epoch": [1], "train_loss": [1' + b"0" * 400 + b']}', "train_loss holds 1000"),
     (b"[" * 100_000 + b"]" * 100_000, "recursion"),
+    (b'{"epoch": [5, 3], "test_acc": [0.97, 0.99]}', "epoch 3 follows epoch 5; each epoch must be larger"),
+    (b'{"epoch": [1, 1]}', "epoch 1 follows epoch 1"),
+    (b'{"epoch": [0]}', "epoch holds 0; epochs are whole numbers from 1 up"),
+    (b'{"epoch": [1.5]}', "epoch holds 1.5; epochs are whole numbers from 1 up"),
 ])
 def test_a_damaged_history_is_refused_in_one_sentence(tmp_path, text, said):
     path = tmp_path / "history.json"
@@ -51,3 +55,13 @@ def test_lr_seconds_and_exit_accuracy_may_be_missing_but_not_short():
     assert len(training.History.from_dict(_EPOCH)) == 1  # a history that did not record them
     with pytest.raises(UserError, match="1 epochs, but 2 entries in lr"):
         training.History.from_dict({**_EPOCH, "lr": [0.1, 0.2]})
+
+
+def test_the_first_difference_between_two_histories_is_named():
+    nan = float("nan")
+    one = training.History.from_dict({**_EPOCH, "lr": [nan]})
+    assert one.difference(training.History.from_dict({**_EPOCH, "lr": [nan]})) is None  # NaN, an lr not recorded
+    other = training.History.from_dict({**_EPOCH, "lr": [nan], "test_acc": [0.99]})
+    assert one.difference(other, ("history.json", "the checkpoint")) == \
+        "test_acc of epoch 1: 0.4 in history.json, 0.99 in the checkpoint"
+    assert one.difference(training.History()) == "1 epochs in this history, 0 in the other"
