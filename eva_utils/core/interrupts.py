@@ -30,6 +30,7 @@ __all__ = ["interrupted", "interrupts_deferred", "keep_interrupts_sticky", "stop
 
 _received: list[int] = []  # the SIGINTs recorded under sticky_interrupts, acted on or not
 _stopping: list[bool] = []  # not empty once the program is stopping for a Ctrl-C
+_for_life: list[bool] = []  # not empty once the entry point has made Ctrl-C sticky until the process exits
 
 
 def _sticky(signum: int, frame: FrameType | None) -> None:
@@ -82,11 +83,16 @@ def keep_interrupts_sticky() -> None:
     if _ours() and signal.getsignal(signal.SIGINT) is not _sticky:
         signal.signal(signal.SIGINT, _sticky)
         sys.unraisablehook = _quiet_hook(sys.unraisablehook)
+        _for_life.append(True)
 
 
 def stopping() -> None:
-    """The program is stopping for a Ctrl-C it caught: a later one is recorded, not raised again."""
+    """The program is stopping for a Ctrl-C it caught: a later one is recorded, not raised again; in an entry point
+    (:func:`keep_interrupts_sticky`) it is ignored from now on, since Python's shutdown puts back the default action
+    (a second Ctrl-C while the loader's workers stop killed the process: exit -2, not 130)."""
     _stopping.append(True)
+    if _for_life and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def interrupted() -> bool:

@@ -134,6 +134,12 @@ def train(args):  # Ctrl-C stops the run, and another lands while Python shuts d
     atexit.register(ctrl_c)
     ctrl_c()
 
+class Late:  # collected last, after Python's shutdown put back the default action of SIGINT
+    def __del__(self):
+        ctrl_c()
+
+if sys.argv[1] == "late":
+    sys.modules["builtins"].late_object = Late()
 if sys.argv[1] == "start":
     cli.build_parser = slow_start
 else:
@@ -143,11 +149,12 @@ sys.exit(cli.main())
 """
 
 
-@pytest.mark.parametrize("when", ["start", "shutdown"])
+@pytest.mark.parametrize("when", ["start", "shutdown", "late"])
 def test_the_command_line_says_interrupted_and_exits_130_whenever_ctrl_c_lands(when):
     """The eva-utils entry point in a subprocess with real signals: while the command's module is imported (a
     traceback and exit -2 before), and a second Ctrl-C during the shutdown after the first stopped the run (an
-    "Exception ignored in atexit callback" traceback, and exit -2 instead of 130, before)."""
+    "Exception ignored in atexit callback" traceback, and exit -2 instead of 130, before), also at its very end, when
+    Python has put back SIGINT's default action (the process was killed by it: exit -2)."""
     done = subprocess.run([sys.executable, "-c", _ENTRY, when], capture_output=True, text=True, timeout=120)
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip() == "eva-utils train: interrupted"
