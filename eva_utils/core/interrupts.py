@@ -75,6 +75,8 @@ def sticky_interrupts() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, previous_handler)
         sys.unraisablehook = previous_hook
+        _received.clear()  # acted on inside the block: a later fit outside one must not stop for it
+        _stopping.clear()
 
 
 def keep_interrupts_sticky() -> None:
@@ -96,7 +98,7 @@ def stopping() -> None:
 
 
 def interrupted() -> bool:
-    """Whether a Ctrl-C arrived during the current (or last) :func:`sticky_interrupts` block."""
+    """Whether a Ctrl-C arrived during the current :func:`sticky_interrupts` block."""
     return bool(_received)
 
 
