@@ -26,6 +26,8 @@ Commands::
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import sys
@@ -229,6 +231,20 @@ def broadcast_buffers(model: nn.Module, group: Group | None) -> None:
         dist.broadcast(buffer.data, src=0)
 
 
+@contextlib.contextmanager
+def _quiet_launcher() -> Iterator[None]:
+    """torch elastic's own log lines (a process failed, others sent SIGTERM) held back while it runs."""
+    loggers = [logging.getLogger(name) for name in ("torch.distributed.elastic", "torch.distributed.launcher")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def launch(nproc: int, argv: Sequence[str]) -> int:
     """Run ``python -m eva_utils <argv>`` on ``nproc`` processes of this machine, as ``torchrun --standalone`` does.
 
@@ -247,7 +263,8 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5)
     try:
-        elastic_launch(config, entrypoint=sys.executable)("-m", "eva_utils", *argv)
+        with _quiet_launcher():  # its warnings name no file of the user's; the outcome is said below, in one line
+            elastic_launch(config, entrypoint=sys.executable)("-m", "eva_utils", *argv)
     except SignalException as exc:  # Ctrl-C reaches the launcher too: an interrupt, as in one process
         if exc.sigval == signal.SIGINT:
             raise KeyboardInterrupt from None

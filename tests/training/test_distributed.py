@@ -147,6 +147,8 @@ def test_a_user_error_in_the_processes_ends_in_one_line_and_exit_2(tmp_path):
     done = _train(broken, tmp_path / "run")
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "eva-utils train: error:" in done.stderr
+    lines = {line for line in done.stderr.splitlines() if line.strip()}  # each process says it, and nothing else does
+    assert len(lines) == 1 and lines.pop().startswith("eva-utils train: error:"), done.stderr  # (torch elastic's W/E lines)
 
 
 def test_a_process_that_raises_stops_the_run_with_its_message(tmp_path):
