@@ -176,6 +176,7 @@ COMMAND_MODULES = {  # every module that holds a command, old path or new, and t
     "eva_utils.fork": "eva-utils fork", "eva_utils.msd_cli": "eva-utils msd", "eva_utils.report": "eva-utils report",
     "eva_utils.app": "eva-utils app", "eva_utils.apps.fork": "eva-utils fork", "eva_utils.apps.cli_msd": "eva-utils msd",
     "eva_utils.apps.cli_app": "eva-utils app", "eva_utils.apps.cli_train": "eva-utils train",
+    "eva_utils.apps.report": "eva-utils report",
 }
 
 

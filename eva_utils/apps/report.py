@@ -1,12 +1,10 @@
 """Write the "look inside" figures of a trained model in one call (used by ``eva-utils demo`` and notebook 01).
 
-``write_report(model, test_set, out)`` predicts the test set and saves: the most confident
-misclassified images, the confusion matrix, per-layer Grad-CAM of misclassified images,
-a grid of augmented training images, and ``metrics.json`` (accuracy, per-class accuracy).
-``write_pretrained_report(out)`` does the same for the model that ships with the package, on
-the 1,000 bundled test images, and adds the curves of the run that trained it: the README's
-figures. ``write_submission(run_dir)`` turns an ``eva-utils train`` run into the folder a
-coursework submission asks for (``eva-utils report RUN_DIR``).
+``write_report(model, test_set, out)`` predicts the test set and saves: the most confident misclassified images, the
+confusion matrix, per-layer Grad-CAM of misclassified images, a grid of augmented training images, and ``metrics.json``
+(accuracy, per-class accuracy). ``write_pretrained_report(out)`` does the same for the shipped model on the 1,000 bundled
+test images, with the curves of the run that trained it: the README's figures. ``write_submission(run_dir)`` turns an
+``eva-utils train`` run into the folder a coursework submission asks for (``eva-utils report RUN_DIR``).
 """
 
 from __future__ import annotations
@@ -50,15 +48,8 @@ __all__ = ["add_parser", "write_pretrained_report", "write_report", "write_submi
 
 
 def write_report(
-    model: nn.Module,
-    test_set: Any,
-    out: str | os.PathLike,
-    train_set: Any | None = None,
-    n_misclassified: int = 20,
-    n_cam: int = 10,
-    method: str = "gradcam",
-    caption: str | None = None,
-    extra_metrics: dict[str, Any] | None = None,
+    model: nn.Module, test_set: Any, out: str | os.PathLike, train_set: Any | None = None, n_misclassified: int = 20,
+    n_cam: int = 10, method: str = "gradcam", caption: str | None = None, extra_metrics: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Predict ``test_set`` and save the figures and metrics into ``out``.
 
@@ -396,3 +387,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if archive is not None:
         print(f"and {archive}")
     return 0
+
+
+if __name__ == "__main__":  # a module, not a command: say which one
+    from eva_utils.apps.cli import not_a_command
+
+    raise SystemExit(not_a_command(__spec__.name, "report"))
