@@ -83,15 +83,15 @@ class DeviceLoader(DataLoader):
         self.labels = torch.from_numpy(labels).to(self.device)  # (N,)
         self._share: Sampler[int] | None = None  # this process's indices under torchrun (see shard)
 
-    def shard(self, sampler: Sampler[int], batch_size: int) -> DeviceLoader:
+    def shard(self, sampler: Sampler[int], batch_size: int, drop_last: bool) -> DeviceLoader:
         """This process's share under torchrun: the indices ``sampler`` gives each pass (a ``DistributedSampler``,
-        whose ``set_epoch`` ``fit`` calls, or an evaluation shard), ``batch_size`` images a batch. The images stay
-        where they are, shared with this loader; the augmentations come from the new loader's own ``generator``
-        (``fit`` seeds it per process)."""
+        whose ``set_epoch`` ``fit`` calls, or an evaluation shard), ``batch_size`` images a batch, the last one
+        incomplete unless ``drop_last``. The images stay where they are, shared with this loader; the augmentations
+        come from the new loader's own ``generator`` (``fit`` seeds it per process)."""
         share = copy.copy(self)  # the images on the device are shared, not copied
-        # DataLoader refuses batch_size and sampler as attributes once built; this loader reads them in len and iter only
+        # DataLoader refuses these as attributes once built; this loader reads them in len and iter only
         share.__dict__.update(batch_size=positive_int(batch_size, "batch_size"), sampler=sampler, _share=sampler,
-                              generator=torch.Generator().manual_seed(self.generator.initial_seed()))
+                              drop_last=drop_last, generator=torch.Generator().manual_seed(self.generator.initial_seed()))
         return share
 
     def __len__(self) -> int:

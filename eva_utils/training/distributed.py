@@ -152,8 +152,11 @@ class Shard(Sampler[int]):
 def _like(loader: DataLoader, batch_size: int, sampler: Sampler, drop_last: bool) -> DataLoader:
     """A loader over the same data set with the same workers, pinning and seeding, but ``sampler``.
 
-    A :class:`~eva_utils.data.SeededLoader` stays one, so its augmentations still follow its generator.
+    A :class:`~eva_utils.data.SeededLoader` stays one, so its augmentations still follow its generator; a
+    :class:`~eva_utils.data.DeviceLoader` gives its share of the images it holds (:meth:`DeviceLoader.shard`).
     """
+    if isinstance(loader, DeviceLoader):
+        return loader.shard(sampler, batch_size, drop_last)
     kind = SeededLoader if isinstance(loader, SeededLoader) else DataLoader
     return kind(
         loader.dataset, batch_size=batch_size, sampler=sampler, num_workers=loader.num_workers,
@@ -169,14 +172,12 @@ def shard_train_loader(loader: DataLoader, group: Group, seed: int) -> DataLoade
     batch = per_process_batch(loader.batch_size, group.world_size)
     sampler = DistributedSampler(loader.dataset, group.world_size, group.rank, shuffle=True, seed=seed,
                                  drop_last=loader.drop_last)
-    return loader.shard(sampler, batch) if isinstance(loader, DeviceLoader) else _like(loader, batch, sampler, loader.drop_last)
+    return _like(loader, batch, sampler, loader.drop_last)
 
 
 def shard_eval_loader(loader: DataLoader, group: Group) -> DataLoader:
     """This process's share of an evaluation loader: every image in exactly one process (no padding)."""
-    share = Shard(len(loader.dataset), group.rank, group.world_size)
-    return loader.shard(share, loader.batch_size) if isinstance(loader, DeviceLoader) else _like(
-        loader, loader.batch_size or 1, share, False)
+    return _like(loader, loader.batch_size or 1, Shard(len(loader.dataset), group.rank, group.world_size), False)
 
 
 def distribute(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, group: Group | None, seed: int,

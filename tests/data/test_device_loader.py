@@ -108,7 +108,7 @@ def test_refusals_are_one_line_and_name_the_parameter():
     with pytest.raises(UserError, match="16x16"):
         data.DeviceLoader(data.ArrayDataset(np.zeros((4, 16, 16, 3), np.uint8), [0] * 4), 2)
     with pytest.raises(UserError, match="batch_size") as info:
-        data.DeviceLoader(ds, 10).shard(torch.utils.data.SequentialSampler(ds), 0)
+        data.DeviceLoader(ds, 10).shard(torch.utils.data.SequentialSampler(ds), 0, drop_last=True)
     assert info.value.param == "batch_size" and "\n" not in str(info.value)
 
 
