@@ -11,9 +11,8 @@ The package is split by concern into layers, each importing only the ones below 
     data        CIFAR-10, the bundled sample, loaders, the preprocessing presets, image files
     core        errors, atomic files, devices, the safe torch loader
 
-The most used names are re-exported here. They are imported on first use (PEP 562), so that
-``eva-utils --help`` starts without torchvision or matplotlib; ``eva_utils.fit`` and
-``from eva_utils import fit`` work as before.
+The most used names are re-exported here, imported on first use (PEP 562) so that ``eva-utils --help`` starts
+without torchvision or matplotlib; ``eva_utils.fit`` and ``from eva_utils import fit`` work as before.
 """
 
 from __future__ import annotations
@@ -23,48 +22,30 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# public name -> the module that defines it (the old module paths, e.g. ``eva_utils.cam``, still import)
-_HOMES = {
-    "CIFAR10_CLASSES": "eva_utils.data.cifar10",
-    "CIFAR10_MEAN": "eva_utils.data.cifar10",
-    "CIFAR10_STD": "eva_utils.data.cifar10",
-    "denormalize": "eva_utils.data.cifar10",
-    "get_cifar10": "eva_utils.data.cifar10",
-    "load_sample": "eva_utils.data.cifar10",
-    "make_loader": "eva_utils.data.loaders",
-    "test_transforms": "eva_utils.data.presets",
-    "train_transforms": "eva_utils.data.presets",
-    "CheckpointError": "eva_utils.core.errors",
-    "DataNotFoundError": "eva_utils.core.errors",
-    "UserError": "eva_utils.core.errors",
-    "get_model": "eva_utils.models",
-    "resnet18": "eva_utils.models",
-    "resnet34": "eva_utils.models",
-    "summary": "eva_utils.models",
-    "confusion_matrix": "eva_utils.evaluation.metrics",
-    "misclassified": "eva_utils.evaluation.metrics",
-    "per_class_accuracy": "eva_utils.evaluation.metrics",
-    "predict": "eva_utils.evaluation.metrics",
-    "History": "eva_utils.training.history",
-    "evaluate": "eva_utils._compat",  # the engine's, also taking 0.1.0's argument order
-    "find_lr": "eva_utils._compat",  # the lr_finder's, its result with 0.1.0's .figure
-    "fit": "eva_utils.training.engine",
-    "make_optimizer": "eva_utils.training.optim",
-    "make_scheduler": "eva_utils.training.optim",
-    "set_seed": "eva_utils.training.optim",
-    "train_one_epoch": "eva_utils._compat",  # the engine's, also taking 0.1.0's argument order
-    "TrainConfig": "eva_utils.training.recipe",
-    "run_training": "eva_utils.apps.runs",
-    "layer_cams": "eva_utils.explain.cam",
-    "resnet_layers": "eva_utils.explain.layers",
-    "cam_faithfulness": "eva_utils.explain.faithfulness",
-    "overlay": "eva_utils.plots.cams",
-    "plot_confusion_matrix": "eva_utils.plots.gallery",
-    "plot_history": "eva_utils.plots.training",
-    "show_layer_cams": "eva_utils.plots.cams",
-    "show_misclassified": "eva_utils.plots.gallery",
-    "show_samples": "eva_utils.plots.gallery",
+# each module -> the names re-exported from it (the old module paths, e.g. ``eva_utils.cam``, still import)
+_EXPORTS = {
+    "eva_utils.data.cifar10": ("CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "denormalize", "get_cifar10",
+                               "load_sample"),
+    "eva_utils.data.loaders": ("make_loader",),
+    "eva_utils.data.presets": ("test_transforms", "train_transforms"),
+    "eva_utils.core.errors": ("CheckpointError", "DataNotFoundError", "UserError"),
+    "eva_utils.models": ("get_model", "resnet18", "resnet34", "summary"),
+    "eva_utils.evaluation.metrics": ("confusion_matrix", "misclassified", "per_class_accuracy", "predict"),
+    "eva_utils.training.history": ("History",),
+    # the engine's train_one_epoch and evaluate, also taking 0.1.0's argument order; find_lr with 0.1.0's .figure
+    "eva_utils._compat": ("evaluate", "find_lr", "train_one_epoch"),
+    "eva_utils.training.engine": ("fit",),
+    "eva_utils.training.optim": ("make_optimizer", "make_scheduler", "set_seed"),
+    "eva_utils.training.recipe": ("TrainConfig",),
+    "eva_utils.apps.runs": ("run_training",),
+    "eva_utils.explain.cam": ("layer_cams",),
+    "eva_utils.explain.layers": ("resnet_layers",),
+    "eva_utils.explain.faithfulness": ("cam_faithfulness",),
+    "eva_utils.plots.cams": ("overlay", "show_layer_cams"),
+    "eva_utils.plots.gallery": ("plot_confusion_matrix", "show_misclassified", "show_samples"),
+    "eva_utils.plots.training": ("plot_history",),
 }
+_HOMES = {name: module for module, names in _EXPORTS.items() for name in names}  # public name -> its module
 # the modules of 0.1.0, by their old paths
 _MODULES = (
     "cam", "checkpoint", "data", "evaluation", "faithfulness", "inputs", "models", "multiexit", "plots", "recipe",

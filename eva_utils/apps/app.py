@@ -1,17 +1,9 @@
 """An interactive Grad-CAM explorer for teaching: ``eva-utils app`` (Gradio, an optional extra).
 
-``Explorer`` holds a model and does the work (no gradio): the top-5 classes of an image, Grad-CAM
-of every stage of a ResNet (layer0..layer4, one ``layer_cams`` call), of a chosen layer of any
-other CNN, or of every exit of an MSD-Net, and the model's most confident mistakes on the bundled
-CIFAR-10 test images. ``build_app(explorer)`` puts a Gradio page over it:
-
-* **Explain an image**: upload one (any size, grayscale, RGBA, JPEG/PNG/WebP) or pick a bundled test
-  image by class; choose the CAM method, the class to explain and the overlay's opacity;
-* **Mistakes**: the most confident mistakes; a click explains one in the first tab.
-
-Bad input (not an image, too small or too large, an unknown class) is shown in the page as a
-readable message (``gr.Error``) and the app keeps serving; requests are queued, one at a time.
-Install with ``pip install "eva-utils[app]"``; the rest of the package never imports gradio.
+``Explorer`` does the work without gradio: an image's top-5 classes, Grad-CAM of every stage of a ResNet, of a
+chosen layer of any other CNN or of every exit of an MSD-Net, and the most confident mistakes on the bundled
+CIFAR-10 test images. ``build_app(explorer)`` puts a two-tab Gradio page over it (explain an image; mistakes),
+where bad input is a readable message (``gr.Error``). Install with ``pip install "eva-utils[app]"``.
 """
 
 from __future__ import annotations
@@ -51,7 +43,6 @@ DEFAULT_SOURCE = PRETRAINED_PREFIX + "resnet18_w16_cifar10"
 PREDICTED = "predicted class"
 DISPLAY_SIDE = 1024  # pixels: the longest side of an image shown back in the page (WebP stops at 16,383)
 PANEL = 160  # side of each map shown, in pixels (a 32x32 map is enlarged without smoothing)
-_INSTALL = 'the explorer needs Gradio: pip install "eva-utils[app]" (or pip install gradio)'
 
 
 @dataclass
@@ -148,16 +139,13 @@ class Explorer:
         rgb = self.classifier.preset.to_rgb(x.cpu())[0]
         panels = [(_enlarge(overlay(rgb, maps[label][0], alpha=alpha)), f"{label}: {self.map_sizes.get(label, '?')} map")
                   for label in layers]
-        order = np.argsort(-probs)[:5]
-        top5 = {self.classes[i]: float(probs[i]) for i in order}
+        top5 = {self.classes[i]: float(probs[i]) for i in np.argsort(-probs)[:5]}
         note = (f"Grad-CAM ({key}) of **{self.classes[wanted]}** (p = {probs[wanted]:.2f}); each map is scaled to "
                 f"[0, 1] on its own: compare where maps are high, not how high. Red = most important.")
         return Explanation(top5, [(_enlarge(rgb), "image"), *panels], note)
 
     def _layer(self, name: str) -> nn.Module:
-        if name in self.layers:
-            return self.layers[name]
-        return cam.resolve_layers(self.classifier.model, [name])[name]
+        return self.layers[name] if name in self.layers else cam.resolve_layers(self.classifier.model, [name])[name]
 
     def _maps(self, x: torch.Tensor, layers: dict[str, nn.Module], key: str, wanted: int) -> dict[str, np.ndarray]:
         model = self.classifier.model
@@ -222,8 +210,7 @@ def _opacity(alpha: Any) -> float:
 
 
 def _enlarge(rgb: np.ndarray, side: int = PANEL) -> np.ndarray:
-    """float RGB (H, W, 3) in [0, 1] -> uint8, enlarged by a whole factor up to ``side`` without smoothing
-    (a 32x32 image's pixels stay visible); a large image is left as it is."""
+    """float RGB (H, W, 3) in [0, 1] -> uint8, enlarged by a whole factor up to ``side`` without smoothing."""
     factor = max(1, side // max(rgb.shape[:2]))
     return (np.kron(rgb, np.ones((factor, factor, 1))) * 255).round().astype(np.uint8)
 
@@ -240,7 +227,7 @@ def _gradio() -> Any:
     try:
         import gradio
     except ImportError as exc:
-        raise UserError(_INSTALL) from exc
+        raise UserError('the explorer needs Gradio: pip install "eva-utils[app]" (or pip install gradio)') from exc
     return gradio
 
 

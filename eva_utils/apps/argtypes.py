@@ -21,39 +21,14 @@ __all__ = ["FLAGS", "Parser", "count_from_back", "error_line", "finite_float", "
            "positive_int", "run_parsed"]
 
 FLAGS = {
-    "amp": "--no-amp",
-    "arch": "--arch",
-    "augment_on": "--augment-on",
-    "augmentation": "--augmentation",
-    "batch_size": "--batch-size",
-    "data": "--data",
-    "data_dir": "--data-dir",
-    "device": "--device",
-    "download": "--no-download",
-    "epochs": "--epochs",
-    "figures": "--figures",
-    "folder": "--space",
-    "lr": "--lr",
-    "lr_find": "--lr find",
-    "max_batches": "--max-batches",
-    "model": "--model",
-    "nproc": "--nproc",
-    "optimizer": "--optimizer",
-    "num_classes": "--num-classes",
-    "num_workers": "--workers",
-    "out": "--out",
-    "overwrite": "--overwrite",
-    "resume": "--resume",
-    "save_dir": "--save_dir",
-    "scheduler": "--scheduler",
-    "seed": "--seed",
-    "sync_batchnorm": "--sync-bn",
-    "sync_bn": "--sync-bn",
-    "track_cams": "--track-cams",
-    "track_layers": "--track-layers",
-    "unsafe_pickle": "--unsafe-pickle",
-    "weights": "--weights",
-    "width": "--width",
+    "amp": "--no-amp", "arch": "--arch", "augment_on": "--augment-on", "augmentation": "--augmentation",
+    "batch_size": "--batch-size", "data": "--data", "data_dir": "--data-dir", "device": "--device",
+    "download": "--no-download", "epochs": "--epochs", "figures": "--figures", "folder": "--space", "lr": "--lr",
+    "lr_find": "--lr find", "max_batches": "--max-batches", "model": "--model", "nproc": "--nproc",
+    "optimizer": "--optimizer", "num_classes": "--num-classes", "num_workers": "--workers", "out": "--out",
+    "overwrite": "--overwrite", "resume": "--resume", "save_dir": "--save_dir", "scheduler": "--scheduler",
+    "seed": "--seed", "sync_batchnorm": "--sync-bn", "sync_bn": "--sync-bn", "track_cams": "--track-cams",
+    "track_layers": "--track-layers", "unsafe_pickle": "--unsafe-pickle", "weights": "--weights", "width": "--width",
 }
 """A library parameter's name (``UserError.param``) -> the command-line flag that sets it."""
 _SWITCHED_ON = {"amp": "leave out --no-amp", "download": "leave out --no-download"}
@@ -199,9 +174,5 @@ def finite_float(text: str) -> float:
 
 def count_from_back(text: str) -> int:
     """A conv layer counted from the back: 1 = the last."""
-    value = _number(text, int, "a count from the back (1 = the last conv layer)")
-    try:
-        return checks.positive_int(value, "the count")
-    except UserError:
-        raise argparse.ArgumentTypeError(f"must be 1 or more: counts from the back start at 1 (1 = the last conv "
-                                         f"layer), got {value}") from None
+    return _checked_int(text, "a count from the back (1 = the last conv layer)", checks.positive_int,
+                        "1 or more: counts from the back start at 1 (1 = the last conv layer)")

@@ -1,15 +1,7 @@
 """The ``eva-utils`` command line: ``train``, ``demo``, ``report``, ``cam``, ``msd``, ``app`` and ``fork``.
 
-    eva-utils demo                                   # offline, CPU, bundled CIFAR-10 sample
-    eva-utils train --epochs 20 --out runs/r18       # the default recipe on full CIFAR-10
-    eva-utils train --resume --out runs/r18          # continue runs/r18/checkpoint.pt
-
-A thin dispatcher: each command's parser is built by its own module (``COMMANDS``), imported only
-when that command is chosen, so ``eva-utils --help`` lists the commands from the table without
-importing torch, and ``eva-utils train`` builds the training parser alone.
-
-User errors (a bad name, a missing file, a corrupt checkpoint) print one line, naming the flag to
-change, and exit with status 2; nothing is overwritten.
+A thin dispatcher: each command's parser is built by its own module (``COMMANDS``), imported only when that command
+is chosen, so ``eva-utils --help`` imports no torch. User errors print one line naming the flag to change (exit 2).
 """
 
 from __future__ import annotations
@@ -65,8 +57,7 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
     """The ``eva-utils`` parser.
 
     Args:
-        commands: the subcommands whose parsers to build (their modules are imported); the others are
-            only named, with their one-line help. None: all of them.
+        commands: the subcommands whose parsers to build (modules imported); the others are only named. None: all.
 
     Returns:
         The parser; a built subcommand's parser sets ``func``, the function that runs it.

@@ -6,17 +6,10 @@
     eva-utils cam --model-path weights.pth --arch resnet50 --images-path photos --method layercam
     python -m eva_utils.cam_cli --model-path resnet18 --weights none --images-path photos
 
-The flags of the original GradCam tool (``--model_path``, ``--conv2d_backcount``, ``--images_path``,
-``--labels_path``, ``--n_images``, ``--save_dir``, ``--show``, ``--imageNet_labels``) work, also with
-dashes. For each image and layer one figure is written: the image, then the CAMs of the three most
-likely classes and of the least likely one, titled with class name and probability. File names:
-``image{idx}.png`` for one layer (idx = the image's position among the images found),
-``layer{k}.png`` for several layers on one image (k = 1, 2, ... in the order asked),
-``image{idx}_layer{k}.png`` for several layers on several images.
-
-The model comes from :func:`eva_utils.sources.load_model`, images from :mod:`eva_utils.inputs`, the
-maps from :func:`eva_utils.cam.layer_cams` (all layers and the four classes in one forward and one
-backward per batch). Mistakes print one line and exit with status 2.
+The original GradCam tool's flags (``--model_path``, ``--conv2d_backcount``, ``--images_path``, ...) work, also with
+dashes. Per image and layer one figure: the image, then the CAMs of the three most likely classes and of the least
+likely one. File names: ``image{idx}.png`` for one layer (idx = the image's position among those found),
+``{layer}.png`` for several layers on one image, ``image{idx}_{layer}.png`` for several layers on several images.
 """
 
 from __future__ import annotations
@@ -62,13 +55,9 @@ def _output_key(text: str) -> int | str:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``cam`` on the ``eva-utils`` subcommands; returns its parser."""
-
-    p = subparsers.add_parser(
-        "cam",
-        description="Grad-CAM for any CNN: for each image, the CAMs of the three most likely classes and of the least "
-                    "likely one, at the layers you choose. Accepts the flags of the original GradCam tool "
-                    "(--model_path, --conv2d_backcount, ...), also with dashes.",
-    )
+    p = subparsers.add_parser("cam", description="Grad-CAM for any CNN: for each image, the CAMs of the three most "
+                              "likely classes and of the least likely one, at the layers you choose. Accepts the flags of "
+                              "the original GradCam tool (--model_path, --conv2d_backcount, ...), also with dashes.")
     g = p.add_argument_group("model")
     g.add_argument("--model_path", "--model-path", "--model", dest="model_path", required=True, metavar="MODEL",
                    help="a torchvision model name (vgg16, resnet50, ...; eva_utils.resnet18 for eva_utils's), pretrained:NAME for "
@@ -126,7 +115,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _class_names(args: argparse.Namespace, default: Sequence[str] | None, num_outputs: int) -> tuple[str, ...]:
     """Class names for the model's ``num_outputs`` outputs: from the labels file, ImageNet, the model, or numbers."""
-
     if args.labels_path and args.imagenet_labels:
         raise UserError("give either --labels_path or --imageNet_labels, not both")
     if args.labels_path:
@@ -138,9 +126,8 @@ def _class_names(args: argparse.Namespace, default: Sequence[str] | None, num_ou
     else:
         return tuple(f"class {i}" for i in range(num_outputs))
     if len(names) != num_outputs:
-        raise UserError(
-            f"{origin} holds {len(names)} class names but the model has {num_outputs} outputs; give one name per output"
-        )
+        raise UserError(f"{origin} holds {len(names)} class names but the model has {num_outputs} outputs; "
+                        "give one name per output")
     return tuple(names)
 
 
@@ -204,27 +191,19 @@ def _file_name(idx: int, stem: str, many_images: bool, many_layers: bool) -> str
 
 def _check_runs(model: torch.nn.Module, size: int, output_index: int | None) -> int:
     """Run the model once on a dummy image; return its number of outputs (classes)."""
-
     try:
         return cam.class_probs(model, torch.zeros(1, 3, size, size), output_index=output_index).shape[1]
+    except UserError:
+        raise
     except (RuntimeError, ValueError) as exc:
-        if isinstance(exc, UserError):
-            raise
         raise UserError(f"the model cannot run on {size}x{size} RGB images ({first_line(exc)}); "
                         "set --input-size or --preset") from exc
 
 
-def _explain_batch(
-    batch: list[tuple[int, Any, torch.Tensor]],
-    model: torch.nn.Module,
-    layers: dict[str, _Layer],
-    classes: Sequence[str],
-    preset: Any,
-    args: argparse.Namespace,
-    many_images: bool,
-) -> list[tuple[str, Any, str]]:
+def _explain_batch(batch: list[tuple[int, Any, torch.Tensor]], model: torch.nn.Module, layers: dict[str, _Layer],
+                   classes: Sequence[str], preset: Any, args: argparse.Namespace,
+                   many_images: bool) -> list[tuple[str, Any, str]]:
     """Figures for one batch: [(file name, Figure, one-line note)], one per image and layer."""
-
     x = torch.stack([t for _, _, t in batch])  # (B, 3, S, S)
     probs = cam.class_probs(model, x, output_index=args.output_index)  # (B, K)
     targets = _targets(probs)  # (B, T)
@@ -256,13 +235,6 @@ def _size(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}{', coarse' if min(size) < 5 else ''}"
 
 
-def _can_show() -> tuple[bool, str]:
-    import matplotlib
-
-    backend = str(matplotlib.get_backend())
-    return backend.lower() not in _NON_INTERACTIVE, backend
-
-
 def _show(figures: list[Any]) -> None:
     """Hand Figures built without pyplot to pyplot, then ``plt.show()``."""
     import matplotlib.pyplot as plt
@@ -284,8 +256,10 @@ def _save_dir(args: argparse.Namespace) -> tuple[Path | None, bool]:
     show = bool(args.show)
     save_dir = Path(args.save_dir) if args.save_dir else None
     if show:
-        ok, backend = _can_show()
-        if not ok:
+        import matplotlib
+
+        backend = str(matplotlib.get_backend())
+        if backend.lower() in _NON_INTERACTIVE:
             show = False
             fallback = "" if save_dir else f"; saving into ./{DEFAULT_SAVE_DIR} instead"
             print(f"note: --show: matplotlib's backend {backend!r} cannot open windows (no display?){fallback}")
@@ -304,7 +278,6 @@ def _save_dir(args: argparse.Namespace) -> tuple[Path | None, bool]:
 
 def run(args: argparse.Namespace) -> int:
     """Explain the images with the model as ``args`` says; print one line per image and a summary."""
-
     start = time.perf_counter()
     cam.method_key(args.method)  # an unknown method fails now, not after loading the model
     classifier = sources.load_model(args.model_path, arch=args.arch, num_classes=args.num_classes, weights=args.weights,

@@ -6,13 +6,10 @@
     eva-utils msd --checkpoint anytime_cifar_10.pth.tar --img-no 101 --exit 5   # heatmap of test image 101 by exit 5
     eva-utils msd --checkpoint ... --per-class --budget --grid 6         # classes x exits, anytime curve, image x exit grid
 
-The checkpoint is in the MSDNet-GCN format (``anytime_cifar_10.pth.tar``, published at
-https://www.dropbox.com/s/kjxh1oaxkhtpbmw/anytime_cifar_10.pth.tar), whose weights expect
-``ToTensor()`` images without normalisation, or one written by ``eva-utils train --model msdnet``
-(normalised inputs, as that recipe trains); each gets the inputs it was trained on. ``--data sample`` (the
-default) uses the 1,000 CIFAR-10 test images bundled with eva_utils, offline;
-``--data cifar10`` the full 10,000 (downloaded on first use). Image numbers are positions
-in that test set (any number, odd or even) and exits are numbered from 1.
+The checkpoint is in the MSDNet-GCN format (its weights expect ``ToTensor()`` images, not normalised) or one of
+``eva-utils train --model msdnet`` (normalised); each gets the inputs it was trained on. ``--data sample`` (the default)
+is the 1,000 bundled CIFAR-10 test images, ``--data cifar10`` the full 10,000. Image numbers are positions in that test
+set; exits are numbered from 1.
 """
 
 from __future__ import annotations
@@ -20,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +30,6 @@ from eva_utils.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, denormalize
 from eva_utils.data.loaders import make_loader
 from eva_utils.data.presets import test_transforms
 from eva_utils.explain import multiexit as mx
-from eva_utils.explain.multiexit import default_exits, exit_cams, predict_exits
 from eva_utils.models.loading import load_model
 from eva_utils.models.msdnet_gcn import MSDNET_GCN_CIFAR10_PAGE, download_msdnet_gcn_checkpoint, verify_msdnet_gcn_download
 from eva_utils.models.msdnet_model import MSDNet
@@ -40,11 +37,8 @@ from eva_utils.plots import overlay, plot_budget_curve, save_figure, show_exit_c
 
 __all__ = ["add_parser", "run"]
 
-SEED_CHECKPOINT_URL = MSDNET_GCN_CIFAR10_PAGE  # where users get the published model
-
-
-
 MAX_GRID = 24  # images in grid.png: beyond this the figure is wider than any screen
+
 
 def _exit_list(text: str) -> list[int]:
     try:
@@ -58,15 +52,13 @@ def _exit_list(text: str) -> list[int]:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``msd`` on the ``eva-utils`` sub-command parsers."""
-    p = subparsers.add_parser(
-        "msd",
-        description="Per-exit accuracy, which exits get each test image right (its difficulty), per-class "
-                    "accuracy per exit, the anytime accuracy/compute curve, and Grad-CAM of image N by exit K, "
-                    "for an MSD-Net checkpoint (MSDNet-GCN format, or from eva-utils train --model msdnet).",
-    )
+    p = subparsers.add_parser("msd", description="Per-exit accuracy, which exits get each test image right (its "
+                              "difficulty), per-class accuracy per exit, the anytime accuracy/compute curve, and Grad-CAM "
+                              "of image N by exit K, for an MSD-Net checkpoint (MSDNet-GCN format, or from eva-utils "
+                              "train --model msdnet).")
     g = p.add_argument_group("model and data")
     g.add_argument("--checkpoint", metavar="PATH",
-                   help=f"MSDNet-GCN checkpoint, e.g. anytime_cifar_10.pth.tar from {SEED_CHECKPOINT_URL}, "
+                   help=f"MSDNet-GCN checkpoint, e.g. anytime_cifar_10.pth.tar from {MSDNET_GCN_CIFAR10_PAGE}, "
                         "or a checkpoint.pt of `eva-utils train --model msdnet`")
     g.add_argument("--download-checkpoint", action="store_true",
                    help="when --checkpoint names no file yet, download the published CIFAR-10 model there first")
@@ -108,60 +100,48 @@ def _marks() -> tuple[str, str]:
     return ("✓", "✗")
 
 
-def _load_model(path: str, device):
-    """(model, normalised): an MSDNet-GCN checkpoint (inputs in [0, 1]) or an ``eva-utils train`` one (normalised)."""
-
-    classifier = load_model(path, device=device)  # the one loader: it tells the two kinds apart
-    if not isinstance(classifier.model, MSDNet):
-        raise UserError(f"{path} holds a {type(classifier.model).__name__}, not an MSD-Net: eva-utils msd needs a multi-exit model")
-    return classifier.model, any(classifier.preset.mean)  # MSDNet-GCN's weights: ToTensor() images, mean 0
-
-
 def _fetch_if_asked(args: argparse.Namespace) -> None:
     """Download the published model to ``--checkpoint`` with ``--download-checkpoint``; else say how."""
-
     if Path(args.checkpoint).exists():
         verify_msdnet_gcn_download(args.checkpoint)  # against the hash recorded when it was downloaded, if any
         return
     if not args.download_checkpoint:
-        raise UserError(
-            f"checkpoint {args.checkpoint!r} does not exist: check the path, or add --download-checkpoint to fetch "
-            f"the published CIFAR-10 model there ({SEED_CHECKPOINT_URL})"
-        )
+        raise UserError(f"checkpoint {args.checkpoint!r} does not exist: check the path, or add --download-checkpoint "
+                        f"to fetch the published CIFAR-10 model there ({MSDNET_GCN_CIFAR10_PAGE})")
     print(f"downloading the published MSD-Net to {args.checkpoint}", file=sys.stderr)
     download_msdnet_gcn_checkpoint(args.checkpoint)
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace) -> tuple[MSDNet, Any, bool]:
     """The model, the test set in the form its weights expect, and whether that form is normalised."""
-
     if not args.checkpoint:
-        raise UserError(
-            "pass --checkpoint PATH, an MSDNet-GCN checkpoint such as anytime_cifar_10.pth.tar "
-            f"(the published CIFAR-10 model: {SEED_CHECKPOINT_URL})"
-        )
+        raise UserError("pass --checkpoint PATH, an MSDNet-GCN checkpoint such as anytime_cifar_10.pth.tar "
+                        f"(the published CIFAR-10 model: {MSDNET_GCN_CIFAR10_PAGE})")
     device = resolve_device(args.device)  # before any download
     _fetch_if_asked(args)
-    model, normalized = _load_model(args.checkpoint, device)
-    transform = test_transforms() if normalized else None  # MSDNet-GCN weights: ToTensor() only
+    classifier = load_model(args.checkpoint, device=device)  # the one loader: it tells the two kinds apart
+    model, normalized = classifier.model, any(classifier.preset.mean)  # MSDNet-GCN's weights: ToTensor() images, mean 0
+    if not isinstance(model, MSDNet):
+        raise UserError(f"{args.checkpoint} holds a {type(model).__name__}, not an MSD-Net: eva-utils msd needs a "
+                        "multi-exit model")
+    transform = test_transforms() if normalized else None
     test_set = load_dataset(args.data, train=False, transform=transform, root=args.data_dir, download=args.download)
     if len(test_set.classes) != model.config.num_classes:
-        raise UserError(
-            f"the checkpoint has {model.config.num_classes} classes but the {args.data} data has {len(test_set.classes)}"
-        )
+        raise UserError(f"the checkpoint has {model.config.num_classes} classes but the {args.data} data has "
+                        f"{len(test_set.classes)}")
     return model, test_set, normalized
 
 
 def _exits(args: argparse.Namespace, num_exits: int) -> tuple[int, ...]:
     if args.exit is None:
-        return default_exits(num_exits)
+        return mx.default_exits(num_exits)
     bad = [k for k in args.exit if not 1 <= k <= num_exits]
     if bad:
         raise UserError(f"--exit {bad[0]} does not exist: this model has {num_exits} exits, numbered 1..{num_exits}")
     return tuple(dict.fromkeys(args.exit))
 
 
-def _loader(dataset, rows, args: argparse.Namespace):
+def _loader(dataset: Any, rows: Any, args: argparse.Namespace) -> Any:
     from torch.utils.data import Subset
 
     subset = Subset(dataset, [int(i) for i in rows])
@@ -182,19 +162,17 @@ def _save_rgb(rgb: np.ndarray, path: Path, scale: int = 1) -> Path:
 # ----------------------------------------------------------------------------- actions
 
 
-def _heatmaps(args: argparse.Namespace, model, test_set, normalized: bool) -> int:
+def _heatmaps(args: argparse.Namespace, model: MSDNet, test_set: Any, normalized: bool) -> int:
     """Input and Grad-CAM overlays of test image ``--img-no`` for each chosen exit."""
-
     n = args.img_no
     if n >= len(test_set):
-        raise UserError(
-            f"--img-no {n} is past the end of the {args.data} test set: it has {len(test_set)} images, 0..{len(test_set) - 1}"
-        )
+        raise UserError(f"--img-no {n} is past the end of the {args.data} test set: it has {len(test_set)} images, "
+                        f"0..{len(test_set) - 1}")
     exits = _exits(args, model.num_exits)
     out = _output_folder(args, [f"img{n}_input.png", *(f"img{n}_exit{k}_gradcam.png" for k in exits)])
-    pred = predict_exits(model, _loader(test_set, [n], args))
+    pred = mx.predict_exits(model, _loader(test_set, [n], args))
     image, label = test_set[n]  # (3, 32, 32), int
-    cams = exit_cams(model, image[None], exits=exits)
+    cams = mx.exit_cams(model, image[None], exits=exits)
     rgb = denormalize(image) if normalized else image.permute(1, 2, 0).numpy()  # (32, 32, 3) in [0, 1]
     classes = test_set.classes
     right = int(pred.correct[:, 0].sum())
@@ -210,11 +188,10 @@ def _heatmaps(args: argparse.Namespace, model, test_set, normalized: bool) -> in
 
 def _output_folder(args: argparse.Namespace, names: list[str]) -> Path:
     """``--out``, created, after checking that none of ``names`` would replace a file there (unless --overwrite)."""
-
     return claim_output_folder(args.out, overwrite=args.overwrite, owned=names, kind="images")
 
 
-def _tables(args: argparse.Namespace, model, test_set, normalized: bool) -> int:
+def _tables(args: argparse.Namespace, model: MSDNet, test_set: Any, normalized: bool) -> int:
     """The accuracy tables, and with --budget / --grid their figures."""
     import torch
 
@@ -232,14 +209,12 @@ def _tables(args: argparse.Namespace, model, test_set, normalized: bool) -> int:
     costs = mx.exit_costs(model)
     print(f"accuracy of each exit ({scope})")
     print(mx.format_exit_accuracy(mx.exit_accuracy(pred), costs.single))
-    print()
-    print("which exits get each image right (image = index in the test set; right = exits right, the difficulty)")
+    print("\nwhich exits get each image right (image = index in the test set; right = exits right, the difficulty)")
     print(mx.format_correctness(pred, classes, limit=args.limit, marks=_marks()))
     print()
     print(mx.format_difficulty_counts(pred))
     if args.per_class:
-        print()
-        print("accuracy per class and exit (* = the class's best exit)")
+        print("\naccuracy per class and exit (* = the class's best exit)")
         print(mx.format_class_exit_accuracy(mx.per_class_exit_accuracy(pred, len(classes)), classes))
     if args.budget:
         curve = mx.budget_curve(pred, costs)
@@ -247,8 +222,7 @@ def _tables(args: argparse.Namespace, model, test_set, normalized: bool) -> int:
         print(mx.format_budget_curve(curve))
         print(f"wrote {save_figure(plot_budget_curve(curve), out / 'budget_curve.png')}")
     if args.grid:
-        picked = mx.examples_by_difficulty(pred, args.grid)
-        sub = pred.subset(picked)
+        sub = pred.subset(mx.examples_by_difficulty(pred, args.grid))
         images = torch.stack([test_set[int(i)][0] for i in sub.indices])  # (N, 3, 32, 32)
         cams = mx.exit_cams(model, images, exits=exits)
         stats = dict(mean=CIFAR10_MEAN, std=CIFAR10_STD) if normalized else {}

@@ -172,15 +172,8 @@ def _resume_path(args: argparse.Namespace) -> Path | None:
 
 def _without_nproc(argv: Sequence[str]) -> list[str]:
     """``argv`` less ``--nproc N`` (the processes it starts run the rest)."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            kept.append(arg)
-    return kept
+    pairs = zip(["", *argv], argv, strict=False)  # (the word before, the word)
+    return [arg for before, arg in pairs if "--nproc" not in (before, arg) and not arg.startswith("--nproc=")]
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -37,8 +37,7 @@ def in_colab() -> bool:
 def run_folder(out: str | os.PathLike[str], drive: bool = False) -> Path:
     """Where a notebook's run goes: ``out``, or ``out`` on Google Drive when ``drive`` and in Colab.
 
-    A Colab VM that is recycled wipes ``/content``, checkpoints included; a folder on Drive survives,
-    so the next session can resume from it. Mounts Drive (Colab asks for permission once).
+    A recycled Colab VM wipes ``/content``; a folder on Drive survives it. Mounts Drive (Colab asks once).
 
     Raises:
         UserError: ``drive`` outside Colab (there is no Drive to mount: keep ``DRIVE = False``).
@@ -56,10 +55,8 @@ def run_folder(out: str | os.PathLike[str], drive: bool = False) -> Path:
 def for_this_machine(config: TrainConfig, allow_cpu: bool = False) -> TrainConfig:
     """``config`` where a GPU will run it; on a CPU, stop before hours of training, or scale it down.
 
-    A full-width ResNet18 takes about 8 hours for 20 epochs on a 2-core CPU (22.7 minutes per epoch
-    measured), so without a GPU a run wider than 16 is refused, unless ``allow_cpu``: then it is the
-    same recipe at width 16 (the shipped model's: 20 epochs in about an hour, 84.7% on the bundled
-    test images). Smoke runs (``max_batches`` set) pass as they are.
+    Without a GPU a run wider than 16 (a full-width ResNet18: about 8 hours on a 2-core CPU) is refused, unless
+    ``allow_cpu``: then it runs at width 16 (about an hour). Smoke runs (``max_batches`` set) pass as they are.
 
     Raises:
         UserError: no GPU and not ``allow_cpu``; the message says how to get one.
@@ -99,11 +96,8 @@ def _installed_origin() -> tuple[str | None, str | None]:
 def use_commit(repo_url: str, ref: str = "main") -> str:
     """Make the installed eva_utils the commit that ``ref`` of ``repo_url`` names now; print which; return it.
 
-    The install cell's ``%pip install "git+{REPO_URL}@{REF}"`` installs eva_utils with the dependencies Colab
-    lacks, and leaves Colab's own packages as they are. Once eva_utils is installed, though, pip keeps it
-    (pip 24 says nothing) when the branch has moved on or ``REPO_URL`` names a fork, because the version
-    number is the same. So this asks git which commit ``ref`` is now and, when pip's record of the install
-    names another commit or repository, installs that commit again, eva_utils alone (``--no-deps``).
+    pip keeps an installed eva_utils of the same version when the branch has moved on or ``REPO_URL`` names a fork;
+    so this asks git which commit ``ref`` is and, when pip's record names another, installs it (``--no-deps``).
 
     Returns:
         The full commit (or ``ref`` itself when it is a commit hash that git does not list).

@@ -1,14 +1,9 @@
 """Point a fork's notebooks and README at the fork: ``eva-utils fork https://github.com/<you>/<repo>``.
 
-A student who forks the repository and opens a notebook in Colab would otherwise install the
-upstream package (``REPO_URL`` in each notebook's first cell) and follow badges that open the
-upstream notebooks. ``point_at_fork`` rewrites, in ``notebooks/**/*.ipynb`` and ``README.md``:
-
-* ``REPO_URL = "https://github.com/<owner>/<repo>"`` in every install cell;
-* the Colab badges, ``https://colab.research.google.com/github/<owner>/<repo>/blob/<branch>/...``;
-* ``pip install git+https://github.com/<owner>/<repo>`` in the prose.
-
-Files are edited as text (a notebook's JSON layout and outputs stay as they are) and written whole.
+Otherwise a fork's notebooks install the upstream package and their badges open the upstream notebooks.
+``point_at_fork`` rewrites ``REPO_URL = "https://github.com/<owner>/<repo>"``, the Colab badges and
+``pip install git+https://github.com/<owner>/<repo>`` in ``notebooks/**/*.ipynb`` and ``README.md``, as text
+(a notebook's JSON layout and outputs stay as they are).
 """
 
 from __future__ import annotations
@@ -131,12 +126,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _cmd_fork(args: argparse.Namespace) -> int:
     changed = point_at_fork(args.url, root=args.repo, branch=args.branch)
-    if not changed:
-        print(f"the notebooks and README already point at {args.url} ({args.branch}); nothing changed")
     for path in changed:
         print(f"pointed {path} at {args.url} ({args.branch})")
-    if changed:
-        print("commit and push these files; Colab then installs and opens your fork")
+    print("commit and push these files; Colab then installs and opens your fork" if changed
+          else f"the notebooks and README already point at {args.url} ({args.branch}); nothing changed")
     return 0
 
 

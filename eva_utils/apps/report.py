@@ -1,16 +1,14 @@
 """Write the "look inside" figures of a trained model in one call (used by ``eva-utils demo`` and notebook 01).
 
-``write_report(model, test_set, out)`` predicts the test set and saves: the most confident misclassified images, the
-confusion matrix, per-layer Grad-CAM of misclassified images, a grid of augmented training images, and ``metrics.json``
-(accuracy, per-class accuracy). ``write_pretrained_report(out)`` does the same for the shipped model on the 1,000 bundled
-test images, with the curves of the run that trained it: the README's figures. ``write_submission(run_dir)`` turns an
-``eva-utils train`` run into the folder a coursework submission asks for (``eva-utils report RUN_DIR``).
+``write_report`` saves a model's figures and ``metrics.json``; ``write_pretrained_report`` those of the shipped
+model (the README's); ``write_submission`` turns an ``eva-utils train`` run into a coursework submission.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -47,10 +45,9 @@ from eva_utils.training.history import History
 __all__ = ["add_parser", "write_pretrained_report", "write_report", "write_submission"]
 
 
-def write_report(
-    model: nn.Module, test_set: Any, out: str | os.PathLike, train_set: Any | None = None, n_misclassified: int = 20,
-    n_cam: int = 10, method: str = "gradcam", caption: str | None = None, extra_metrics: dict[str, Any] | None = None,
-) -> dict[str, Path]:
+def write_report(model: nn.Module, test_set: Any, out: str | os.PathLike, train_set: Any | None = None,
+                 n_misclassified: int = 20, n_cam: int = 10, method: str = "gradcam", caption: str | None = None,
+                 extra_metrics: dict[str, Any] | None = None) -> dict[str, Path]:
     """Predict ``test_set`` and save the figures and metrics into ``out``.
 
     Args:
@@ -68,7 +65,7 @@ def write_report(
         Name -> path of every file written.
     """
     out = Path(out)
-    save = _captioned_saver(caption)
+    save = functools.partial(_save_captioned, caption=caption)
     classes = list(getattr(test_set, "classes", []))
     device = next(model.parameters()).device
     pred = predict(model, make_loader(test_set, batch_size=256, shuffle=False, num_workers=0), device=device)
@@ -81,8 +78,9 @@ def write_report(
     rows = misclassified(pred, k=n_cam)
     if len(rows):
         images = torch.stack([torch.as_tensor(test_set[int(i)][0]) for i in pred.indices[rows]])  # (n, C, H, W)
-        cams = layer_cams(model, images, resnet_layers(model), targets=pred.preds[rows], method=method)
-        sizes = map_sizes(model, resnet_layers(model), tuple(images.shape[-2:]))
+        stages = resnet_layers(model)
+        cams = layer_cams(model, images, stages, targets=pred.preds[rows], method=method)
+        sizes = map_sizes(model, stages, tuple(images.shape[-2:]))
         fig = show_layer_cams(images, cams, pred.labels[rows], pred.preds[rows], pred.preds[rows], classes, CIFAR10_MEAN,
                               CIFAR10_STD, sizes=sizes)
         files["gradcam_layers"] = save(fig, out / "gradcam_layers.png")
@@ -100,23 +98,18 @@ def write_report(
     return files
 
 
-def _captioned_saver(caption: str | None):
+def _save_captioned(fig: Any, path: Path, caption: str | None) -> Path:
     """``save_figure``, writing ``caption`` under the figure first when there is one."""
-
-    def save(fig: Any, path: Path) -> Path:
-        if caption:
-            fig.supxlabel(caption, fontsize=9, color="0.3")
-        return save_figure(fig, path)
-
-    return save
+    if caption:
+        fig.supxlabel(caption, fontsize=9, color="0.3")
+    return save_figure(fig, path)
 
 
 def write_pretrained_report(out: str | os.PathLike, name: str = "resnet18_w16_cifar10") -> dict[str, Path]:
     """The figures of a model that ships with the package, on the 1,000 bundled CIFAR-10 test images.
 
-    Writes what :func:`write_report` writes (no augmented samples) plus ``curves.png``, the
-    loss and accuracy of the run that trained the model, each figure captioned with the model
-    and its measured accuracy. ``eva-utils demo --figures images`` makes the README's figures with it.
+    Writes what :func:`write_report` writes (no augmented samples) plus ``curves.png`` of the run that trained the
+    model, each figure captioned with the model and its accuracy (the README's figures: ``eva-utils demo --figures``).
 
     Returns:
         Name -> path of every file written.
@@ -129,7 +122,7 @@ def write_pretrained_report(out: str | os.PathLike, name: str = "resnet18_w16_ci
     files = write_report(model, test_set, out, caption=caption)
     history = training_history(name)
     fig = plot_history(history, title=f"the run that trained {name}: {len(history['epoch'])} epochs on 50,000 CIFAR-10 images")
-    files["curves"] = _captioned_saver(caption)(fig, Path(out) / "curves.png")
+    files["curves"] = _save_captioned(fig, Path(out) / "curves.png", caption)
     return files
 
 
@@ -170,21 +163,14 @@ def _observations(history: History, metrics: dict[str, Any], classes: list[str],
     return notes
 
 
-def write_submission(
-    run_dir: str | os.PathLike,
-    out: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    data_dir: str | os.PathLike | None = None,
-    n_images: int = 10,
-    zip: bool = False,
-) -> dict[str, Path]:
+def write_submission(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, overwrite: bool = False,
+                     data_dir: str | os.PathLike | None = None, n_images: int = 10,
+                     zip: bool = False) -> dict[str, Path]:
     """The folder a coursework submission asks for, from a finished ``eva-utils train`` run.
 
-    Writes ``README.md`` (settings, model summary, the saved model's test accuracy measured now, which is its
-    title, then ``history.json``'s final and best ones, a per-class table, loss curves, the ``n_images`` most
-    confident mistakes and their Grad-CAM at layer0..layer4, observations), its figures, ``metrics.json`` and a
-    copy of ``history.json``. A ``history.json`` that is not the history saved in the checkpoint (edited, or
-    another run's) is refused, not reported: its numbers would sit beside a model that did not make them.
+    Writes ``README.md`` (settings, model, the test accuracy measured now, the history's, per class, curves, the
+    ``n_images`` most confident mistakes and their Grad-CAM, observations), its figures, ``metrics.json`` and
+    ``history.json``. A ``history.json`` that is not the checkpoint's own (edited, or another run's) is refused.
 
     Args:
         run_dir: the run's folder (``checkpoint.pt`` and ``history.json``, as ``eva-utils train`` writes them).
@@ -200,8 +186,8 @@ def write_submission(
 
     Raises:
         UserError: no run there, a history.json damaged or not the checkpoint's, a submission (or its zip) there
-            without ``overwrite``, an ``out`` that is the run, contains it or holds other files, a zip there that
-            is not a submission's, a model without ResNet stages (MSD-Net: ``eva-utils msd``), no data.
+            without ``overwrite`` or not a submission's, an ``out`` that is or holds the run or other files, a model
+            without ResNet stages (MSD-Net: ``eva-utils msd``), no data.
     """
     run = Path(run_dir).expanduser()
     checkpoint, history_file = run / "checkpoint.pt", run / "history.json"

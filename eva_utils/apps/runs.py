@@ -29,9 +29,8 @@ __all__ = ["run_training", "write_cam_evolution"]
 def run_training(config: TrainConfig, resume: str | os.PathLike | None = None, overwrite: bool = False) -> TrainResult:
     """Train as ``config`` says and write ``history.json``, ``checkpoint.pt`` and ``curves.png`` into ``config.out``.
 
-    With ``config.lr_find`` also ``lr_finder.png`` (the LR range test that chose the peak). With ``config.track_cams`` also ``cam_evolution.png``, ``.gif`` and ``.npz`` (the maps of that many test
-    images after every epoch, see :class:`~eva_utils.tracking.CamTracker`); with ``config.tensorboard`` event
-    files in that folder (:class:`~eva_utils.tracking.TensorBoardLogger`).
+    With ``config.lr_find`` also ``lr_finder.png``; with ``config.track_cams`` also ``cam_evolution.png``, ``.gif``
+    and ``.npz`` (:class:`~eva_utils.explain.tracking.CamTracker`); with ``config.tensorboard`` its event files.
 
     Args:
         config: the settings; validated first.
@@ -54,11 +53,9 @@ def run_training(config: TrainConfig, resume: str | os.PathLike | None = None, o
         print(f"LR range test: peak lr {config.lr:.3g} (the steepest fall of the loss), drawn in {found['lr_finder']}",
               flush=True)
     tracker = _tracker(config, setup.model, test_set, out, resume) if config.track_cams and main else None
-    callbacks: list[Callback] = [] if tracker is None else [tracker]
-    logger = None
-    if config.tensorboard and main:
-        logger = TensorBoardLogger(config.tensorboard, tracker, steps_per_epoch=setup.steps_per_epoch)
-        callbacks.append(logger)
+    logger = (TensorBoardLogger(config.tensorboard, tracker, steps_per_epoch=setup.steps_per_epoch)
+              if config.tensorboard and main else None)
+    callbacks: list[Callback] = [callback for callback in (tracker, logger) if callback is not None]
     try:
         result = train_run(setup, resume, callbacks)
     finally:

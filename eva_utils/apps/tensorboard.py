@@ -1,10 +1,7 @@
 """TensorBoard logs of a run: loss, accuracy and learning rate, and a :class:`~eva_utils.explain.tracking.CamTracker`'s maps.
 
-``TensorBoardLogger`` is a callback for :func:`~eva_utils.training.fit` (``callbacks=[tracker, logger]``): it
-writes train/test loss and accuracy per epoch, the learning rate and loss per step, and the tracked maps as
-images, all at the global step (batches seen); a resumed run's first step purges what the interrupted run logged
-after its checkpoint, so the curves do not fork. It needs the optional ``tensorboard`` package
-(``pip install "eva-utils[tensorboard]"``; Colab has it).
+``TensorBoardLogger`` is a callback for :func:`~eva_utils.training.fit` (``callbacks=[tracker, logger]``) that
+logs at the global step (batches seen). It needs ``tensorboard`` (``pip install "eva-utils[tensorboard]"``).
 """
 
 from __future__ import annotations
@@ -60,15 +57,10 @@ class TensorBoardLogger(Callback):
         except OSError as exc:
             raise UserError(f"cannot write TensorBoard logs into {log_dir} ({exc}): choose another folder") from exc
 
-    def _open(self, first_step: int) -> Any:
-        """The event writer, opened at the first step this run logs.
-
-        A resumed run (first step after 1) purges what the interrupted run logged from that step on, so the curves
-        do not fork; a fresh run purges nothing (another run's logs in the same folder stay as they are).
-        """
+    def _open(self, first_step: int) -> None:
+        """Open the event writer at this run's first step; a resumed run purges what was logged from it on."""
         if self.writer is None:
             self.writer = self._writer_class(str(self.log_dir), purge_step=first_step if first_step > 1 else None)
-        return self.writer
 
     def on_batch_end(self, step: int, loss: float, lr: float) -> None:
         self._open(step)
@@ -82,9 +74,8 @@ class TensorBoardLogger(Callback):
                             ("accuracy/train", history.train_acc[-1]), ("accuracy/test", history.test_acc[-1])):
             self.writer.add_scalar(name, value, step)
         self.writer.add_scalar("epoch", epoch, step)
-        tracker = self.tracker
-        if tracker is not None and tracker.epochs and tracker.epochs[-1] == epoch:
-            log_tracked_maps(self.writer, tracker, step, self.mean, self.std)
+        if self.tracker is not None and self.tracker.epochs and self.tracker.epochs[-1] == epoch:
+            log_tracked_maps(self.writer, self.tracker, step, self.mean, self.std)
         self.writer.flush()
 
     def close(self) -> None:

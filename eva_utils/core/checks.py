@@ -27,22 +27,15 @@ def positive_int(value: object, name: str) -> int:
     """``value`` as an int, checked to be a whole number >= 1.
 
     Args:
-        value: what the caller passed (an int or a numpy integer; a bool, a float or a string is refused).
+        value: an int or a numpy integer (a bool, a float or a string is refused).
         name: the parameter's name, for the message and ``UserError.param``.
 
     Returns:
         ``int(value)``.
-
-    Raises:
-        UserError: ``value`` is not a positive whole number; the message names ``name``.
     """
     return _whole(value, name, 1, "a positive integer")
 
 
 def non_negative_int(value: object, name: str) -> int:
-    """``value`` as an int, checked to be a whole number >= 0 (a count where 0 means none or off).
-
-    Raises:
-        UserError: ``value`` is negative or not a whole number; the message names ``name``.
-    """
+    """``value`` as an int, checked to be a whole number >= 0 (a count where 0 means none or off)."""
     return _whole(value, name, 0, "0 or a positive integer")

@@ -1,6 +1,5 @@
-"""Where and how a model runs: the device a command asks for (one rule for ``train``, ``cam``, ``msd`` and
-the library), the device and float type a model computes in, and a context that evaluates it and puts
-every module's train/eval flag back, and one that computes float32 in float32 on a GPU."""
+"""Where and how a model runs: the device asked for (one rule for every command and the library), the device and float
+type a model computes in, evaluation that puts every module's train/eval flag back, and exact float32 on a GPU."""
 
 from __future__ import annotations
 
@@ -15,8 +14,7 @@ from eva_utils.core.errors import UserError
 __all__ = ["COMPUTE_DEVICES", "eval_mode", "exact_float32", "kept_modes", "model_device_dtype", "resolve_device"]
 
 COMPUTE_DEVICES = ("cpu", "cuda")
-"""Device types the package computes on. ``meta`` (no data) is accepted where asked for, as a stand-in
-for a GPU in tests of where a model ends up."""
+"""Device types the package computes on (``meta`` is accepted where asked for, as a GPU's stand-in in tests)."""
 
 
 def _available() -> str:
@@ -34,8 +32,8 @@ def resolve_device(device: str | torch.device | None = None, *, allow: tuple[str
         allow: the device types accepted; add ``"meta"`` for a stand-in device in tests.
 
     Raises:
-        UserError: an unknown name, a type not in ``allow`` (mps, xla...), CUDA on a machine without
-            a GPU, or ``cuda:N`` beyond the GPUs present; the message says which devices exist.
+        UserError: an unknown name, a type not in ``allow`` (mps, xla...), CUDA on a machine without a GPU, or
+            ``cuda:N`` beyond the GPUs present; the message says which devices exist.
     """
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -67,8 +65,8 @@ def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 def kept_modes(model: nn.Module) -> Iterator[nn.Module]:
     """Whatever the block does to the model's train/eval flags, every module's own flag goes back after.
 
-    Not ``model.train(was_training)``: that would also switch on a submodule the caller froze in eval
-    mode (a frozen backbone's batch norm) inside a model in train mode.
+    Not ``model.train(was_training)``: that would also switch on a submodule frozen in eval mode (a frozen backbone's
+    batch norm) inside a model in train mode.
     """
     modes = [(module, module.training) for module in model.modules()]
     try:

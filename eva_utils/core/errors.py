@@ -1,27 +1,22 @@
-"""Exceptions for mistakes a user can fix.
+"""Exceptions for mistakes a user can fix (an unknown model name, a missing data folder, a corrupt checkpoint).
 
-Library functions raise these for bad input (an unknown model name, a missing data
-folder, a corrupt checkpoint). The command line turns them into one readable line
-and exit status 2; anything else is a bug and keeps its traceback.
+The command line turns them into one readable line and exit status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable
 
 __all__ = ["UserError", "DataNotFoundError", "CheckpointError", "first_line", "refused_global", "unknown_name"]
-
-_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class UserError(ValueError):
     """Bad input: the message says what was wrong and what to do.
 
-    Library code names the parameter (``amp=False``), never a command-line flag; ``param`` says which
-    parameter was wrong, so that the command line can name its flag instead (``eva_utils.apps.cli``).
+    Library code names the parameter (``amp=False``), never a command-line flag; ``param`` says which parameter was
+    wrong, so that the command line can name its flag instead (``eva_utils.apps.cli``).
     """
 
     def __init__(self, *args: object, param: str | None = None) -> None:
@@ -55,8 +50,8 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> UserError:
 
 
 def refused_global(exc: BaseException) -> str | None:
-    """The pickled global that ``torch.load(weights_only=True)`` refused, or None for a file that is
-    simply not a readable torch file (corrupt, truncated, a web page...)."""
+    """The pickled global that ``torch.load(weights_only=True)`` refused; None for a file that is simply not a readable
+    torch file (corrupt, truncated, a web page...)."""
     # torch says "GLOBAL x was not an allowed global", or for os/posix/subprocess "... whose module m is blocked"
     found = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module \S+ is blocked)", str(exc))
     return found.group(1) if found else None

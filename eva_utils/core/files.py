@@ -35,44 +35,39 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def _dead(pid: str) -> bool:
+    """Whether ``pid`` (read from a temporary's name) is the id of another process, no longer running (``kill -9``)."""
+    if not pid.isdigit() or int(pid) == os.getpid():
         return False
-    except PermissionError:  # someone else's process
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
         return True
-    return True
+    except PermissionError:  # someone else's process, running
+        pass
+    return False
 
 
 def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
-    """Delete half-written temporaries of ``path`` left by a process that was killed mid-write (``kill -9``).
-
-    Temporaries of processes still running (another write in progress) are left alone.
+    """Delete half-written temporaries of ``path`` left by a killed process; those of running ones are left alone.
 
     Returns:
         The files removed.
     """
     path = Path(path)
-    removed = []
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp*"):
-        pid = stale.name.rsplit(".tmp", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            stale.unlink(missing_ok=True)
-            removed.append(stale)
+    temporaries = path.parent.glob(f".{glob.escape(path.name)}.tmp*")
+    removed = [stale for stale in temporaries if _dead(stale.name.rsplit(".tmp", 1)[-1])]
+    for stale in removed:
+        stale.unlink(missing_ok=True)
     return removed
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
     """Write ``path`` through ``write(file)`` into a temporary beside it, synced, then renamed over it.
 
-    A reader sees the old file or the new one, never half of one; a failure (a full disk) leaves the
-    old file as it was and no temporary behind. Stale temporaries of killed writers are removed first.
-    Ctrl-C during the write stops the program right after it (:func:`interrupts_deferred`).
+    A reader sees the old file or the new one, never half of one; a failure (a full disk) leaves the old file as it was
+    and no temporary behind. Stale temporaries of killed writers are removed first. Ctrl-C during the write stops the
+    program right after it (:func:`interrupts_deferred`).
 
     Raises:
         OSError: the write failed; ``path`` is unchanged.
@@ -80,7 +75,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    tmp = _temporary(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with interrupts_deferred():  # the whole new file lands, then Ctrl-C stops the program
             with open(tmp, "wb") as f:
@@ -111,11 +106,6 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 # ----------------------------------------------------------------------------- the one output-folder guard
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    """Whether ``folder`` is ``path`` or lies inside it (both resolved)."""
-    return folder == path or path in folder.parents
-
-
 _STAGING = ".eva_utils_staging"  # the hidden folder of staged_folder inside an output folder, then a process id
 
 
@@ -127,7 +117,8 @@ def _held(path: Path, owned: Iterable[str]) -> list[Path]:
 def _refuse_protected(path: Path, protect: Iterable[str | os.PathLike[str]], param: str) -> None:
     where = path.resolve()
     for folder in protect:
-        if _inside(where, Path(folder).resolve()):
+        kept = Path(folder).resolve()
+        if kept == where or where in kept.parents:
             raise UserError(f"{param} {path} is or contains {folder}, which must be kept: choose another {param}",
                             param=param)
 
@@ -142,17 +133,9 @@ def _refuse_foreign(path: Path, owned: Iterable[str], param: str) -> None:
                         f"choose a new or empty {param}", param=param)
 
 
-def claim_output_folder(
-    path: str | os.PathLike[str],
-    *,
-    overwrite: bool,
-    owned: Iterable[str] = (),
-    exclusive: bool = False,
-    protect: Iterable[str | os.PathLike[str]] = (),
-    kind: str = "files",
-    hint: str = "",
-    param: str = "out",
-) -> Path:
+def claim_output_folder(path: str | os.PathLike[str], *, overwrite: bool, owned: Iterable[str] = (),
+                        exclusive: bool = False, protect: Iterable[str | os.PathLike[str]] = (), kind: str = "files",
+                        hint: str = "", param: str = "out") -> Path:
     """Decide whether a writer may put its files into the folder ``path``, then create it; nothing is deleted.
 
     Every output folder of the package is claimed here (a run, a report, the CAM figures, a Space).
@@ -160,10 +143,9 @@ def claim_output_folder(
     Args:
         path: the output folder.
         overwrite: allow replacing the writer's own files (``owned``) already there.
-        owned: names or glob patterns of the files the writer puts there; one already present is refused
-            unless ``overwrite``.
-        exclusive: the folder is the writer's alone (a report's): refuse one holding anything not in ``owned``,
-            even with ``overwrite``.
+        owned: names or glob patterns of the writer's files; one already there is refused unless ``overwrite``.
+        exclusive: the folder is the writer's alone (a report's): refuse one holding anything not in ``owned``, even
+            with ``overwrite``.
         protect: folders that must survive (the run a report reads): ``path`` may not be one or contain one.
         kind: what the owned files are, for the message (``"a run"``, ``"figures"``).
         hint: another way out, for the message (``"continue it with resume=..., "``).
@@ -261,17 +243,15 @@ def check_replaceable(folder: str | os.PathLike[str], names: Iterable[str], ledg
 def staged_folder(path: str | os.PathLike[str], owned: Iterable[str]) -> Iterator[Path]:
     """Replace a writer's files in the claimed folder ``path`` all at once or not at all.
 
-    The writer writes into a hidden folder inside ``path`` that this yields: on the same file system as the files it
-    replaces, even when ``path`` is a mount point (a Drive folder, a volume), and writable wherever ``path`` is. When
-    the block ends, the files matching ``owned`` that an earlier write left in ``path`` are removed and the new ones
-    moved in (renames, with Ctrl-C deferred). When the block raises (a full disk, a bad image, Ctrl-C), the hidden
-    folder is removed and ``path`` is as it was. One left by a killed process is removed by the next write, and the
-    output-folder guard does not count it as the user's.
+    The writer writes into the hidden folder inside ``path`` that this yields (on the same file system as the files it
+    replaces, even when ``path`` is a mount point). When the block ends, the files matching ``owned`` that an earlier
+    write left are removed and the new ones moved in (renames, with Ctrl-C deferred); when it raises (a full disk,
+    Ctrl-C), the hidden folder is removed and ``path`` is as it was. One left by a killed process is removed by the
+    next write, and the output-folder guard does not count it as the user's.
     """
     path = Path(path)
     for stale in path.glob(f"{_STAGING}*"):
-        pid = stale.name.removeprefix(_STAGING)
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if _dead(stale.name.removeprefix(_STAGING)):
             shutil.rmtree(stale, ignore_errors=True)
     staging = path / f"{_STAGING}{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)

@@ -1,18 +1,14 @@
 """Ctrl-C that is never lost: one home for how the package treats SIGINT.
 
-Python turns a SIGINT into ``KeyboardInterrupt`` wherever the main thread happens to be. Two places lose it:
-inside a C++ writer such as ``torch.save``'s it comes out as a ``RuntimeError`` (or not at all), and inside a
-``__del__`` (a DataLoader's iterator shutting down its workers at the end of a pass) Python prints
-"Exception ignored in ..." with a traceback and carries on, so the run went on to the end and exited 0.
+Python raises ``KeyboardInterrupt`` wherever the main thread is, and two places lose it: a C++ writer such as
+``torch.save``'s turns it into a ``RuntimeError`` (or drops it), and a ``__del__`` (a DataLoader iterator stopping its
+workers) only prints "Exception ignored in ..." and carries on, so the run went on to the end and exited 0.
 
 * :func:`interrupts_deferred` holds Ctrl-C back until a write is whole, then raises it;
-* :func:`sticky_interrupts` records every Ctrl-C of a command, silences the ones Python would only print, and
-  :func:`stop_if_interrupted` (called by the training and evaluation loops before every batch) raises a recorded
-  one again; :func:`interrupted` tells the command line at the end;
-* once the command line has caught the interrupt (:func:`stopping`), a further Ctrl-C is only recorded: it would
-  otherwise land in the clean-up (a loader's workers shutting down, ``atexit``), print a traceback and end the
-  process with -2 instead of 130. A program's entry point keeps all this until the process exits
-  (:func:`keep_interrupts_sticky`).
+* :func:`sticky_interrupts` records every Ctrl-C of a command and silences the ones Python would only print;
+  :func:`stop_if_interrupted` (before every batch) raises a recorded one again, and :func:`interrupted` says if any came;
+* after :func:`stopping`, a further Ctrl-C is only recorded, so it cannot land in the clean-up (loader workers,
+  ``atexit``) and end the process with -2 instead of 130; :func:`keep_interrupts_sticky` keeps this until exit.
 """
 
 from __future__ import annotations
@@ -59,9 +55,9 @@ def _ours() -> bool:
 def sticky_interrupts() -> Iterator[None]:
     """Within the block, every Ctrl-C is recorded as well as raised, so that none is lost.
 
-    A ``KeyboardInterrupt`` that Python could not raise (it arrived in a ``__del__`` or a weakref callback) is
-    not printed as a traceback; :func:`stop_if_interrupted` raises it at the next batch and :func:`interrupted`
-    reports it. Outside the main thread, or under a SIGINT handler of the user's, the block runs as it is.
+    A ``KeyboardInterrupt`` that Python could not raise (in a ``__del__`` or a weakref callback) is not printed;
+    :func:`stop_if_interrupted` raises it at the next batch. Outside the main thread, or under a SIGINT handler of the
+    user's, the block runs as it is.
     """
     if not _ours():
         yield
@@ -112,9 +108,8 @@ def stop_if_interrupted() -> None:
 def interrupts_deferred() -> Iterator[None]:
     """Ctrl-C waits for the block to end: a SIGINT during it is raised as ``KeyboardInterrupt`` right after.
 
-    A SIGINT inside ``torch.save`` would otherwise surface from its C++ writer as a ``RuntimeError`` (or
-    vanish), not as the interrupt it was. Only in the main thread and under Python's own SIGINT handler (or
-    :func:`sticky_interrupts`', which also records it); elsewhere the block runs as it is.
+    Only in the main thread under Python's own SIGINT handler (or :func:`sticky_interrupts`', which also records it);
+    elsewhere the block runs as it is.
     """
     if not _ours():
         yield

@@ -1,9 +1,5 @@
-"""One safe way to read a torch file (``torch.load(weights_only=True)`` with every failure classified once),
-and one way to say why a state dict does not fit a model.
-
-A leaf module (torch and ``errors`` only), so that every loader (checkpoints, model files,
-MSD-Net checkpoints) can use it without importing the others.
-"""
+"""One safe way to read a torch file (``torch.load(weights_only=True)`` with every failure classified once), and one
+way to say why a state dict does not fit a model. A leaf module (torch and ``errors`` only), for every loader."""
 
 from __future__ import annotations
 
@@ -35,9 +31,8 @@ class RefusedPickleError(CheckpointError):
 
 
 def safe_load(path: str | os.PathLike, refused_hint: str = "", corrupt_hint: str = "") -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU, with one classification of every failure.
-
-    Every command reads torch files through this. Failures, each one line naming the file:
+    """``torch.load(path, weights_only=True)`` on the CPU; every command reads torch files through this. Failures,
+    each one line naming the file:
 
     * the file does not exist: :class:`DataNotFoundError`;
     * it contains code that would run when loaded (e.g. ``posix.system``): :class:`RefusedPickleError`;
@@ -64,10 +59,8 @@ def safe_load(path: str | os.PathLike, refused_hint: str = "", corrupt_hint: str
         if refused is not None:
             raise RefusedPickleError(_refused_message(path, refused, refused_hint), refused) from exc
         reason = first_line(exc) if isinstance(exc, pickle.UnpicklingError) else f"{type(exc).__name__}: {first_line(exc)[:80]}"
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch file: truncated or corrupt, or not a checkpoint at all ({reason}). "
-            f"{corrupt_hint}".rstrip(". ")
-        ) from exc
+        raise CheckpointError(f"{path} is not a readable PyTorch file: truncated or corrupt, or not a checkpoint at all "
+                              f"({reason}). {corrupt_hint}".rstrip(". ")) from exc
 
 
 def check_crcs(path: Path, hint: str = "") -> None:
@@ -80,10 +73,8 @@ def check_crcs(path: Path, hint: str = "") -> None:
     except (OSError, zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError):
         return  # unreadable, or a broken zip structure rather than changed bytes: torch.load classifies it
     if member is not None:
-        raise CheckpointError(
-            f"{path} is damaged: its record {member} does not match the checksum stored with it (bytes changed on "
-            f"disk or in a copy), so it was not used. {hint}".rstrip(". ")
-        )
+        raise CheckpointError(f"{path} is damaged: its record {member} does not match the checksum stored with it (bytes "
+                              f"changed on disk or in a copy), so it was not used. {hint}".rstrip(". "))
 
 
 def _refused_message(path: Path, refused: str, hint: str) -> str:
@@ -91,17 +82,15 @@ def _refused_message(path: Path, refused: str, hint: str) -> str:
     if module in _CODE_MODULES:  # no hint: never advise loading it anyway
         return (f"{path} contains code ({refused}) that would run when the file is loaded, so it was refused "
                 "(torch.load with weights_only=True); it is not a model file: delete it unless you made it yourself")
-    else:
-        what = (f"{path} holds a pickled Python object ({refused}); loading it runs code stored in the file, "
-                "which can do anything you can (delete or upload files), so it was refused")
-    return f"{what}. {hint}".rstrip(". ")
+    return (f"{path} holds a pickled Python object ({refused}); loading it runs code stored in the file, which can do "
+            f"anything you can (delete or upload files), so it was refused. {hint}").rstrip(". ")
 
 
 def state_dict_mismatch(state: Mapping[str, torch.Tensor], model: torch.nn.Module, limit: int = 3) -> str | None:
     """Plain words for how ``state`` differs from ``model.state_dict()``; None when it fits.
 
-    Names up to ``limit`` keys of each kind: tensors the model has and the file lacks, tensors the
-    model does not have, and tensors of another shape (with both shapes).
+    Names up to ``limit`` keys of each kind: tensors the file lacks, tensors the model does not have, and tensors of
+    another shape (with both shapes).
     """
     current = model.state_dict()
 

@@ -1,10 +1,7 @@
 """The data layer: CIFAR-10 and your own arrays as data sets, seeded loaders, the preprocessing presets, image files.
 
-Its names of eva_utils 0.1.0 are re-exported here from their homes (``eva_utils.data.X`` keeps working):
-:mod:`~eva_utils.data.cifar10` (classes, statistics, the download, the bundled sample, ``ArrayDataset``),
-:mod:`~eva_utils.data.arrays` (``.npz`` files, data sets by name), :mod:`~eva_utils.data.loaders` (seeded loaders);
-:mod:`~eva_utils.data.batch_transforms` (the train preset as batched tensor operations) and
-:mod:`~eva_utils.data.device_loader` (``DeviceLoader``: the data set on the model's device, augmented there).
+Its names of eva_utils 0.1.0 are re-exported here from their modules (``eva_utils.data.X`` keeps working), with
+``BatchTransform`` and ``DeviceLoader`` (the data set on the model's device, augmented there).
 """
 
 # default_num_workers, is_npz_path and unknown_dataset are here too, for the library (not in __all__)
@@ -25,6 +22,6 @@ from eva_utils.data.loaders import SeededLoader, default_num_workers, make_loade
 
 __all__ = [
     "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "DATASETS", "ArrayDataset", "BatchTransform", "DeviceLoader",
-    "SeededLoader", "denormalize",
-    "get_cifar10", "load_dataset", "load_npz", "load_sample", "make_loader", "to_chw_float",
+    "SeededLoader", "denormalize", "get_cifar10", "load_dataset", "load_npz", "load_sample", "make_loader",
+    "to_chw_float",
 ]

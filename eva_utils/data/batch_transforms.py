@@ -1,23 +1,19 @@
 """The train preset as batched tensor operations: every image of a uint8 batch augmented at once, on any device.
 
-:class:`BatchTransform` takes the keywords of :func:`~eva_utils.data.presets.train_transforms` (the one home of the
-recipe's settings, ``AUGMENTATIONS``) and reproduces the distribution of what that albumentations preset does, step
-by step and in its order, with one set of random parameters per image:
+:class:`BatchTransform` takes the keywords of :func:`~eva_utils.data.presets.train_transforms` and reproduces the
+distribution of that albumentations preset, step by step and in its order, with one set of random parameters per image:
 
 * horizontal flip with probability ``hflip``;
-* shift-scale-rotate with probability ``affine`` (albumentations' ``Affine``: rotation uniform in +-``rotate``
-  degrees, x and y scales drawn apart, uniform in 1 +- ``scale``, a shift of ``int(u * side)`` pixels for ``u``
-  uniform in +-``shift``, about the image centre), bilinear, the uncovered border filled with the data set mean
-  (``F.affine_grid`` / ``F.grid_sample``), rounded back to whole pixel values as ``cv2.warpAffine`` on uint8 is;
+* shift-scale-rotate with probability ``affine`` (albumentations' ``Affine``: rotation uniform in +-``rotate`` degrees,
+  x and y scales apart, uniform in 1 +- ``scale``, a shift of ``int(u * side)`` pixels for ``u`` uniform in +-``shift``,
+  about the centre), bilinear, the border filled with the mean, rounded to whole pixels as ``cv2.warpAffine`` does;
 * ``pad`` pixels of the mean on each side, then a random crop of ``size`` (offsets uniform in 0..2 * pad);
-* with probability ``cutout``, ``cutout_holes`` square holes of ``cutout_size`` pixels inside the image, filled
-  with the mean;
+* with probability ``cutout``, ``cutout_holes`` square holes of ``cutout_size`` pixels filled with the mean;
 * normalisation with ``mean`` and ``std``.
 
-The random parameters are drawn on the CPU from a ``torch.Generator`` (:meth:`BatchTransform.draw`), so a seed
-gives the same augmentations on the CPU and on a GPU; the pixels are then computed where the images are.
-``tests/data/test_batch_transforms.py`` checks each step's parameters and the outputs against the albumentations
-preset itself, and the warp against ``cv2.warpAffine``.
+The parameters are drawn on the CPU (:meth:`BatchTransform.draw`), so a seed gives the same augmentations on the CPU
+and on a GPU; the pixels are computed where the images are. ``tests/data/test_batch_transforms.py`` checks them
+against the albumentations preset and ``cv2.warpAffine``.
 
 Example::
 
@@ -71,12 +67,9 @@ def affine_theta(angle: torch.Tensor, scale_x: torch.Tensor, scale_y: torch.Tens
 
     Args:
         angle: (M,) degrees.
-        scale_x: (M,) horizontal scale.
-        scale_y: (M,) vertical scale.
-        shift_x: (M,) pixels to the right.
-        shift_y: (M,) pixels down.
-        height: image height in pixels.
-        width: image width in pixels.
+        scale_x, scale_y: (M,) horizontal and vertical scales.
+        shift_x, shift_y: (M,) pixels to the right and down.
+        height, width: the image size in pixels.
 
     Returns:
         (M, 2, 3) float32.
@@ -100,22 +93,8 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> tor
 
 @dataclass(frozen=True)
 class BatchTransform:
-    """The train preset (:func:`~eva_utils.data.presets.train_transforms`, same keywords) on batches of tensors.
-
-    Attributes:
-        mean: per-channel mean for the normalisation and the fill colour of padding, border and holes.
-        std: per-channel std for the normalisation.
-        size: output side (the random crop).
-        hflip: probability of a horizontal flip.
-        affine: probability of shift-scale-rotate.
-        shift: largest shift, as a fraction of the side.
-        scale: largest zoom in or out, as a fraction.
-        rotate: largest rotation in degrees.
-        pad: pixels of padding on each side before the crop (0: no pad, no crop).
-        cutout: probability of the holes.
-        cutout_size: side of each square hole in pixels.
-        cutout_holes: number of holes.
-    """
+    """The train preset on batches of tensors; its attributes are :func:`~eva_utils.data.presets.train_transforms`'
+    keywords, with their defaults and meanings (``mean`` also fills the affine warp's border)."""
 
     mean: Sequence[float] = CIFAR10_MEAN
     std: Sequence[float] = CIFAR10_STD

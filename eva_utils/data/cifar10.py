@@ -1,16 +1,10 @@
 """CIFAR-10: its classes and statistics, the data set (downloaded) and the bundled sample, over HWC arrays.
 
-Every source gives an :class:`ArrayDataset` that applies an albumentations transform to each HWC uint8
-RGB image:
-
-* ``get_cifar10(root, train=True, transform=...)``: the full data set through
-  ``torchvision.datasets.CIFAR10`` (downloads on first use, e.g. in Colab);
-* ``load_sample(train=True, transform=...)``: 2,000 train and 1,000 test real
-  CIFAR-10 images shipped inside the package, for offline demos, tests and the
-  notebooks' smoke runs.
-
-Your own arrays in an ``.npz`` file, and data sets by name, are :mod:`eva_utils.data.arrays`'s; seeded
-loaders are :mod:`eva_utils.data.loaders`'.
+Both sources give an :class:`ArrayDataset` applying an albumentations transform to each HWC uint8 RGB image:
+``get_cifar10`` the full data set (``torchvision.datasets.CIFAR10``, downloaded on first use), ``load_sample`` the
+2,000 train and 1,000 test real images shipped inside the package (offline demos, tests, the notebooks' smoke runs).
+Your own ``.npz`` arrays and data sets by name are :mod:`eva_utils.data.arrays`'s, seeded loaders
+:mod:`eva_utils.data.loaders`'.
 
 Example::
 
@@ -34,27 +28,15 @@ from torch.utils.data import Dataset
 
 from eva_utils.core.errors import DataNotFoundError, UserError, first_line
 
-__all__ = [
-    "CIFAR10_CLASSES",
-    "CIFAR10_MEAN",
-    "CIFAR10_STD",
-    "ArrayDataset",
-    "denormalize",
-    "get_cifar10",
-    "load_sample",
-    "to_chw_float",
-]
+__all__ = ["CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "ArrayDataset", "denormalize", "get_cifar10",
+           "load_sample", "to_chw_float"]
 
-CIFAR10_CLASSES: tuple[str, ...] = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)
-# Per-channel statistics of the 50,000 CIFAR-10 training images, pixels scaled to [0, 1].
-# (Not ImageNet's (0.485, 0.456, 0.406); and the std is the pixel std, not the often-copied
-# (0.2023, 0.1994, 0.2010), which is a mean of per-image stds.)
+CIFAR10_CLASSES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                                    "truck")
+# Per-channel statistics of the 50,000 training images, pixels in [0, 1]. Not ImageNet's (0.485, 0.456, 0.406); the std
+# is the pixel std, not the often-copied (0.2023, 0.1994, 0.2010), which is a mean of per-image stds.
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
-
-_SAMPLE_FILE = "cifar10_sample.npz"
 
 Transform = Callable[..., Any]
 
@@ -75,18 +57,12 @@ class ArrayDataset(Dataset):
         classes: class names, index = label.
     """
 
-    def __init__(
-        self,
-        images: np.ndarray,
-        labels: Sequence[int] | np.ndarray,
-        transform: Transform | None = None,
-        classes: Sequence[str] = CIFAR10_CLASSES,
-    ) -> None:
+    def __init__(self, images: np.ndarray, labels: Sequence[int] | np.ndarray, transform: Transform | None = None,
+                 classes: Sequence[str] = CIFAR10_CLASSES) -> None:
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise UserError(
-                f"images must be an (N, H, W, 3) uint8 RGB array, got shape {images.shape} dtype {images.dtype}"
-            )
+            raise UserError(f"images must be an (N, H, W, 3) uint8 RGB array, got shape {images.shape} "
+                            f"dtype {images.dtype}")
         labels = np.asarray(labels, dtype=np.int64)
         if len(labels) != len(images):
             raise UserError(f"got {len(images)} images but {len(labels)} labels")
@@ -103,7 +79,7 @@ class ArrayDataset(Dataset):
         label = int(self.labels[index])
         if self.transform is None:
             return to_chw_float(image), label
-        if _is_albumentations(self.transform):
+        if type(self.transform).__module__.startswith("albumentations"):
             return self.transform(image=image)["image"], label
         return self.transform(image), label
 
@@ -111,10 +87,6 @@ class ArrayDataset(Dataset):
         """Seed the transform's own random state (albumentations 2.x ignores global seeds)."""
         if hasattr(self.transform, "set_random_seed"):
             self.transform.set_random_seed(int(seed) % 2**32)
-
-
-def _is_albumentations(transform: Any) -> bool:
-    return type(transform).__module__.startswith("albumentations")
 
 
 def load_sample(train: bool = True, transform: Transform | None = None) -> ArrayDataset:
@@ -128,19 +100,15 @@ def load_sample(train: bool = True, transform: Transform | None = None) -> Array
         An :class:`ArrayDataset`, ordered by class (shuffle in the loader).
     """
     split = "train" if train else "test"
-    with resources.files("eva_utils.sample_data").joinpath(_SAMPLE_FILE).open("rb") as f:
+    with resources.files("eva_utils.sample_data").joinpath("cifar10_sample.npz").open("rb") as f:
         with np.load(f) as npz:
             images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]
             classes = tuple(str(c) for c in npz["classes"])
     return ArrayDataset(images, labels, transform, classes)
 
 
-def get_cifar10(
-    root: str | os.PathLike = "./data",
-    train: bool = True,
-    transform: Transform | None = None,
-    download: bool = True,
-) -> ArrayDataset:
+def get_cifar10(root: str | os.PathLike = "./data", train: bool = True, transform: Transform | None = None,
+                download: bool = True) -> ArrayDataset:
     """CIFAR-10 through ``torchvision.datasets.CIFAR10``, with an albumentations transform.
 
     Args:
@@ -159,34 +127,23 @@ def get_cifar10(
 
     root = Path(root).expanduser()
     if not download and not (root / CIFAR10.base_folder).is_dir():
-        raise DataNotFoundError(
-            f"CIFAR-10 not found in {root} (expected {root / CIFAR10.base_folder}); "
-            "allow the download (download=True), or use the bundled sample (data='sample')",
-            param="download",
-        )
+        raise DataNotFoundError(f"CIFAR-10 not found in {root} (expected {root / CIFAR10.base_folder}); allow the "
+                                "download (download=True), or use the bundled sample (data='sample')", param="download")
     try:
         raw = CIFAR10(root=str(root), train=train, download=download)
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:  # no network, a proxy, the site down
-        raise DataNotFoundError(
-            f"the CIFAR-10 download from {CIFAR10.url.split('/')[2]} failed ({first_line(exc)}): check the internet "
-            "connection and try again, or train offline on the bundled sample (data='sample') or on your own "
-            "copy as an .npz file (data='path/to/file.npz')",
-            param="data",
-        ) from exc
+        raise DataNotFoundError(f"the CIFAR-10 download from {CIFAR10.url.split('/')[2]} failed ({first_line(exc)}): "
+                                "check the internet connection and try again, or train offline on the bundled sample "
+                                "(data='sample') or on your own copy as an .npz file (data='path/to/file.npz')",
+                                param="data") from exc
     except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted."
-        raise DataNotFoundError(
-            f"CIFAR-10 in {root} is missing or corrupt ({exc}); delete {root / CIFAR10.base_folder} "
-            "and download it again"
-        ) from exc
+        raise DataNotFoundError(f"CIFAR-10 in {root} is missing or corrupt ({exc}); delete "
+                                f"{root / CIFAR10.base_folder} and download it again") from exc
     return ArrayDataset(raw.data, raw.targets, transform, raw.classes)
 
 
-
-def denormalize(
-    images: torch.Tensor | np.ndarray,
-    mean: Sequence[float] = CIFAR10_MEAN,
-    std: Sequence[float] = CIFAR10_STD,
-) -> np.ndarray:
+def denormalize(images: torch.Tensor | np.ndarray, mean: Sequence[float] = CIFAR10_MEAN,
+                std: Sequence[float] = CIFAR10_STD) -> np.ndarray:
     """Undo ``Normalize``: CHW or NCHW normalised tensors to HWC / NHWC float RGB in [0, 1].
 
     Args:
@@ -200,8 +157,5 @@ def denormalize(
     x = images.detach().cpu().float().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
     if x.ndim not in (3, 4) or x.shape[-3] != len(mean):
         raise UserError(f"denormalize expects (C, H, W) or (N, C, H, W) with C={len(mean)}, got shape {x.shape}")
-    m = np.asarray(mean, np.float32)[:, None, None]
-    s = np.asarray(std, np.float32)[:, None, None]
-    x = x * s + m
-    x = np.moveaxis(x, -3, -1)  # channels last
-    return np.clip(x, 0.0, 1.0).astype(np.float32)
+    x = x * np.asarray(std, np.float32)[:, None, None] + np.asarray(mean, np.float32)[:, None, None]
+    return np.clip(np.moveaxis(x, -3, -1), 0.0, 1.0).astype(np.float32)  # channels last

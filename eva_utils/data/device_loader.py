@@ -1,18 +1,15 @@
 """A training loader that keeps the data set on the model's device and augments whole batches there.
 
-On a GPU the albumentations loader is the ceiling: Colab has 2 CPU cores, and the train preset costs each of them
-a few thousand images a second. :class:`DeviceLoader` holds the training images as one uint8 tensor on the
-device (CIFAR-10's 50,000: 150 MB), shuffles them every pass and augments each batch with
-:class:`~eva_utils.data.batch_transforms.BatchTransform` (the same preset as batched tensor operations), as the
+On a GPU the albumentations loader is the ceiling (Colab's 2 CPU cores augment a few thousand images a second).
+:class:`DeviceLoader` holds the training images as one uint8 tensor on the device (CIFAR-10's 50,000: 150 MB),
+shuffles them every pass and augments each batch with :class:`~eva_utils.data.batch_transforms.BatchTransform`, as the
 fastest CIFAR-10 trainers do (airbench, hlb-CIFAR10).
 
-It is a ``DataLoader`` to the code that uses one (``fit``, ``find_lr``, torch-lr-finder): ``len``, iteration over
-``(images, labels)`` already on the device, ``batch_size``, ``drop_last``, ``dataset`` (the ``ArrayDataset`` it was
-made from, with its ``classes`` and its own CPU transform, e.g. for a figure of samples) and ``generator``: like
-:class:`~eva_utils.data.loaders.SeededLoader`, seeding the generator (``fit`` does, every epoch) fixes the shuffle
-order and the augmentations of the next pass, so a resumed run repeats the uninterrupted one. It feeds one
-process; under torchrun ``fit`` gives each process its share (:meth:`DeviceLoader.shard`, as it shards a CPU loader).
-With ``shuffle=False``, ``drop_last=False`` and ``BatchTransform(**NO_AUGMENTATION)`` it is the test loader on the device.
+It is a ``DataLoader`` to the code that uses one (``fit``, ``find_lr``): ``len``, iteration over ``(images, labels)``
+on the device, ``batch_size``, ``drop_last``, ``dataset`` (the ``ArrayDataset`` it was made from) and ``generator``:
+as with :class:`~eva_utils.data.loaders.SeededLoader`, seeding it fixes the order and augmentations of the next pass.
+Under torchrun ``fit`` gives each process its share (:meth:`DeviceLoader.shard`). With ``shuffle=False``,
+``drop_last=False`` and ``BatchTransform(**NO_AUGMENTATION)`` it is the test loader on the device.
 
 Example::
 
@@ -84,10 +81,9 @@ class DeviceLoader(DataLoader):
         self._share: Sampler[int] | None = None  # this process's indices under torchrun (see shard)
 
     def shard(self, sampler: Sampler[int], batch_size: int, drop_last: bool) -> DeviceLoader:
-        """This process's share under torchrun: the indices ``sampler`` gives each pass (a ``DistributedSampler``,
-        whose ``set_epoch`` ``fit`` calls, or an evaluation shard), ``batch_size`` images a batch, the last one
-        incomplete unless ``drop_last``. The images stay where they are, shared with this loader; the augmentations
-        come from the new loader's own ``generator`` (``fit`` seeds it per process)."""
+        """This process's share under torchrun: the indices ``sampler`` gives each pass (a ``DistributedSampler`` or an
+        evaluation shard), ``batch_size`` images a batch, the last one incomplete unless ``drop_last``. The images stay
+        shared with this loader; the augmentations come from the new loader's own ``generator``."""
         share = copy.copy(self)  # the images on the device are shared, not copied
         # DataLoader refuses these as attributes once built; this loader reads them in len and iter only
         share.__dict__.update(batch_size=positive_int(batch_size, "batch_size"), sampler=sampler, _share=sampler,

@@ -1,10 +1,8 @@
-"""Image files as model inputs: finding and reading them (the presets that turn them into tensors are
-:mod:`eva_utils.data.presets`').
+"""Image files as model inputs: finding and reading them (the presets that make tensors of them are in
+:mod:`eva_utils.data.presets`).
 
-``find_images(paths)`` accepts the layouts students have: a root folder one level above class
-folders (``data/cat/1.jpg``, as torchvision's ImageFolder and the original GradCam tool expect),
-a plain folder of images, or single files. ``read_image`` returns an RGB PIL image whatever the
-file held (grayscale, palette, RGBA composited on white, EXIF-rotated photos).
+``find_images(paths)`` accepts a root folder above class folders (``data/cat/1.jpg``, as torchvision's ImageFolder
+expects), a plain folder of images, or single files; ``read_image`` returns an RGB PIL image whatever the file held.
 
 Example::
 
@@ -29,8 +27,6 @@ __all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "MIN_SIDE", "ImageFile", "ImageSize
 
 # Files with these suffixes are taken from folders; others (notes, .DS_Store) are ignored there.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
-
-
 MIN_SIDE = 8  # pixels: below this an image holds nothing to explain
 MAX_PIXELS = 40_000_000  # 40 megapixels: a phone photo passes, a 10,000 x 10,000 image does not
 
@@ -67,8 +63,7 @@ class ImageFile:
 
     Attributes:
         path: where it is.
-        name: how to show it: the path relative to the folder it was found in (``cat/1.jpg``),
-            or the file name for a file given directly.
+        name: how to show it: the path relative to the folder it was found in (``cat/1.jpg``), or the file's name.
         given: True for a file named directly (it must be readable), False for one found in a folder.
     """
 
@@ -80,14 +75,13 @@ class ImageFile:
 def read_image(path: str | os.PathLike) -> Any:
     """Open an image file as an RGB PIL image, fully decoded.
 
-    Grayscale and palette images are converted to RGB; transparent images (RGBA, LA, palette with
-    transparency) are composited on white; EXIF orientation is applied. High-bit-depth grayscale is
-    scaled to 8 bits by the full range of its type, never clipped: 16-bit (and 16-bit values held in
-    32-bit integers) by 1/257, floats in 0..1 by 255 (floats in 0..255 as they are).
+    Grayscale and palette images are converted to RGB; transparent ones (RGBA, LA, palette with transparency) are
+    composited on white; EXIF orientation is applied. High-bit-depth grayscale is scaled to 8 bits by its type's full
+    range, never clipped: 16-bit (also held in 32-bit integers) by 1/257, floats in 0..1 by 255 (0..255 as they are).
 
     Raises:
-        UnreadableImageError: not an image PIL can decode, or high-bit-depth values with no 8-bit reading
-            (not finite, negative, or beyond 16 bits) (the message says why).
+        UnreadableImageError: not an image PIL can decode, or high-bit-depth values with no 8-bit reading (not finite,
+            negative, or beyond 16 bits).
         ImageSizeError: outside the size rule (:func:`check_image_size`), read from the header before decoding.
     """
     import warnings
@@ -117,8 +111,7 @@ def read_image(path: str | os.PathLike) -> Any:
         raise ImageSizeError(f"{path} is {pixels}more than {MAX_PIXELS // 1_000_000} megapixels: resize it first "
                              "(the model sees 32x32 or 224x224 anyway)") from exc
     except (OSError, ValueError, SyntaxError) as exc:
-        reason = first_line(exc)
-        raise UnreadableImageError(f"{path} is not an image PIL can read ({reason})") from exc
+        raise UnreadableImageError(f"{path} is not an image PIL can read ({first_line(exc)})") from exc
 
 
 def _to_8_bits(image: Any, path: Path) -> Any:
@@ -155,9 +148,8 @@ def _images_in(folder: Path) -> list[ImageFile]:
 def find_images(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[ImageFile]:
     """The images at ``paths``: folders (searched with their subfolders) and single files.
 
-    Files named directly are checked now and must be readable images; files found in folders
-    are only filtered by suffix (see :data:`IMAGE_EXTENSIONS`), and a corrupt one is the
-    caller's to skip when :func:`read_image` fails.
+    Files named directly are checked now and must be readable images; files found in folders are only filtered by
+    suffix (:data:`IMAGE_EXTENSIONS`), and a corrupt one is the caller's to skip when :func:`read_image` fails.
 
     Args:
         paths: one path or several: a root folder above class folders, a folder of images, or files.
@@ -183,7 +175,6 @@ def find_images(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
             raise DataNotFoundError(f"{given} does not exist: give a folder of images (or of class folders) or image files")
     if not found:
         where = ", ".join(str(p) for p in paths)
-        raise UserError(
-            f"no images in {where} (looked for {', '.join(IMAGE_EXTENSIONS[:5])}, ... files in it and its subfolders)"
-        )
+        raise UserError(f"no images in {where} (looked for {', '.join(IMAGE_EXTENSIONS[:5])}, ... files in it and its "
+                        "subfolders)")
     return found

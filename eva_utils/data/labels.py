@@ -1,8 +1,4 @@
-"""Class names: from a labels file (read as data, never run) or ImageNet's, as torchvision ships them.
-
-``read_labels(path)`` reads a Python dict or list literal (``{0: 'cat', 1: 'dog'}``, parsed with
-``ast.literal_eval``), a JSON object or list, or one name per line; a file holding code is refused.
-"""
+"""Class names: from a labels file (read as data, never run) or ImageNet's, as torchvision ships them."""
 
 from __future__ import annotations
 
@@ -27,10 +23,9 @@ def imagenet_classes() -> tuple[str, ...]:
 
 def _code_error(path: Path, node: ast.AST | None) -> UserError:
     what = f" (it calls {ast.unparse(node.func)[:40]})" if isinstance(node, ast.Call) else ""
-    return UserError(
-        f"labels file {path} contains Python code{what}, not labels; it was not run (labels are read as data, "
-        f"never executed). Write a dict such as {{0: 'cat', 1: 'dog'}}, a JSON list, or one label per line"
-    )
+    return UserError(f"labels file {path} contains Python code{what}, not labels; it was not run (labels are read as "
+                     "data, never executed). Write a dict such as {0: 'cat', 1: 'dog'}, a JSON list, or one label "
+                     "per line")
 
 
 def _parse_literal(text: str, path: Path) -> Any:
@@ -47,10 +42,8 @@ def _parse_literal(text: str, path: Path) -> Any:
         tree = ast.parse(text, mode="exec")
     except SyntaxError:
         if text[0] in "{[":
-            raise UserError(
-                f"labels file {path} starts like a dict or list but is not valid Python or JSON literal syntax; "
-                f"expected e.g. {{0: 'cat', 1: 'dog'}}"
-            ) from None
+            raise UserError(f"labels file {path} starts like a dict or list but is not valid Python or JSON literal "
+                            "syntax; expected e.g. {0: 'cat', 1: 'dog'}") from None
         return None  # plain lines, e.g. "great white shark"
     if len(tree.body) == 1 and isinstance(tree.body[0], (ast.Expr, ast.Assign)):
         node = tree.body[0].value  # `{...}` or `labels = {...}`
@@ -74,9 +67,8 @@ def _labels_from(value: Any, path: Path) -> list[str]:
             raise UserError(f"labels file {path}: the dict's keys must be class indices 0, 1, 2, ...") from None
         missing = sorted(set(range(len(numbered))) - numbered.keys())
         if missing:
-            raise UserError(
-                f"labels file {path}: the keys must be 0..{len(numbered) - 1} (one per class), but {missing[0]} is missing"
-            )
+            raise UserError(f"labels file {path}: the keys must be 0..{len(numbered) - 1} (one per class), but "
+                            f"{missing[0]} is missing")
         labels = [numbered[i] for i in range(len(numbered))]
     elif isinstance(value, (list, tuple)):
         labels = list(value)
@@ -91,8 +83,7 @@ def _labels_from(value: Any, path: Path) -> list[str]:
 def read_labels(path: str | os.PathLike) -> tuple[str, ...]:
     """Class names from a labels file: a dict or list literal, JSON, or one name per line.
 
-    The file is parsed as data (``json.loads`` / ``ast.literal_eval``), never run: a file
-    holding code is refused.
+    The file is parsed as data (``json.loads`` / ``ast.literal_eval``), never run: a file holding code is refused.
 
     Args:
         path: e.g. ``imagenet1000_labels.txt`` holding ``{0: 'tench, Tinca tinca', 1: ...}``.

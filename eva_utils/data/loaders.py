@@ -36,9 +36,8 @@ def _seed_worker(worker_id: int) -> None:
 class SeededLoader(DataLoader):
     """A DataLoader whose augmentations are reproducible from its generator.
 
-    Workers reseed the data set's transform in ``worker_init_fn``; without workers, every
-    new pass reseeds it from the generator. Seeding the generator (``loader.generator``)
-    therefore fixes both the shuffle order and the augmentations of the next pass.
+    Workers reseed the data set's transform in ``worker_init_fn``; without workers, every new pass reseeds it from the
+    generator. Seeding ``loader.generator`` therefore fixes the shuffle order and the augmentations of the next pass.
     """
 
     def __iter__(self) -> Iterator[Any]:
@@ -54,15 +53,8 @@ def default_num_workers() -> int:
     return 0 if cores <= 1 else min(4, cores)
 
 
-def make_loader(
-    dataset: Dataset,
-    batch_size: int = 128,
-    shuffle: bool = False,
-    num_workers: int | None = None,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    drop_last: bool = False,
-) -> SeededLoader:
+def make_loader(dataset: Dataset, batch_size: int = 128, shuffle: bool = False, num_workers: int | None = None,
+                seed: int = 0, device: str | torch.device | None = None, drop_last: bool = False) -> SeededLoader:
     """A seeded DataLoader with sensible defaults for Colab and laptops.
 
     Args:
@@ -81,15 +73,7 @@ def make_loader(
     if len(dataset) == 0:
         raise UserError("the data set is empty: check the data folder or the filter you applied")
     workers = default_num_workers() if num_workers is None else int(num_workers)
-    generator = torch.Generator().manual_seed(int(seed))
-    return SeededLoader(
-        dataset,
-        batch_size=int(batch_size),
-        shuffle=shuffle,
-        num_workers=workers,
-        pin_memory=torch.device(device).type == "cuda" if device is not None else False,
-        drop_last=drop_last,
-        generator=generator,
-        worker_init_fn=_seed_worker if workers > 0 else None,
-        persistent_workers=False,
-    )
+    pin_memory = device is not None and torch.device(device).type == "cuda"
+    return SeededLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, pin_memory=pin_memory,
+                        drop_last=drop_last, generator=torch.Generator().manual_seed(int(seed)),
+                        worker_init_fn=_seed_worker if workers > 0 else None, persistent_workers=False)

@@ -1,15 +1,12 @@
 """The one home of preprocessing, pixels -> tensor: the training and evaluation transforms, and the inference presets.
 
-* ``train_transforms()`` is the course recipe, in the torchvision-references style: horizontal flip,
-  shift-scale-rotate (albumentations 2.x ``Affine``), pad to 40 then random crop 32, one 16x16 hole of
-  coarse dropout filled with the data set mean, normalise, to tensor. ``test_transforms()`` only
-  normalises. Every augmentation is a keyword: set its probability to 0 (or ``pad=0``) to switch it
-  off, or tune its strength. Both take HWC uint8 RGB images (``transform(image=img)["image"]``) and
-  return a CHW float tensor.
-* A :class:`Preset` turns one image file's pixels into the normalised tensor a model expects: resize the
-  shorter side, centre-crop a square, scale to [0, 1], normalise. ``imagenet_preset()``: resize 256,
-  crop 224, ImageNet mean/std (torchvision's pretrained models); ``cifar_preset()``: 32x32, CIFAR-10
-  mean/std (eva_utils models and checkpoints).
+* ``train_transforms()`` is the course recipe: horizontal flip, shift-scale-rotate (albumentations 2.x ``Affine``),
+  pad to 40 then random crop 32, one 16x16 hole of coarse dropout filled with the data set mean, normalise, to tensor;
+  ``test_transforms()`` only normalises. Each augmentation is a keyword (probability 0 or ``pad=0`` switches it off).
+  Both map an HWC uint8 RGB image (``transform(image=img)["image"]``) to a CHW float tensor.
+* A :class:`Preset` turns one image file's pixels into the normalised tensor a model expects (resize the shorter side,
+  centre-crop, scale to [0, 1], normalise): ``imagenet_preset()`` for torchvision's pretrained models (256, 224,
+  ImageNet mean/std), ``cifar_preset()`` for eva_utils models (32x32, CIFAR-10 mean/std).
 
 Example::
 
@@ -37,18 +34,8 @@ from eva_utils.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, denormalize
 if TYPE_CHECKING:
     import albumentations as A
 
-__all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "AUGMENTATIONS",
-    "PRESETS",
-    "Preset",
-    "cifar_preset",
-    "get_preset",
-    "imagenet_preset",
-    "test_transforms",
-    "train_transforms",
-]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "AUGMENTATIONS", "PRESETS", "Preset", "cifar_preset", "get_preset",
+           "imagenet_preset", "test_transforms", "train_transforms"]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -56,19 +43,15 @@ PRESETS = ("imagenet", "cifar")
 
 #: Named settings of :func:`train_transforms`: ``default`` is the course recipe; ``page`` is David Page's
 #: (flip, pad 4 and crop, one 8x8 cutout hole on every image; no affine) for the custom ResNet.
-AUGMENTATIONS: dict[str, dict[str, float]] = {
-    "default": {},
-    "page": {"affine": 0.0, "cutout": 1.0, "cutout_size": 8},
-}
+AUGMENTATIONS: dict[str, dict[str, float]] = {"default": {}, "page": {"affine": 0.0, "cutout": 1.0, "cutout_size": 8}}
 
 
 # ----------------------------------------------------------------------------- training and evaluation transforms
 
 
 def _albumentations() -> ModuleType:
-    """albumentations, imported where it is first used: it asks PyPI for a newer version when imported
-    (a network call offline, in class and in tests) unless NO_ALBUMENTATIONS_UPDATE is set, so the
-    variable is set here, just before, and importing eva_utils does neither."""
+    """albumentations, imported on first use with NO_ALBUMENTATIONS_UPDATE set: otherwise importing it asks PyPI for a
+    newer version (a network call, offline in class and in tests); importing eva_utils does neither."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     import albumentations
     import albumentations.pytorch  # noqa: F401  (ToTensorV2)
@@ -81,49 +64,15 @@ def _pixel_fill(mean: Sequence[float]) -> tuple[float, ...]:
     return tuple(round(255.0 * m) for m in mean)
 
 
-def _affine(A: ModuleType, shift: float, scale: float, rotate: float, fill: tuple[float, ...], p: float) -> Any:
-    """Shift-scale-rotate, the uncovered border filled with ``fill``."""
-    import cv2  # installed with albumentations (opencv-python-headless)
-
-    return A.Affine(translate_percent=(-shift, shift), scale=(1.0 - scale, 1.0 + scale), rotate=(-rotate, rotate),
-                    border_mode=cv2.BORDER_CONSTANT, fill=fill, p=p)
-
-
-def _pad_and_crop(A: ModuleType, size: int, pad: int, fill: tuple[float, ...]) -> list[Any]:
-    """Pad ``pad`` pixels of ``fill`` on each side, then crop a random ``size`` square."""
-    import cv2
-
-    return [A.PadIfNeeded(size + 2 * pad, size + 2 * pad, border_mode=cv2.BORDER_CONSTANT, fill=fill),
-            A.RandomCrop(size, size)]
-
-
-def _cutout(A: ModuleType, side: int, holes: int, fill: tuple[float, ...], p: float) -> Any:
-    """``holes`` square holes of ``side`` pixels, filled with ``fill``."""
-    return A.CoarseDropout(num_holes_range=(holes, holes), hole_height_range=(side, side),
-                           hole_width_range=(side, side), fill=fill, p=p)
-
-
 def _to_tensor(A: ModuleType, mean: Sequence[float], std: Sequence[float]) -> list[Any]:
     """The last steps of every transform: normalise with the data set's statistics, HWC -> CHW float tensor."""
     return [A.Normalize(mean=tuple(mean), std=tuple(std)), A.pytorch.ToTensorV2()]
 
 
-def train_transforms(
-    *,
-    mean: Sequence[float] = CIFAR10_MEAN,
-    std: Sequence[float] = CIFAR10_STD,
-    size: int = 32,
-    hflip: float = 0.5,
-    affine: float = 0.5,
-    shift: float = 0.0625,
-    scale: float = 0.1,
-    rotate: float = 15.0,
-    pad: int = 4,
-    cutout: float = 0.5,
-    cutout_size: int = 16,
-    cutout_holes: int = 1,
-    seed: int | None = None,
-) -> A.Compose:
+def train_transforms(*, mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD, size: int = 32,
+                     hflip: float = 0.5, affine: float = 0.5, shift: float = 0.0625, scale: float = 0.1,
+                     rotate: float = 15.0, pad: int = 4, cutout: float = 0.5, cutout_size: int = 16,
+                     cutout_holes: int = 1, seed: int | None = None) -> A.Compose:
     """Training augmentations for 32x32 RGB images.
 
     Args:
@@ -147,24 +96,26 @@ def train_transforms(
     A named set of these settings (:data:`AUGMENTATIONS`) is ``train_transforms(**AUGMENTATIONS["page"])``.
     """
     A = _albumentations()
+    import cv2  # installed with albumentations (opencv-python-headless)
+
     fill = _pixel_fill(mean)
     steps: list[A.BasicTransform] = []
     if hflip > 0:
         steps.append(A.HorizontalFlip(p=hflip))
     if affine > 0:
-        steps.append(_affine(A, shift, scale, rotate, fill, affine))
+        steps.append(A.Affine(translate_percent=(-shift, shift), scale=(1.0 - scale, 1.0 + scale),
+                              rotate=(-rotate, rotate), border_mode=cv2.BORDER_CONSTANT, fill=fill, p=affine))
     if pad > 0:
-        steps += _pad_and_crop(A, size, pad, fill)
+        steps += [A.PadIfNeeded(size + 2 * pad, size + 2 * pad, border_mode=cv2.BORDER_CONSTANT, fill=fill),
+                  A.RandomCrop(size, size)]
     if cutout > 0 and cutout_holes > 0:
-        steps.append(_cutout(A, cutout_size, cutout_holes, fill, cutout))
+        hole = (cutout_size, cutout_size)
+        steps.append(A.CoarseDropout(num_holes_range=(cutout_holes, cutout_holes), hole_height_range=hole,
+                                     hole_width_range=hole, fill=fill, p=cutout))
     return A.Compose([*steps, *_to_tensor(A, mean, std)], seed=seed)
 
 
-def test_transforms(
-    *,
-    mean: Sequence[float] = CIFAR10_MEAN,
-    std: Sequence[float] = CIFAR10_STD,
-) -> A.Compose:
+def test_transforms(*, mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD) -> A.Compose:
     """Evaluation transform: normalise with the data set's statistics, to tensor."""
     A = _albumentations()
     return A.Compose(_to_tensor(A, mean, std))
@@ -210,20 +161,13 @@ class Preset:
         return denormalize(images, self.mean, self.std)
 
 
-def imagenet_preset(
-    size: int = 224,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-) -> Preset:
+def imagenet_preset(size: int = 224, mean: Sequence[float] = IMAGENET_MEAN,
+                    std: Sequence[float] = IMAGENET_STD) -> Preset:
     """torchvision's evaluation preprocessing for ImageNet models: resize 256, crop 224 (scaled with ``size``)."""
     return _checked(Preset("imagenet", int(size), round(int(size) * 256 / 224), tuple(mean), tuple(std)))
 
 
-def cifar_preset(
-    size: int = 32,
-    mean: Sequence[float] = CIFAR10_MEAN,
-    std: Sequence[float] = CIFAR10_STD,
-) -> Preset:
+def cifar_preset(size: int = 32, mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD) -> Preset:
     """CIFAR-10 preprocessing: the whole image squeezed to ``size`` (no crop margin), CIFAR-10 mean/std."""
     return _checked(Preset("cifar", int(size), int(size), tuple(mean), tuple(std)))
 
@@ -240,12 +184,8 @@ def _checked(preset: Preset) -> Preset:
     return preset
 
 
-def get_preset(
-    name: str | Preset,
-    size: int | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-) -> Preset:
+def get_preset(name: str | Preset, size: int | None = None, mean: Sequence[float] | None = None,
+               std: Sequence[float] | None = None) -> Preset:
     """A preset by name (``"imagenet"`` or ``"cifar"``) or an existing one, with any of its settings replaced.
 
     Args:

@@ -1,10 +1,9 @@
 """How well a map points at the object, and how alike two sets of maps are: the localisation metrics of CAMs.
 
-``pointing_game(cams, masks)`` is the hit rate of Zhang et al.'s pointing game (a map's maximum on the
-object), ``pointing_hits`` the hits per image; ``map_correlation(a, b)`` is the Pearson correlation of each
-pair of maps (the model-randomisation sanity check of Adebayo et al., 2018). Plain arrays in, arrays out: they
-sit below ``explain`` so that ``eva_utils.evaluation`` keeps them (the notebooks call
-``evaluation.map_correlation``), and any layer above may judge maps with them.
+``pointing_game(cams, masks)`` is the hit rate of Zhang et al.'s pointing game (a map's maximum on the object),
+``pointing_hits`` the hits per image; ``map_correlation(a, b)`` is the Pearson correlation of each pair of maps (the
+model-randomisation sanity check of Adebayo et al., 2018). Plain arrays in, arrays out, below ``explain`` so that
+any layer above may judge maps with them (the notebooks call ``evaluation.map_correlation``).
 
 References: Zhang et al., "Top-down neural attention by excitation backprop" (the pointing game), ECCV 2016;
 Adebayo et al., "Sanity checks for saliency maps", NeurIPS 2018.
@@ -20,37 +19,36 @@ from eva_utils.core.errors import UserError
 __all__ = ["map_correlation", "pointing_game", "pointing_hits"]
 
 
-def pointing_hits(
-    cams: np.ndarray | torch.Tensor,
-    masks: np.ndarray | torch.Tensor,
-    tolerance: int = 0,
-) -> np.ndarray:
+def _numpy(maps: np.ndarray | torch.Tensor) -> np.ndarray:
+    """``maps`` as a NumPy array (a tensor is detached and copied to the CPU)."""
+    return maps.detach().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)
+
+
+def pointing_hits(cams: np.ndarray | torch.Tensor, masks: np.ndarray | torch.Tensor, tolerance: int = 0) -> np.ndarray:
     """For each map, whether its maximum lies on the object (the pointing game, per image).
 
     Args:
         cams: (N, H, W) maps; the first argmax pixel counts when several pixels tie.
         masks: (N, H, W) booleans, True on the object.
-        tolerance: also count a hit when the maximum is within this many pixels (Euclidean)
-            of the object; Zhang et al. use 15 pixels at ImageNet scale.
+        tolerance: also count a hit when the maximum is within this many pixels (Euclidean) of the object;
+            Zhang et al. use 15 pixels at ImageNet scale.
 
     Returns:
         bool array (N,).
     """
-    heat = cams.detach().cpu().numpy() if isinstance(cams, torch.Tensor) else np.asarray(cams)
-    mask = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
+    heat, mask = _numpy(cams), _numpy(masks)
     if heat.ndim == 2:
         heat, mask = heat[None], mask[None]
     if heat.ndim != 3 or heat.shape != mask.shape:
         raise UserError(f"cams and masks must both be (N, H, W) of equal shape, got {heat.shape} and {mask.shape}")
     mask = mask.astype(bool)
     n, height, width = heat.shape
-    flat = heat.reshape(n, -1).argmax(axis=1)
-    ys, xs = np.divmod(flat, width)  # (N,), (N,)
+    ys, xs = np.divmod(heat.reshape(n, -1).argmax(axis=1), width)  # (N,), (N,)
     t = max(int(tolerance), 0)
     hits = np.zeros(n, dtype=bool)
     dy, dx = np.mgrid[-t:t + 1, -t:t + 1]
     disk = dy**2 + dx**2 <= t**2  # (2t+1, 2t+1)
-    for i, (y, x) in enumerate(zip(ys, xs, strict=False)):
+    for i, (y, x) in enumerate(zip(ys, xs, strict=True)):
         window = np.zeros_like(disk)
         y0, y1, x0, x1 = max(y - t, 0), min(y + t + 1, height), max(x - t, 0), min(x + t + 1, width)
         window[y0 - y + t:y1 - y + t, x0 - x + t:x1 - x + t] = mask[i, y0:y1, x0:x1]
@@ -58,11 +56,7 @@ def pointing_hits(
     return hits
 
 
-def pointing_game(
-    cams: np.ndarray | torch.Tensor,
-    masks: np.ndarray | torch.Tensor,
-    tolerance: int = 0,
-) -> float:
+def pointing_game(cams: np.ndarray | torch.Tensor, masks: np.ndarray | torch.Tensor, tolerance: int = 0) -> float:
     """Fraction of maps whose maximum lies on the object: a CAM localisation score in [0, 1].
 
     Args:
@@ -82,12 +76,11 @@ def map_correlation(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) 
     For comparing two sets of maps of the same images: the trained and a randomly initialised
     network's (the model-randomisation sanity check of Adebayo et al., 2018), two layers, two methods.
     """
-    x = (a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)).astype(np.float64)
-    y = (b.detach().cpu().numpy() if isinstance(b, torch.Tensor) else np.asarray(b)).astype(np.float64)
+    x, y = _numpy(a).astype(np.float64), _numpy(b).astype(np.float64)
     if x.shape != y.shape or x.ndim != 3:
         raise UserError(f"map_correlation needs two (N, H, W) arrays of the same shape, got {x.shape} and {y.shape}")
-    x = x.reshape(len(x), -1) - x.reshape(len(x), -1).mean(1, keepdims=True)
-    y = y.reshape(len(y), -1) - y.reshape(len(y), -1).mean(1, keepdims=True)
+    x, y = x.reshape(len(x), -1), y.reshape(len(y), -1)  # (N, H*W)
+    x, y = x - x.mean(1, keepdims=True), y - y.mean(1, keepdims=True)
     norm = np.sqrt((x * x).sum(1) * (y * y).sum(1))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(norm > 0, (x * y).sum(1) / norm, np.nan)

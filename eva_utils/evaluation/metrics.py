@@ -20,7 +20,11 @@ from torch.utils.data import DataLoader, SequentialSampler
 from eva_utils.core.devices import eval_mode, model_device_dtype  # model_device_dtype re-exported (its old home)
 from eva_utils.core.errors import UserError
 
-__all__ = ["Predictions", "accuracy", "as_image_batch", "first_conv_channels", "select_output", "check_exit", "confusion_matrix", "misclassified", "forward_batches", "model_device_dtype", "output_probs", "per_class_accuracy", "predict"]
+__all__ = [
+    "Predictions", "accuracy", "as_image_batch", "first_conv_channels", "select_output", "check_exit",
+    "confusion_matrix", "misclassified", "forward_batches", "model_device_dtype", "output_probs", "per_class_accuracy",
+    "predict",
+]
 
 
 class Predictions(NamedTuple):
@@ -53,10 +57,7 @@ def check_exit(k: Any, num_exits: int) -> int:
 
 def first_conv_channels(model: nn.Module) -> int | None:
     """Input channels of the first ``nn.Conv2d`` of ``model`` (None without one)."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return module.in_channels
-    return None
+    return next((m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d)), None)
 
 
 def as_image_batch(model: nn.Module, images: Any) -> torch.Tensor:
@@ -72,33 +73,24 @@ def as_image_batch(model: nn.Module, images: Any) -> torch.Tensor:
     if not isinstance(images, torch.Tensor):
         raise UserError(f"images must be a torch.Tensor (N, C, H, W), got {type(images).__name__}")
     if images.dtype == torch.uint8:
-        raise UserError(
-            f"images are uint8 pixels (shape {tuple(images.shape)}), but CAMs need the normalised float "
-            f"(N, C, H, W) tensors the model was trained on: pass them through "
-            f"eva_utils.transforms.test_transforms() (or ToTensor() + Normalize(mean, std))"
-        )
+        raise UserError(f"images are uint8 pixels (shape {tuple(images.shape)}), but CAMs need the normalised float "
+                        "(N, C, H, W) tensors the model was trained on: pass them through "
+                        "eva_utils.transforms.test_transforms() (or ToTensor() + Normalize(mean, std))")
     if not images.is_floating_point():
         raise UserError(f"images must be a float tensor, got dtype {images.dtype}")
+    if images.ndim not in (3, 4):
+        raise UserError(f"images must be (N, C, H, W) or one (C, H, W) image, got shape {tuple(images.shape)}")
+    what = "(C, H, W)" if images.ndim == 3 else "(N, C, H, W)"
+    images = images.unsqueeze(0) if images.ndim == 3 else images  # one (C, H, W) image -> a batch of 1
     channels = first_conv_channels(model)
     expected = (channels,) if channels is not None else (1, 3)
-    if images.ndim == 3:
-        images = images.unsqueeze(0)  # one (C, H, W) image -> a batch of 1
-        what = "(C, H, W)"
-    elif images.ndim == 4:
-        what = "(N, C, H, W)"
-    else:
-        raise UserError(f"images must be (N, C, H, W) or one (C, H, W) image, got shape {tuple(images.shape)}")
     if images.shape[1] not in expected:
         if images.shape[-1] in expected:
-            raise UserError(
-                f"images look channels-last (N, H, W, C) with shape {tuple(images.shape)}; CAMs need {what} "
-                f"channels-first: use images.permute(0, 3, 1, 2) (after normalising), or the test transform "
-                f"eva_utils.transforms.test_transforms() which returns CHW tensors"
-            )
-        raise UserError(
-            f"images have {images.shape[1]} channels (shape {tuple(images.shape)}) but the model's first "
-            f"convolution takes {expected[0]}; images must be {what}"
-        )
+            raise UserError(f"images look channels-last (N, H, W, C) with shape {tuple(images.shape)}; CAMs need "
+                            f"{what} channels-first: use images.permute(0, 3, 1, 2) (after normalising), or the test "
+                            "transform eva_utils.transforms.test_transforms() which returns CHW tensors")
+        raise UserError(f"images have {images.shape[1]} channels (shape {tuple(images.shape)}) but the model's first "
+                        f"convolution takes {expected[0]}; images must be {what}")
     if images.shape[0] == 0:
         raise UserError("images is an empty batch")
     if images.device.type != "meta" and not torch.isfinite(images).all():
@@ -113,10 +105,8 @@ def select_output(output: Any, output_index: int | str | None) -> torch.Tensor:
     if isinstance(output, (list, tuple, Mapping)):
         if output_index is None:
             kind = "dict" if isinstance(output, Mapping) else type(output).__name__
-            raise UserError(
-                f"the model returns a {kind} of {len(output)} outputs (a multi-exit network?); pass "
-                f"output_index=k to choose which one to explain, e.g. output_index=-1 for the last"
-            )
+            raise UserError(f"the model returns a {kind} of {len(output)} outputs (a multi-exit network?); pass "
+                            "output_index=k to choose which one to explain, e.g. output_index=-1 for the last")
         try:
             output = output[output_index]
         except (IndexError, KeyError, TypeError):
@@ -143,12 +133,8 @@ def forward_batches(model: nn.Module, batches: Iterable[torch.Tensor], device: s
 
 
 @torch.inference_mode()
-def output_probs(
-    model: nn.Module,
-    loader: DataLoader,
-    device: str | torch.device | None = None,
-    caller: str = "predict",
-) -> tuple[np.ndarray, np.ndarray]:
+def output_probs(model: nn.Module, loader: DataLoader, device: str | torch.device | None = None,
+                 caller: str = "predict") -> tuple[np.ndarray, np.ndarray]:
     """Softmax of every output of ``model`` over an unshuffled ``loader``, one forward per batch.
 
     Args:
@@ -180,12 +166,8 @@ def output_probs(
     return torch.cat(probs, dim=1).numpy().astype(np.float32), torch.cat(labels).numpy().astype(np.int64)
 
 
-def predict(
-    model: nn.Module,
-    loader: DataLoader,
-    device: str | torch.device | None = None,
-    output_index: int = -1,
-) -> Predictions:
+def predict(model: nn.Module, loader: DataLoader, device: str | torch.device | None = None,
+            output_index: int = -1) -> Predictions:
     """Run ``model`` over an unshuffled ``loader`` in inference mode.
 
     Args:

@@ -68,8 +68,7 @@ class AnytimeResult(NamedTuple):
 def anytime_predict(pred: ExitPredictions, threshold: float, costs: ExitCosts | None = None) -> AnytimeResult:
     """Stop at the first exit whose max softmax probability is ``>= threshold`` (the last exit otherwise).
 
-    ``threshold=0`` makes every image stop at exit 1; any threshold above 1 sends every image
-    to the last exit.
+    ``threshold=0`` makes every image stop at exit 1; any threshold above 1 sends every image to the last exit.
 
     Args:
         pred: from :func:`predict_exits`.
@@ -121,15 +120,10 @@ def default_thresholds(pred: ExitPredictions, n: int = 21) -> np.ndarray:
     return np.unique(np.concatenate([[0.0], quantiles, [np.inf]]))
 
 
-def budget_curve(
-    pred: ExitPredictions,
-    costs: ExitCosts | None = None,
-    thresholds: Iterable[float] | None = None,
-) -> BudgetCurve:
+def budget_curve(pred: ExitPredictions, costs: ExitCosts | None = None, thresholds: Iterable[float] | None = None) -> BudgetCurve:
     """Sweep the early-exit threshold: accuracy against average exits and multiply-adds.
 
-    The sweep runs on the images in ``pred``, so choosing a threshold from it for a budget is
-    optimistic; choose it on held-out images and report accuracy on the test set.
+    A threshold chosen on the swept images is optimistic: choose it on held-out images, report test-set accuracy.
 
     Args:
         pred: from :func:`predict_exits`.

@@ -1,31 +1,24 @@
 """Grad-CAM for every layer of a CNN at once, on top of pytorch-grad-cam.
 
-``layer_cams(model, images, resnet_layers(model))`` returns one heatmap per layer
-(``{"layer0": (N, H, W), ..., "layer4": (N, H, W)}``, float32 in [0, 1], at input
-resolution). pytorch-grad-cam, given a list of target layers, averages them into a
-single map, so per-layer maps usually cost one forward and one backward per layer
-(and the course notebooks loop over images too: one pass per layer per image).
-Here every layer is captured in **one forward and one backward per batch**:
+``layer_cams(model, images, resnet_layers(model))`` returns one heatmap per layer (``{"layer0": (N, H, W), ...,
+"layer4": (N, H, W)}``, float32 in [0, 1], at input resolution). pytorch-grad-cam averages a list of target layers
+into one map, so per-layer maps usually cost a forward and a backward per layer (per image, in the course notebooks).
+Here every layer comes from **one forward and one backward per batch**:
 
 1. forward hooks keep each layer's output (the model in eval mode, as pytorch-grad-cam does);
-2. ``torch.autograd.grad(score, activations)`` differentiates the summed target scores
-   back to those activations only: no weight gradients, nothing written to ``.grad``;
-3. each layer's map is then made by pytorch-grad-cam's own code for the method
-   (``get_cam_image`` / ``get_cam_weights``, ``np.maximum(cam, 0)``, ``scale_cam_image``,
-   ``aggregate_multi_layers``), so the maths stays theirs and the maps equal
+2. ``torch.autograd.grad(score, activations)`` differentiates the summed target scores back to those activations
+   only: no weight gradients, nothing written to ``.grad``;
+3. pytorch-grad-cam's own code for the method (``get_cam_image``, ``np.maximum(cam, 0)``, ``scale_cam_image``,
+   ``aggregate_multi_layers``) makes each map, so the maths stays theirs and the maps equal
    ``GradCAM(model, target_layers=[layer])(x, targets)`` to within 1e-5 (see tests/explain/test_cam.py).
 
-One-pass methods: gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam (no backward at all),
-eigengradcam, gradcamelementwise. ``scorecam`` and ``ablationcam`` run through pytorch-grad-cam's own
-classes, once per layer: one forward per channel of the layer per image (thousands for ResNet18's
-``layer4``), so keep their batches small.
+One-pass methods: gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam (no backward at all), eigengradcam,
+gradcamelementwise. ``scorecam`` and ``ablationcam`` run pytorch-grad-cam's own classes once per layer: one forward
+per channel of the layer per image (thousands for ResNet18's ``layer4``), so keep their batches small. A new method
+is its weights function, as a pytorch-grad-cam method overrides ``get_cam_weights``:
+``register_method("gradcam-max", lambda acts, grads: grads.max(axis=(2, 3)))``, then ``layer_cams(..., method="gradcam-max")``.
 
-A new method is its weights function, as a pytorch-grad-cam method is a ``BaseCAM`` subclass that
-overrides ``get_cam_weights``: ``register_method("gradcam-max", lambda acts, grads: grads.max(axis=(2, 3)))``
-and then ``layer_cams(..., method="gradcam-max")`` in the same one forward and one backward.
-
-The model is left as found: train/eval mode of every module, ``requires_grad``,
-``.grad``, BatchNorm running statistics and hook counts, also when a call raises.
+The model is left as found (modes, ``requires_grad``, ``.grad``, BatchNorm statistics, hooks), also when a call raises.
 
 Example::
 
@@ -38,7 +31,7 @@ Example::
 
 Which layers (``resnet_layers``, ``conv_layers``, ``count_from_back``, ``map_sizes``) live in
 :mod:`eva_utils.explain.layers`, what to explain (``targets=``, ``class_probs``, ``predict_targets``) in
-:mod:`eva_utils.explain.targets`, the hooks in :mod:`eva_utils.explain.hooks`; this module re-exports them.
+:mod:`eva_utils.explain.targets`; this module re-exports them.
 
 References: Selvaraju et al., "Grad-CAM", ICCV 2017; https://github.com/jacobgil/pytorch-grad-cam
 """
@@ -79,21 +72,8 @@ from eva_utils.explain.targets import (
     target_callables,
 )
 
-__all__ = [
-    "CAM_METHODS",
-    "ONE_PASS_METHODS",
-    "class_probs",
-    "conv_layers",
-    "count_from_back",
-    "is_resnet",
-    "layer_cams",
-    "map_sizes",
-    "method_key",
-    "predict_targets",
-    "register_method",
-    "resnet_layers",
-    "resolve_layers",
-]
+__all__ = ["CAM_METHODS", "ONE_PASS_METHODS", "class_probs", "conv_layers", "count_from_back", "is_resnet", "layer_cams",
+           "map_sizes", "method_key", "predict_targets", "register_method", "resnet_layers", "resolve_layers"]
 
 # ----------------------------------------------------------------------------- the methods
 
@@ -108,15 +88,11 @@ class _Method(NamedTuple):
     one_pass: bool  # False: pytorch-grad-cam's own class, run once per layer (many forwards each)
 
 
-def _pgc(name: str) -> Callable[[], type]:
+def _pgc(name: str) -> type:
     """A pytorch-grad-cam class by name, imported when first used (importing eva_utils.cam stays light)."""
+    import pytorch_grad_cam
 
-    def cam_class() -> type:
-        import pytorch_grad_cam
-
-        return getattr(pytorch_grad_cam, name)
-
-    return cam_class
+    return getattr(pytorch_grad_cam, name)
 
 
 _BUILT_IN = {  # name -> (pytorch-grad-cam class, needs gradients, every layer from one pass)
@@ -126,7 +102,9 @@ _BUILT_IN = {  # name -> (pytorch-grad-cam class, needs gradients, every layer f
     "gradcamelementwise": ("GradCAMElementWise", True, True),
     "scorecam": ("ScoreCAM", False, False), "ablationcam": ("AblationCAM", False, False),
 }
-_REGISTRY: dict[str, _Method] = {key: _Method(_pgc(cls), grads, one) for key, (cls, grads, one) in _BUILT_IN.items()}
+_REGISTRY: dict[str, _Method] = {
+    key: _Method(functools.partial(_pgc, cls), grads, one) for key, (cls, grads, one) in _BUILT_IN.items()
+}
 CAM_METHODS: tuple[str, ...] = tuple(_BUILT_IN)  # the built-in methods; register_method adds more
 ONE_PASS_METHODS: tuple[str, ...] = tuple(k for k, m in _REGISTRY.items() if m.one_pass)  # one forward, <= 1 backward
 _ALIASES = {"gradcamplusplus": "gradcam++", "gradcampp": "gradcam++"}
@@ -156,15 +134,14 @@ def _weights_class(key: str, weights_fn: WeightsFn, needs_gradients: bool) -> ty
 def register_method(name: str, weights_fn: WeightsFn, needs_gradients: bool = True) -> str:
     """Add a CAM method given by its channel weights; :func:`layer_cams` runs it in the same one pass.
 
-    The extension point of pytorch-grad-cam, where a method is a ``BaseCAM`` subclass overriding
-    ``get_cam_weights``: a layer's map is ``max(0, sum_c weights[:, c] * activations[:, c])``, then scaled
-    and resized by pytorch-grad-cam's own code, exactly as for the built-in methods (``eigen_smooth`` too).
+    A layer's map is ``max(0, sum_c weights[:, c] * activations[:, c])``, then scaled and resized by
+    pytorch-grad-cam's own code (its ``BaseCAM.get_cam_weights`` extension point), as for the built-in methods.
 
     Args:
         name: the new method's name (matched as :func:`method_key` matches: case, ``-``, ``_`` ignored).
-        weights_fn: ``weights_fn(activations, grads) -> weights``: the layer's output and the gradient of
-            the explained score with respect to it, float32 numpy (B, C, h, w) each (``grads`` is ``None``
-            when ``needs_gradients`` is False), to weights (B, C). Grad-CAM's is ``grads.mean(axis=(2, 3))``.
+        weights_fn: ``(activations, grads) -> weights``: the layer's output and the gradient of the explained score
+            with respect to it, float32 numpy (B, C, h, w) each (``grads`` is ``None`` when ``needs_gradients`` is
+            False), to weights (B, C). Grad-CAM's is ``grads.mean(axis=(2, 3))``.
         needs_gradients: False for a method that needs no backward pass (as eigencam).
 
     Returns:
@@ -200,16 +177,6 @@ def method_key(method: str) -> str:
     return key
 
 
-def _method(key: str) -> Any:
-    """pytorch-grad-cam's own object for a one-pass method, built by its constructor over no layers.
-
-    Its ``get_cam_image`` / ``get_cam_weights`` / ``aggregate_multi_layers`` then run on the activations
-    and gradients captured here; with no target layers it registers no hooks, and the placeholder
-    model it is given (not the user's) is the one its constructor puts in eval mode.
-    """
-    return _REGISTRY[key].cam_class()(model=nn.Linear(1, 1), target_layers=[])
-
-
 class _SelectOutput(nn.Module):
     """Wraps a model so it returns the one output to explain (for pytorch-grad-cam's own classes)."""
 
@@ -241,81 +208,79 @@ class _Job(NamedTuple):
     output_index: int | str | None
     eigen_smooth: bool
     batch_size: int
-    check_classes: Callable[[int], None]  # checks the targets against the model's number of classes, once
+    targets: list[Any] | None  # one per image, as asked; None: the predicted classes
+    from_labels: bool  # the targets are the labels (targets="true"), for the error messages
 
 
-def _explained(output: torch.Tensor, targets: list[Any] | None, job: _Job) -> list[Any]:
-    """The targets of a batch: the predicted classes when none were asked for, else the ones asked for, checked."""
-    if targets is not None and output.ndim == 2:
-        job.check_classes(output.shape[1])
-    return fill_predicted(targets, output.detach().argmax(-1).cpu())
+def _explained(output: torch.Tensor, start: int, job: _Job) -> list[Any]:
+    """The targets of the batch from image ``start``: the ones asked for (all checked at the first batch), else predicted."""
+    if job.targets is None:
+        return fill_predicted(None, output.detach().argmax(-1).cpu())
+    if start == 0 and output.ndim == 2:
+        check_classes(job.targets, output.shape[1], job.from_labels)
+    return job.targets[start:start + job.batch_size]
 
 
-def _one_pass_batch(model: nn.Module, x: torch.Tensor, targets: list[Any] | None, job: _Job) -> dict[str, np.ndarray]:
+def _one_pass_batch(model: nn.Module, x: torch.Tensor, start: int, job: _Job) -> dict[str, np.ndarray]:
     """All layers' maps for one batch ``x`` (B, C, H, W) from one forward and at most one backward."""
     from pytorch_grad_cam.utils.image import scale_cam_image
 
-    layers, key, output_index, eigen_smooth = job.layers, job.key, job.output_index, job.eigen_smooth
-
-    uses_gradients = _REGISTRY[key].needs_gradients
-    capture = Capture(layers, graph=uses_gradients)
+    uses_gradients = _REGISTRY[job.key].needs_gradients
+    capture = Capture(job.layers, graph=uses_gradients)
     try:
         with torch.set_grad_enabled(uses_gradients):
-            output = select_output(model(x), output_index)  # (B, num_classes)
-        modules = list(dict.fromkeys(layers.values()))  # unique, in order
+            output = select_output(model(x), job.output_index)  # (B, num_classes)
+        modules = list(dict.fromkeys(job.layers.values()))  # unique, in order
         activations = [capture.activation(m) for m in modules]  # each (B, C_l, h_l, w_l)
     finally:
         capture.release()
-    targets = _explained(output, targets, job)
+    targets = _explained(output, start, job)
     grads: list[np.ndarray | None] = [None] * len(modules)
     if uses_gradients:
-        score = _target_score(output, targets)
-        found = torch.autograd.grad(score, activations, allow_unused=True)  # only back to the activations
+        found = torch.autograd.grad(_target_score(output, targets), activations, allow_unused=True)  # only to the activations
         for module, grad in zip(modules, found, strict=True):
             if grad is None:
-                name = capture.names[id(module)]
-                raise UserError(f"layer {name!r} does not influence the explained output; pick a layer before it")
+                raise UserError(f"layer {capture.names[id(module)]!r} does not influence the explained output; "
+                                "pick a layer before it")
         grads = [g.detach().float().cpu().numpy() for g in found]
     acts = [a.detach().float().cpu().numpy() for a in activations]
     del activations, output
 
-    method = _method(key)
+    method = _REGISTRY[job.key].cam_class()(model=nn.Linear(1, 1), target_layers=[])  # no layers: no hooks on the model
     cam_targets = target_callables(targets)
     size = (x.shape[-1], x.shape[-2])  # (W, H), cv2's order, as BaseCAM.get_target_width_height
     per_module = {}
     for module, act, grad in zip(modules, acts, grads, strict=True):
         # Exactly BaseCAM.compute_cam_per_layer + aggregate_multi_layers for a single target layer.
-        cam = method.get_cam_image(x, module, cam_targets, act, grad, eigen_smooth)  # (B, h, w)
-        cam = np.maximum(cam, 0)
+        cam = np.maximum(method.get_cam_image(x, module, cam_targets, act, grad, job.eigen_smooth), 0)  # (B, h, w)
         scaled = scale_cam_image(cam, size)  # (B, H, W), each map min-max scaled then resized
         per_module[id(module)] = method.aggregate_multi_layers([scaled[:, None, :]])  # (B, H, W), rescaled
-    return {name: per_module[id(module)] for name, module in layers.items()}
+    return {name: per_module[id(module)] for name, module in job.layers.items()}
 
 
-def _delegated_batch(model: nn.Module, x: torch.Tensor, targets: list[Any] | None, job: _Job) -> dict[str, np.ndarray]:
+def _delegated_batch(model: nn.Module, x: torch.Tensor, start: int, job: _Job) -> dict[str, np.ndarray]:
     """Run pytorch-grad-cam's own ScoreCAM / AblationCAM once per layer on ``x`` (B, C, H, W)."""
     from pytorch_grad_cam import AblationLayer
     from pytorch_grad_cam.utils.find_layers import replace_layer_recursive
 
-    layers, key, eigen_smooth, batch_size = job.layers, job.key, job.eigen_smooth, job.batch_size
     wrapped = _SelectOutput(model, job.output_index)
     with torch.no_grad():
         output = wrapped(x)  # (B, num_classes)
-    targets = _explained(output, targets, job)
+    targets = _explained(output, start, job)
     cam_targets = target_callables(targets)
-    cls = _REGISTRY[key].cam_class()
+    cls = _REGISTRY[job.key].cam_class()
     maps = {}
-    for name, layer in layers.items():
-        if key == "ablationcam":
+    for name, layer in job.layers.items():
+        if job.key == "ablationcam":
             ablation_layer = AblationLayer()  # a fresh one: the class default is shared between instances
-            method = cls(model=wrapped, target_layers=[layer], ablation_layer=ablation_layer, batch_size=batch_size)
+            method = cls(model=wrapped, target_layers=[layer], ablation_layer=ablation_layer, batch_size=job.batch_size)
         else:
             ablation_layer = None
             method = cls(model=wrapped, target_layers=[layer])
-            method.batch_size = batch_size  # ScoreCAM's masked-image batch (default 16); results unchanged
+            method.batch_size = job.batch_size  # ScoreCAM's masked-image batch (default 16); results unchanged
         try:
             with torch.no_grad():
-                maps[name] = method(input_tensor=x, targets=cam_targets, eigen_smooth=eigen_smooth)  # (B, H, W)
+                maps[name] = method(input_tensor=x, targets=cam_targets, eigen_smooth=job.eigen_smooth)  # (B, H, W)
         finally:
             method.activations_and_grads.release()
             if ablation_layer is not None and any(m is ablation_layer for m in model.modules()):
@@ -324,45 +289,35 @@ def _delegated_batch(model: nn.Module, x: torch.Tensor, targets: list[Any] | Non
 
 
 def layer_cams(
-    model: nn.Module,
-    images: torch.Tensor | np.ndarray,
-    layers: Layers,
-    targets: Targets = None,
-    method: str = "gradcam",
-    batch_size: int = 64,
-    labels: Sequence[int] | np.ndarray | torch.Tensor | None = None,
-    output_index: int | str | None = None,
-    eigen_smooth: bool = False,
+    model: nn.Module, images: torch.Tensor | np.ndarray, layers: Layers, targets: Targets = None, method: str = "gradcam",
+    batch_size: int = 64, labels: Sequence[int] | np.ndarray | torch.Tensor | None = None,
+    output_index: int | str | None = None, eigen_smooth: bool = False,
 ) -> dict[str, np.ndarray]:
     """One CAM per layer, all layers from a single forward and backward per batch.
 
     Args:
-        model: a classifier; its device is used, and it is run in eval mode (as pytorch-grad-cam
-            does) and left exactly as found.
-        images: normalised float (N, C, H, W) on any device, e.g. from ``test_transforms()``;
-            one (C, H, W) image is treated as a batch of 1.
-        layers: see :func:`resolve_layers`: names (``"layer4.1"``, ``"layer0"``), modules, a dict
-            name -> module such as ``resnet_layers(model)``, or ``None`` for ``resnet_layers``.
-        targets: what to explain: ``None`` (or ``"pred"``) the predicted class; ``"true"`` the
-            ``labels``; one class index per image (list, array or tensor) or one int for all;
-            pytorch-grad-cam target callables (``ClassifierOutputTarget(3)``), one per image or one for all.
-        method: one of :data:`CAM_METHODS` or a name given to :func:`register_method` (case, ``-`` and ``_``
-            ignored; ``gradcamplusplus`` = ``gradcam++``). ``scorecam`` and ``ablationcam`` run pytorch-grad-cam once per layer
-            and need many forwards per image.
+        model: a classifier on its own device, run in eval mode (as pytorch-grad-cam does) and left exactly as found.
+        images: normalised float (N, C, H, W) on any device, e.g. from ``test_transforms()``; one (C, H, W) image too.
+        layers: see :func:`resolve_layers`: names (``"layer4.1"``, ``"layer0"``), modules, a dict name -> module such
+            as ``resnet_layers(model)``, or ``None`` for ``resnet_layers``.
+        targets: what to explain: ``None`` (or ``"pred"``) the predicted class; ``"true"`` the ``labels``; one class
+            index per image (list, array or tensor) or one int for all; pytorch-grad-cam target callables
+            (``ClassifierOutputTarget(3)``), one per image or one for all.
+        method: one of :data:`CAM_METHODS` or a name given to :func:`register_method` (case, ``-`` and ``_`` ignored;
+            ``gradcamplusplus`` = ``gradcam++``). ``scorecam`` and ``ablationcam`` need many forwards per image.
         batch_size: images per forward/backward pass.
         labels: true classes (N,), for ``targets="true"``.
-        output_index: for models returning a list/tuple (or dict) of logits, e.g. multi-exit
-            networks: which output to explain (``-1`` = last). Required for such models: there is
-            no silent default.
+        output_index: which output to explain (``-1`` = last) of a model returning a list/tuple (or dict) of logits,
+            e.g. a multi-exit network; required for such models (there is no silent default).
         eigen_smooth: pytorch-grad-cam's ``eigen_smooth`` (first principal component of the weighted activations).
 
     Returns:
-        Dict layer name -> float32 array (N, H, W) in [0, 1] at the input resolution, equal to
-        pytorch-grad-cam's single-layer output for the same method and targets.
+        Dict layer name -> float32 (N, H, W) in [0, 1] at the input resolution, equal to pytorch-grad-cam's
+        single-layer output for the same method and targets.
 
     Raises:
-        UserError: unknown method or layer, images that are not normalised float (N, C, H, W),
-            the wrong number of targets, a class index outside the model's classes.
+        UserError: unknown method or layer, images that are not normalised float (N, C, H, W), the wrong number of
+            targets, a class index outside the model's classes.
     """
     key = method_key(method)
     layer_map = resolve_layers(model, layers)
@@ -371,16 +326,8 @@ def layer_cams(
     n, (height, width) = len(x_all), x_all.shape[-2:]
     wanted = normalise_targets(targets, labels, n)
     batch_size = positive_int(batch_size, "batch_size")
-    from_labels = explains_labels(targets)
-    checked: list[int] = []
-
-    def check_once(num_classes: int) -> None:  # all targets, once, at the first batch
-        if not checked:
-            check_classes(wanted, num_classes, from_labels)
-            checked.append(num_classes)
-
     device, dtype = model_device_dtype(model)
-    job = _Job(layer_map, key, output_index, eigen_smooth, batch_size, check_once)
+    job = _Job(layer_map, key, output_index, eigen_smooth, batch_size, wanted, explains_labels(targets))
     result = {name: np.empty((n, height, width), np.float32) for name in layer_map}  # each (N, H, W)
     # autograd works even when called under inference_mode; maps in float32 even under a caller's autocast or TF32
     with eval_mode(model), exact_float32(), torch.inference_mode(False), torch.autocast(device.type, enabled=False):
@@ -388,8 +335,7 @@ def layer_cams(
             x = x_all[start:start + batch_size].to(device, dtype)  # (B, C, H, W)
             if x.is_inference():
                 x = x.clone()
-            batch_targets = None if wanted is None else wanted[start:start + batch_size]
-            maps = (_one_pass_batch if _REGISTRY[key].one_pass else _delegated_batch)(model, x, batch_targets, job)
+            maps = (_one_pass_batch if _REGISTRY[key].one_pass else _delegated_batch)(model, x, start, job)
             for name, cam in maps.items():
                 result[name][start:start + len(x)] = cam
     return result

@@ -31,8 +31,7 @@ def format_exit_accuracy(accuracy: Sequence[float] | np.ndarray, flops: Sequence
         flops: (E,) optional multiply-adds of each exit alone (``ExitCosts.single``), shown in millions.
     """
     acc = np.asarray(accuracy, dtype=np.float64)
-    header = "exit  accuracy" + ("   MMACs" if flops is not None else "")
-    lines = [header]
+    lines = ["exit  accuracy" + ("   MMACs" if flops is not None else "")]
     for k, a in enumerate(acc, start=1):
         cost = f"  {flops[k - 1] / 1e6:6.1f}" if flops is not None else ""
         lines.append(f"{k:>4}  {100 * a:7.2f}%{cost}")
@@ -97,12 +96,9 @@ def format_budget_curve(curve: BudgetCurve, max_rows: int = 12) -> str:
     rows = np.unique(np.round(np.linspace(0, t - 1, min(max_rows, t))).astype(int))
     lines = ["anytime: stop at the first exit with confidence >= threshold",
              "threshold  accuracy  mean exit   MMACs"]
-    for i in rows:
-        lines.append(
-            f"{curve.thresholds[i]:>9.4f}  {100 * curve.accuracy[i]:7.2f}%  {curve.mean_exit[i]:9.2f}  "
-            f"{curve.mean_flops[i] / 1e6:6.1f}"
-        )
+    lines += [f"{curve.thresholds[i]:>9.4f}  {100 * curve.accuracy[i]:7.2f}%  {curve.mean_exit[i]:9.2f}  "
+              f"{curve.mean_flops[i] / 1e6:6.1f}" for i in rows]
     lines.append("each exit alone:")
-    for k, (a, f) in enumerate(zip(curve.exit_accuracy, curve.exit_flops, strict=True), start=1):
-        lines.append(f"{'exit ' + str(k):>9}  {100 * a:7.2f}%  {k:9d}  {f / 1e6:6.1f}")
+    lines += [f"{'exit ' + str(k):>9}  {100 * a:7.2f}%  {k:9d}  {f / 1e6:6.1f}"
+              for k, (a, f) in enumerate(zip(curve.exit_accuracy, curve.exit_flops, strict=True), start=1)]
     return "\n".join(lines)

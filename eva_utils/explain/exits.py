@@ -76,23 +76,17 @@ def _dataset_indices(loader: DataLoader, n: int) -> np.ndarray:
     return np.arange(n, dtype=np.int64)
 
 
-def predict_exits(
-    model: nn.Module,
-    loader: DataLoader,
-    device: str | torch.device | None = None,
-) -> ExitPredictions:
+def predict_exits(model: nn.Module, loader: DataLoader, device: str | torch.device | None = None) -> ExitPredictions:
     """Run a multi-exit model over an unshuffled ``loader``: one forward per batch, all exits kept.
 
     Args:
-        model: returns a list of logits, shallowest first (a single tensor counts as one exit);
-            run in eval mode, its mode restored afterwards.
-        loader: yields ``(images, labels)`` in data set order, with the inputs the model expects
-            (``ToTensor()`` images in [0, 1] for MSDNet-GCN weights).
+        model: returns a list of logits, shallowest first (a single tensor is one exit); run in eval mode, then restored.
+        loader: yields ``(images, labels)`` in data set order, as the model expects them (``ToTensor()`` images in
+            [0, 1] for MSDNet-GCN weights).
         device: default the model's own device.
 
     Returns:
-        :class:`ExitPredictions`. ``indices`` are positions in ``loader.dataset``, or in the
-        parent data set when ``loader.dataset`` is a ``torch.utils.data.Subset``.
+        :class:`ExitPredictions`; ``indices`` are positions in ``loader.dataset``, or in its parent if it is a ``Subset``.
 
     Raises:
         UserError: a shuffled loader or an empty data set.
@@ -160,8 +154,8 @@ def select_class(pred: ExitPredictions, name: str | int, classes: Sequence[str] 
 def examples_by_difficulty(pred: ExitPredictions, n: int = 6) -> np.ndarray:
     """Rows of ``n`` images spread from the hardest to the easiest, for an image x exit grid.
 
-    Images are sorted by difficulty (ties by data set index) and ``n`` are taken at even
-    steps, so the grid shows images right at few exits as well as at all of them.
+    Images are sorted by difficulty (ties by data set index) and ``n`` are taken at even steps, so the grid shows
+    images right at few exits as well as at all of them.
 
     Returns:
         (min(n, N),) row positions in ``pred``.

@@ -1,8 +1,7 @@
 """How much each CAM explains the decision: perturb the image where the map points, watch the confidence.
 
-``cam_faithfulness(model, images, cams)`` scores every map ``layer_cams`` returned (any layer, any
-method) with the same metrics, beside two maps that know nothing about the model, so a reader sees
-what "better than chance" means::
+``cam_faithfulness(model, images, cams)`` scores every map ``layer_cams`` returned (any layer, any method) with the
+same metrics, beside two maps that know nothing about the model, so a reader sees what "better than chance" means::
 
     cams = layer_cams(model, images, resnet_layers(model))           # {"layer0": (N, H, W), ...}
     table = cam_faithfulness(model, images, cams)                    # {"layer0": {"deletion_auc": 0.31, ...},
@@ -26,25 +25,21 @@ metric                       better  what is done to the image
 ``insertion_auc``            higher  the reverse: from the baseline image, the image's pixels revealed in order
 ===========================  ======  ==================================================================
 
-The first five are computed with pytorch-grad-cam's own perturbations (``multiply_tensor_with_cam``,
-``RemoveMostRelevantFirst``/``RemoveLeastRelevantFirst`` with its ``NoisyLinearImputer``), equal to its metric
-classes within 1e-5 on the same inputs and seed (tests/test_faithfulness.py); the model runs batched here, its
-confidence before perturbation once per image, not once per metric and threshold. Deletion and insertion follow
-RISE's evaluation code: deletion replaces pixels by 0 in normalised space (the data set's mean colour), insertion
-starts from a Gaussian blur of the image (kernel 11, sigma 5 pixels) and reveals the image; ``steps + 1`` points
-from 0% to 100%, trapezoid area. Ties in a map are broken by pixel order (row-major).
+The first five use pytorch-grad-cam's own perturbations (``multiply_tensor_with_cam``, ``RemoveMostRelevantFirst`` /
+``RemoveLeastRelevantFirst`` with its ``NoisyLinearImputer``) and equal its metric classes within 1e-5 on the same
+inputs and seed; here the model runs batched, and the confidence before perturbation once per image. Deletion and
+insertion follow RISE's evaluation code: deletion replaces pixels by 0 in normalised space (the data set's mean
+colour), insertion starts from a Gaussian blur of the image (kernel 11, sigma 5) and reveals the image; ``steps + 1``
+points from 0% to 100%, trapezoid area. Ties in a map are broken by pixel order (row-major).
 
-Baselines: ``random`` (uniform noise on an 8 x 8 grid, upsampled: a new map per image, from ``seed``; see
-:func:`baseline_maps` for why not per-pixel noise) and ``centre`` (a cone peaking at the
-image centre, the same for every image: CIFAR objects sit mostly in the middle, so a map can look right by
-pointing there). A CAM that is no better than these explains nothing.
+Baselines: ``random`` (uniform noise on an 8 x 8 grid, upsampled, a new map per image from ``seed``; see
+:func:`baseline_maps`) and ``centre`` (a cone peaking at the image centre, the same for every image: CIFAR objects
+sit mostly in the middle, so a map can look right by pointing there). A CAM no better than these explains nothing.
+ROAD's imputation noise (pytorch-grad-cam's 0.01 x randn) is drawn from ``seed`` under a forked torch RNG, so the
+scores repeat and the caller's random state is not touched.
 
-ROAD's imputation adds noise (pytorch-grad-cam's 0.01 x randn): the scores are drawn from ``seed`` under a
-forked torch RNG, so they repeat and the caller's random state is not touched.
-
-References: Petsiuk, Das, Saenko, "RISE", BMVC 2018; Rong et al., "A Consistent and Efficient Evaluation
-Strategy for Attribution Methods" (ROAD), ICML 2022; Chattopadhyay et al., "Grad-CAM++", WACV 2018 (average
-drop / increase in confidence).
+References: Petsiuk, Das, Saenko, "RISE", BMVC 2018; Rong et al., "A Consistent and Efficient Evaluation Strategy for
+Attribution Methods" (ROAD), ICML 2022; Chattopadhyay et al., "Grad-CAM++", WACV 2018 (drop / increase in confidence).
 """
 
 from __future__ import annotations
@@ -60,8 +55,8 @@ from torch import nn
 from eva_utils.core.checks import positive_int
 from eva_utils.core.devices import eval_mode, model_device_dtype
 from eva_utils.core.errors import UserError, unknown_name
-from eva_utils.evaluation.metrics import as_image_batch, forward_batches, select_output
-from eva_utils.explain.targets import Target, check_classes, fill_predicted, normalise_targets, target_callables
+from eva_utils.evaluation.metrics import as_image_batch
+from eva_utils.explain.targets import Target, check_classes, class_scores, fill_predicted, normalise_targets, target_callables
 
 __all__ = ["BASELINES", "HIGHER_IS_BETTER", "METRICS", "baseline_maps", "cam_faithfulness"]
 
@@ -137,15 +132,6 @@ def baseline_maps(n: int, height: int, width: int, seed: int = 0, cells: int = R
 # ----------------------------------------------------------------------------- the model's confidence
 
 
-def _outputs(model: nn.Module, images: torch.Tensor, batch_size: int, output_index: int | str | None) -> torch.Tensor:
-    """The selected output (M, K) of ``model`` for images (M, C, H, W), in float32, batched on its device."""
-    chunks = (images[i:i + batch_size] for i in range(0, len(images), batch_size))
-    out = torch.cat([select_output(o, output_index).float() for o in forward_batches(model, chunks)])
-    if out.ndim != 2:
-        raise UserError(f"the model returns shape {tuple(out.shape)}, not class scores (N, K)")
-    return out
-
-
 def _target_scores(out: torch.Tensor, targets: Sequence[Target]) -> np.ndarray:
     """float32 (M,): ``targets[m](out[m])``, as pytorch-grad-cam's metrics compute it (softmax targets in one gather)."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
@@ -165,25 +151,17 @@ class _Scorer:
 
     def scores(self, images: torch.Tensor, rows: Sequence[int]) -> np.ndarray:
         """float32 (M,): the score of ``targets[rows[m]]`` for images[m]."""
-        out = _outputs(self.model, images, self.batch_size, self.output_index)  # (M, K)
+        out = torch.cat(class_scores(self.model, images, self.batch_size, self.output_index))  # (M, K)
         return _target_scores(out, [self.targets[r] for r in rows])
 
 
 # ----------------------------------------------------------------------------- the metrics
 
 
-def _cam_mult(images: torch.Tensor, maps: np.ndarray) -> torch.Tensor:
-    """pytorch-grad-cam's CamMultImage perturbation of every image: image x map (channels broadcast)."""
-    from pytorch_grad_cam.metrics.cam_mult_image import multiply_tensor_with_cam
-
-    return torch.stack([multiply_tensor_with_cam(img, torch.from_numpy(m)) for img, m in zip(images, maps, strict=True)])
-
-
 def _road(images: torch.Tensor, maps: np.ndarray, most_relevant_first: bool, percentiles: Sequence[int]) -> Iterator[torch.Tensor]:
     """For each percentile, every image with that share of pixels imputed (pytorch-grad-cam's own perturbations).
 
-    The order (percentile-major, then image) is the one of pytorch-grad-cam's AveragerAcrossThresholds, so the
-    imputer's noise is drawn in the same order from the same seed.
+    Percentile-major, as pytorch-grad-cam's AveragerAcrossThresholds, so the imputer draws its noise in the same order.
     """
     from pytorch_grad_cam.metrics.perturbation_confidence import RemoveLeastRelevantFirst, RemoveMostRelevantFirst
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer
@@ -205,12 +183,6 @@ def _substrate(images: torch.Tensor, kind: str) -> torch.Tensor:
     side = min(images.shape[-2:])
     kernel = min(11, side if side % 2 else side - 1)
     return gaussian_blur(images, [kernel, kernel], [5.0, 5.0])
-
-
-def _curve_auc(fractions: np.ndarray, curves: np.ndarray) -> np.ndarray:
-    """Trapezoid area under each curve (N, S+1) over ``fractions`` (S+1,) from 0 to 1."""
-    widths = np.diff(fractions)  # (S,)
-    return ((curves[:, 1:] + curves[:, :-1]) / 2 * widths).sum(1).astype(np.float32)
 
 
 def _pixel_curves(scorer: _Scorer, images: torch.Tensor, maps: np.ndarray, rows: np.ndarray, substrate: torch.Tensor,
@@ -268,7 +240,10 @@ def _percentiles(values: Sequence[int]) -> tuple[int, ...]:
 
 def _confidence_change(scorer: _Scorer, x: torch.Tensor, m: np.ndarray, before: np.ndarray) -> dict[str, np.ndarray]:
     """Drop and increase in confidence (pytorch-grad-cam's CamMultImage family) of images (N, C, H, W) x map."""
-    change = scorer.scores(_cam_mult(x, m), np.arange(len(x))) - before  # (N,)
+    from pytorch_grad_cam.metrics.cam_mult_image import multiply_tensor_with_cam
+
+    perturbed = torch.stack([multiply_tensor_with_cam(img, torch.from_numpy(c)) for img, c in zip(x, m, strict=True)])
+    change = scorer.scores(perturbed, np.arange(len(x))) - before  # (N,)
     return {"drop_in_confidence": np.maximum(-change, 0), "increase_in_confidence": np.float32(change > 0)}
 
 
@@ -301,7 +276,7 @@ def _pixel_auc(scorer: _Scorer, x: torch.Tensor, m: np.ndarray, insertion: bool,
         xi = x[i:i + chunk].to(scorer.device)
         fractions, curves = _pixel_curves(scorer, xi, m[i:i + chunk], rows[i:i + chunk], _substrate(xi, kind),
                                           insertion, steps)
-        aucs[i:i + chunk] = _curve_auc(fractions, curves)
+        aucs[i:i + chunk] = ((curves[:, 1:] + curves[:, :-1]) / 2 * np.diff(fractions)).sum(1)  # trapezoid area
     return aucs
 
 
@@ -321,21 +296,11 @@ def _map_scores(scorer: _Scorer, x: torch.Tensor, m: np.ndarray, before: np.ndar
 
 
 def cam_faithfulness(
-    model: nn.Module,
-    images: torch.Tensor | np.ndarray,
-    cams: Mapping[str, Any] | np.ndarray | torch.Tensor,
-    targets: Any = None,
-    metrics: Sequence[str] | str = METRICS,
-    batch_size: int = 64,
-    *,
-    baselines: Sequence[str] = BASELINES,
-    steps: int = 32,
-    road_percentiles: Sequence[int] = ROAD_PERCENTILES,
-    deletion_baseline: str = "mean",
-    insertion_baseline: str = "blur",
-    seed: int = 0,
-    output_index: int | str | None = None,
-    per_image: bool = False,
+    model: nn.Module, images: torch.Tensor | np.ndarray, cams: Mapping[str, Any] | np.ndarray | torch.Tensor,
+    targets: Any = None, metrics: Sequence[str] | str = METRICS, batch_size: int = 64, *,
+    baselines: Sequence[str] = BASELINES, steps: int = 32, road_percentiles: Sequence[int] = ROAD_PERCENTILES,
+    deletion_baseline: str = "mean", insertion_baseline: str = "blur", seed: int = 0,
+    output_index: int | str | None = None, per_image: bool = False,
 ) -> dict[str, dict[str, float]] | dict[str, dict[str, np.ndarray]]:
     """How faithful each map is to the model's decision: ``{map name: {metric: mean over images}}``.
 
@@ -373,7 +338,7 @@ def cam_faithfulness(
 
     with eval_mode(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # ROAD's imputation noise; the caller's RNG is restored after
-        out = _outputs(model, x, batch_size, output_index)  # (N, K) the clean images' outputs, once
+        out = torch.cat(class_scores(model, x, batch_size, output_index))  # (N, K) the clean images' outputs, once
         check_classes(wanted, out.shape[1])
         fns = target_callables(fill_predicted(wanted, out.argmax(1).cpu()), softmax=True)  # class -> its probability
         scorer = _Scorer(model, fns, batch_size, output_index)

@@ -24,8 +24,8 @@ from eva_utils.evaluation.metrics import first_conv_channels
 from eva_utils.explain.hooks import Capture
 from eva_utils.models.custom_resnet import CUSTOM_RESNET_STAGES
 
-__all__ = ["RESNET_MODULES", "Layers", "conv_layers", "count_from_back", "float32_model", "is_resnet", "map_sizes", "resnet_layers",
-           "resolve_layers"]
+__all__ = ["RESNET_MODULES", "Layers", "conv_layers", "count_from_back", "float32_model", "is_resnet", "map_sizes",
+           "resnet_layers", "resolve_layers"]
 
 #: The modules a ResNet (eva_utils, kuangliu or torchvision layout) has: the stem's ReLU and its four stages.
 RESNET_MODULES: tuple[str, ...] = ("relu", "layer1", "layer2", "layer3", "layer4")
@@ -46,20 +46,17 @@ def _stage_modules(model: nn.Module) -> dict[str, str] | None:
 
 
 def is_resnet(model: nn.Module) -> bool:
-    """Whether ``model`` has a ResNet's stages (modules ``relu``, ``layer1`` .. ``layer4``, or the custom ResNet's
-    ``prep``, ``layer1`` .. ``layer3``): what :func:`resnet_layers` needs. The package's one ResNet test (the CLI,
-    the app and the report use it too)."""
+    """Whether ``model`` has a ResNet's stages (``relu``, ``layer1`` .. ``layer4``, or the custom ResNet's ``prep``,
+    ``layer1`` .. ``layer3``), as :func:`resnet_layers` needs: the package's one ResNet test."""
     return _stage_modules(model) is not None
 
 
 def resnet_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The stage outputs of a ResNet: ``{"layer0": stem ReLU, "layer1": ..., "layer4": ...}``.
 
-    Works for eva_utils / kuangliu ResNets and for torchvision ResNets. ``layer0`` is
-    ``model.relu``, the stem's ReLU module: for eva_utils that is the stem output (H x W);
-    for torchvision it is the ReLU *before* the stem's max-pool (H/2 x W/2; torchvision's
-    ``relu`` is in-place, which :func:`layer_cams` handles). For Page's custom ResNet
-    (:func:`eva_utils.models.custom_resnet`) the four stages ``prep``, ``layer1``, ``layer2``, ``layer3``.
+    For eva_utils, kuangliu and torchvision ResNets ``layer0`` is ``model.relu``, the stem's ReLU: the stem output
+    (H x W) for eva_utils, the (in-place) ReLU *before* the stem's max-pool (H/2 x W/2) for torchvision. For Page's
+    custom ResNet (:func:`eva_utils.models.custom_resnet`) the four stages ``prep``, ``layer1``, ``layer2``, ``layer3``.
 
     Args:
         model: a ResNet with attributes ``relu`` and ``layer1`` .. ``layer4`` (or ``prep``, ``layer1`` .. ``layer3``).
@@ -71,12 +68,10 @@ def resnet_layers(model: nn.Module) -> dict[str, nn.Module]:
     if stages is None:
         top = ", ".join(name for name, _ in model.named_children()) or "(none)"
         missing = [n for n in RESNET_MODULES if not isinstance(getattr(model, n, None), nn.Module)]
-        raise UserError(
-            f"resnet_layers needs a ResNet with modules relu, layer1..layer4 (eva_utils, kuangliu or "
-            f"torchvision layout) or the custom ResNet's prep, layer1..layer3; {type(model).__name__} has no "
-            f"{', '.join(missing)}. Pass layer names instead, e.g. layer_cams(model, images, ['name', ...]); "
-            f"top-level layers: {top}"
-        )
+        raise UserError(f"resnet_layers needs a ResNet with modules relu, layer1..layer4 (eva_utils, kuangliu or "
+                        f"torchvision layout) or the custom ResNet's prep, layer1..layer3; {type(model).__name__} has no "
+                        f"{', '.join(missing)}. Pass layer names instead, e.g. layer_cams(model, images, ['name', ...]); "
+                        f"top-level layers: {top}")
     return {stage: getattr(model, module) for stage, module in stages.items()}
 
 
@@ -107,13 +102,11 @@ def resolve_layers(model: nn.Module, layers: Layers) -> dict[str, nn.Module]:
 
     Args:
         model: the network the layers belong to.
-        layers: a dict name -> module (or dotted name); a list of dotted module names
-            (``"layer4.1"``; ``"layer0"`` is a ResNet's stem ReLU) or modules; a single name
-            or module; ``None`` for :func:`resnet_layers`.
+        layers: a dict name -> module (or dotted name); a list of dotted module names (``"layer4.1"``; ``"layer0"`` is
+            a ResNet's stem ReLU) or modules; a single name or module; ``None`` for :func:`resnet_layers`.
 
     Returns:
-        Ordered dict display name -> module. Modules passed without a name are named by their
-        dotted path in the model.
+        Ordered dict display name -> module; a module passed without a name is named by its dotted path in the model.
     """
     if layers is None:
         return resnet_layers(model)
@@ -125,9 +118,7 @@ def resolve_layers(model: nn.Module, layers: Layers) -> dict[str, nn.Module]:
         try:
             items = [(None, layer) for layer in layers]
         except TypeError:
-            raise UserError(
-                f"layers must be names, modules or a dict name -> module, got {type(layers).__name__}"
-            ) from None
+            raise UserError(f"layers must be names, modules or a dict name -> module, got {type(layers).__name__}") from None
     if not items:
         raise UserError("layers is empty: pass at least one layer, e.g. resnet_layers(model)")
     path_of = {id(m): n for n, m in reversed(list(model.named_modules()))}  # first name wins
@@ -138,10 +129,8 @@ def resolve_layers(model: nn.Module, layers: Layers) -> dict[str, nn.Module]:
             name = layer if key is None else str(key)
         elif isinstance(layer, nn.Module):
             if id(layer) not in path_of:
-                raise UserError(
-                    f"layer {key or type(layer).__name__!r} is a module that is not part of this model "
-                    f"(a copy, or a layer of another model?); pass its name instead, e.g. 'layer4.1'"
-                )
+                raise UserError(f"layer {key or type(layer).__name__!r} is a module that is not part of this model "
+                                f"(a copy, or a layer of another model?); pass its name instead, e.g. 'layer4.1'")
             module = layer
             name = (path_of[id(layer)] or type(model).__name__) if key is None else str(key)
         else:
@@ -153,19 +142,15 @@ def resolve_layers(model: nn.Module, layers: Layers) -> dict[str, nn.Module]:
 def conv_layers(model: nn.Module, input_size: int | tuple[int, int] = 224) -> dict[str, nn.Conv2d]:
     """Every ``nn.Conv2d`` of ``model``, at any depth, in the order the forward pass first uses it.
 
-    Registration order is not forward order (torchvision's ``downsample`` convolution is
-    registered after a block's ``conv2`` but kuangliu's ``shortcut`` runs after it too, and
-    custom models may define layers in any order), so the order is taken from forward hooks
-    on one dummy forward pass; a convolution the forward pass never uses is left out.
+    Registration order is not forward order (custom models may define layers in any order), so the order is taken
+    from forward hooks on one dummy forward pass; a convolution the forward pass never uses is left out.
 
     Args:
-        model: the network; run once in eval mode on zeros, then left exactly as found
-            (train/eval flags restored, hooks removed).
+        model: the network; run once in eval mode on zeros, then left exactly as found (flags restored, hooks removed).
         input_size: side (or ``(H, W)``) of the dummy input, e.g. the preprocessing's crop size.
 
     Returns:
-        Ordered dict dotted name -> module, first used first; the last entry is the deepest
-        convolution, which Grad-CAM usually explains.
+        Ordered dict dotted name -> module, first used first; the last is the deepest, which Grad-CAM usually explains.
 
     Raises:
         UserError: no convolution at all, or the model cannot run at ``input_size``.
@@ -173,10 +158,8 @@ def conv_layers(model: nn.Module, input_size: int | tuple[int, int] = 224) -> di
     height, width = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     named = {id(m): n for n, m in reversed(list(model.named_modules())) if isinstance(m, nn.Conv2d)}  # first name wins
     if not named:
-        raise UserError(
-            f"{type(model).__name__} has no nn.Conv2d layer to count from the back; pick layers by name instead "
-            f"(top-level layers: {', '.join(n for n, _ in model.named_children()) or '(none)'})"
-        )
+        raise UserError(f"{type(model).__name__} has no nn.Conv2d layer to count from the back; pick layers by name "
+                        f"instead (top-level layers: {', '.join(n for n, _ in model.named_children()) or '(none)'})")
     found: dict[str, nn.Conv2d] = {}
 
     def remember(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -192,11 +175,8 @@ def conv_layers(model: nn.Module, input_size: int | tuple[int, int] = 224) -> di
         with eval_mode(model), torch.no_grad():
             model(x)
     except (RuntimeError, ValueError) as exc:
-        first = first_line(exc)
-        raise UserError(
-            f"could not run {type(model).__name__} on a dummy input of shape {tuple(x.shape)} to find its conv "
-            f"layers ({first}); give the input size the model expects"
-        ) from exc
+        raise UserError(f"could not run {type(model).__name__} on a dummy input of shape {tuple(x.shape)} to find its "
+                        f"conv layers ({first_line(exc)}); give the input size the model expects") from exc
     finally:
         for handle in handles:
             handle.remove()
@@ -206,9 +186,8 @@ def conv_layers(model: nn.Module, input_size: int | tuple[int, int] = 224) -> di
 def map_sizes(model: nn.Module, layers: Layers, input_size: int | tuple[int, int] = 32) -> dict[str, tuple[int, int]]:
     """The (height, width) of each layer's feature map at ``input_size``: how coarse its CAM really is.
 
-    ``layer_cams`` upsamples every map to the input's size, so a figure cannot show it: at 32x32 the
-    ResNet18's layer0..layer4 maps are 32, 32, 16, 8 and 4 pixels wide. A 4x4 map can only say which
-    quarter of the image mattered; courses reject CAMs from maps under 5 pixels wide.
+    ``layer_cams`` upsamples every map to the input's size, so a figure cannot show it: at 32x32 the ResNet18's
+    layer0..layer4 maps are 32, 32, 16, 8 and 4 pixels wide, and a 4x4 map can only say which quarter mattered.
 
     Args:
         model: run once on zeros in eval mode, then left as found (flags restored, hooks removed).
@@ -252,12 +231,10 @@ def count_from_back(layers: Mapping[str, nn.Module], counts: Iterable[int]) -> d
         except UserError:
             raise UserError(f"layers are counted from the back starting at 1 (1 = the last conv layer); got {count!r}",
                             param="counts") from None
-        if int(count) > len(items):
-            raise UserError(
-                f"the model has {len(items)} conv layers, so a count from the back must be between 1 and "
-                f"{len(items)} ({len(items)} = the first, {items[0][0]}); got {count}"
-            )
-        name, module = items[-int(count)]
+        if count > len(items):
+            raise UserError(f"the model has {len(items)} conv layers, so a count from the back must be between 1 and "
+                            f"{len(items)} ({len(items)} = the first, {items[0][0]}); got {count}")
+        name, module = items[-count]
         picked[name] = module
     return picked
 
@@ -265,8 +242,7 @@ def count_from_back(layers: Mapping[str, nn.Module], counts: Iterable[int]) -> d
 def float32_model(model: nn.Module, layer_map: dict[str, nn.Module]) -> tuple[nn.Module, dict[str, nn.Module]]:
     """``model`` itself when it computes in float32; else a float32 copy, with the same layers picked in the copy.
 
-    A float16/bfloat16 model's activations and gradients are too coarse for maps (up to 0.29 away
-    from float32's), so its CAMs are computed by a float32 copy; the caller's model is not touched.
+    A float16/bfloat16 model's activations and gradients are too coarse for maps (up to 0.29 away from float32's).
     """
     _, dtype = model_device_dtype(model)
     if dtype == torch.float32:

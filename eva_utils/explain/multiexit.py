@@ -1,35 +1,25 @@
 """Multi-exit ("anytime") networks such as MSD-Net: every classifier's predictions, tables, budgets, Grad-CAM.
 
-What the MSD-Net Grad-CAM visualiser and its blog show, as functions that return arrays,
-strings and Figures (the command line ``eva-utils msd`` and notebook 03 print and plot them):
+What the MSD-Net Grad-CAM visualiser and its blog show, as functions returning arrays, strings and Figures (the
+command line ``eva-utils msd`` and notebook 03 print and plot them):
 
 * ``pred = predict_exits(model, test_loader)``: every exit's probabilities in one forward per batch;
-* ``exit_accuracy(pred)``, ``per_class_exit_accuracy(pred)``: the per-classifier table
-  (published MSDNet-GCN CIFAR-10 model: 90.8% at exit 1 up to 94.3%, mean 93.5%) and the
-  classes x exits table (the blog's "truck" table);
-* ``correctness(pred)`` (images x exits) and ``difficulty(pred)`` (how many exits are right);
-  ``select_class(pred, "dog", classes)`` for one class;
-* ``anytime_predict(pred, threshold)`` and ``budget_curve(pred, exit_costs(model))``: stop at the
-  first exit whose softmax confidence reaches a threshold, and accuracy against the average
-  number of exits and multiply-adds used, swept over thresholds;
-* ``exit_cams(model, images)``: Grad-CAM of each exit for its own prediction, on the
-  classifier's input (``model.exit_feature_modules()``); ``plots.show_exit_cams`` draws the
-  image x exit grid and ``plots.plot_budget_curve`` the budget curve (figures live in ``plots``).
+* ``exit_accuracy(pred)``, ``per_class_exit_accuracy(pred)``: the per-classifier table (published MSDNet-GCN CIFAR-10
+  model: 90.8% at exit 1 up to 94.3%, mean 93.5%) and the classes x exits table (the blog's "truck" table);
+* ``correctness(pred)`` (images x exits), ``difficulty(pred)`` (how many exits are right), ``select_class(pred, "dog",
+  classes)``; predictions and tables live in :mod:`eva_utils.explain.exits`, as text in :mod:`~.exit_text`;
+* ``anytime_predict(pred, threshold)`` and ``budget_curve(pred, exit_costs(model))`` (:mod:`eva_utils.explain.budgets`):
+  stop at the first exit whose softmax confidence reaches a threshold; accuracy against exits and multiply-adds used;
+* ``exit_cams(model, images)`` (here): Grad-CAM of each exit for its own prediction, on the classifier's input
+  (``model.exit_feature_modules()``); ``plots.show_exit_cams`` and ``plots.plot_budget_curve`` draw them.
 
-The predictions and tables live in :mod:`eva_utils.explain.exits`, anytime prediction and budgets in
-:mod:`eva_utils.explain.budgets`, the tables as text in :mod:`eva_utils.explain.exit_text`; this module
-computes the per-exit Grad-CAM and re-exports the rest.
+Exits are numbered from 1 (shallowest) wherever a person reads or passes them; arrays have one row per exit, so exit
+``k`` is row ``k - 1``: ``pred.preds[k - 1]``.
 
-Exits are numbered from 1 (shallowest) wherever a person reads or passes them: tables,
-titles, ``exits=``, the command line. Arrays have one row per exit, so exit ``k`` is row
-``k - 1``: ``pred.preds[k - 1]``.
-
-Cost accounting (``exit_costs``): an anytime prediction that stops at exit ``k`` has run
-blocks 1..k **and** classifiers 1..k (it needed each earlier classifier's confidence to
-decide to go on), so ``anytime[k] = sum(blocks[:k]) + sum(classifiers[:k])``. Running exit
-``k`` alone (a fixed-depth network) costs ``single[k] = sum(blocks[:k]) + classifiers[k-1]``,
-which is ``model.exit_flops()``. Counts are multiply-adds of Conv2d and Linear layers for
-one image (BN, ReLU and pooling are left out, as in the MSD-Net paper's FLOP counts).
+Cost accounting (``exit_costs``): an anytime prediction that stops at exit ``k`` has run blocks 1..k **and**
+classifiers 1..k (it needed each earlier confidence to go on): ``anytime[k] = sum(blocks[:k]) + sum(classifiers[:k])``.
+Running exit ``k`` alone costs ``single[k] = sum(blocks[:k]) + classifiers[k-1]``, which is ``model.exit_flops()``.
+Counts are multiply-adds of Conv2d and Linear layers for one image (as in the MSD-Net paper's FLOP counts).
 
 Example::
 
@@ -41,9 +31,8 @@ Example::
     curve = multiexit.budget_curve(pred, multiexit.exit_costs(model))
     fig = plots.plot_budget_curve(curve)
 
-References: Huang et al., "Multi-Scale Dense Networks for Resource Efficient Image
-Classification", ICLR 2018 (anytime and budgeted batch classification); Selvaraju et al.,
-"Grad-CAM", ICCV 2017; https://github.com/siddsax/VisualizeMSDNet (the visualiser).
+References: Huang et al., "Multi-Scale Dense Networks for Resource Efficient Image Classification", ICLR 2018;
+Selvaraju et al., "Grad-CAM", ICCV 2017; https://github.com/siddsax/VisualizeMSDNet (the visualiser).
 """
 
 from __future__ import annotations
@@ -87,32 +76,11 @@ from eva_utils.explain.exits import (
 )
 from eva_utils.models.msdnet_model import MSDNet
 
-__all__ = [
-    "AnytimeResult",
-    "BLOG_EXITS",
-    "BudgetCurve",
-    "ExitCosts",
-    "ExitPredictions",
-    "anytime_predict",
-    "budget_curve",
-    "class_index",
-    "correctness",
-    "default_exits",
-    "default_thresholds",
-    "difficulty",
-    "examples_by_difficulty",
-    "exit_accuracy",
-    "exit_cams",
-    "exit_costs",
-    "format_budget_curve",
-    "format_class_exit_accuracy",
-    "format_correctness",
-    "format_difficulty_counts",
-    "format_exit_accuracy",
-    "per_class_exit_accuracy",
-    "predict_exits",
-    "select_class",
-]
+__all__ = ["AnytimeResult", "BLOG_EXITS", "BudgetCurve", "ExitCosts", "ExitPredictions", "anytime_predict", "budget_curve",
+           "class_index", "correctness", "default_exits", "default_thresholds", "difficulty", "examples_by_difficulty",
+           "exit_accuracy", "exit_cams", "exit_costs", "format_budget_curve", "format_class_exit_accuracy",
+           "format_correctness", "format_difficulty_counts", "format_exit_accuracy", "per_class_exit_accuracy",
+           "predict_exits", "select_class"]
 
 #: The exits the blog compares (after blocks 10, 5, 3 and 1), deepest first.
 BLOG_EXITS: tuple[int, ...] = (10, 5, 3, 1)
@@ -138,23 +106,9 @@ class _FirstExits(nn.Module):
         return self.model(x, num_exits=self.k)[-1]
 
 
-def _num_exits(model: nn.Module) -> int:
-    if not hasattr(model, "exit_feature_modules"):
-        raise UserError(
-            f"{type(model).__name__} has no exit_feature_modules(): per-exit Grad-CAM needs a multi-exit "
-            "model such as eva_utils.models.MSDNet"
-        )
-    return len(model.exit_feature_modules())
-
-
 def exit_cams(
-    model: nn.Module,
-    images: torch.Tensor,
-    exits: Sequence[int] | None = None,
-    targets: Any = None,
-    labels: Sequence[int] | np.ndarray | torch.Tensor | None = None,
-    method: str = "gradcam",
-    batch_size: int = 64,
+    model: nn.Module, images: torch.Tensor, exits: Sequence[int] | None = None, targets: Any = None,
+    labels: Sequence[int] | np.ndarray | torch.Tensor | None = None, method: str = "gradcam", batch_size: int = 64,
 ) -> dict[int, np.ndarray]:
     """Grad-CAM of each chosen exit, on that exit's classifier input.
 
@@ -174,16 +128,17 @@ def exit_cams(
     Returns:
         Dict exit -> float32 (N, H, W) maps in [0, 1], in the order of ``exits``.
     """
-
-    num_exits = _num_exits(model)
-    exits = default_exits(num_exits) if exits is None else tuple(check_exit(k, num_exits) for k in exits)
+    if not hasattr(model, "exit_feature_modules"):
+        raise UserError(f"{type(model).__name__} has no exit_feature_modules(): per-exit Grad-CAM needs a multi-exit "
+                        "model such as eva_utils.models.MSDNet")
+    taps = model.exit_feature_modules()
+    exits = default_exits(len(taps)) if exits is None else tuple(check_exit(k, len(taps)) for k in exits)
     if not exits:
         raise UserError("exits is empty: pass at least one exit number")
-    taps = model.exit_feature_modules()
+    options = dict(targets=targets, method=method, batch_size=batch_size, labels=labels)
     maps = {}
     for k in exits:
         name = f"exit {k}"
-        options = dict(targets=targets, method=method, batch_size=batch_size, labels=labels)
         if isinstance(model, MSDNet):  # stop after block k: the same logits for less work
             maps[k] = layer_cams(_FirstExits(model, k), images, {name: taps[k - 1]}, **options)[name]
         else:

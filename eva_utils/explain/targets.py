@@ -3,7 +3,7 @@
 ``normalise_targets(targets, labels, n)`` turns what a caller asked for (``None``, ``"pred"``, ``"true"``, class
 indices, pytorch-grad-cam target callables) into one entry per image; ``check_classes`` checks them against the
 model's classes; ``fill_predicted`` puts the predicted classes in when nothing was asked; ``target_callables``
-makes pytorch-grad-cam targets of them. ``class_probs`` and ``predict_targets`` run the model.
+makes pytorch-grad-cam targets of them. ``class_scores``, ``class_probs`` and ``predict_targets`` run the model.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from torch import nn
 from eva_utils.core.errors import UserError
 from eva_utils.evaluation.metrics import as_image_batch, forward_batches, select_output
 
-__all__ = ["Target", "Targets", "check_classes", "class_probs", "explains_labels", "fill_predicted", "is_int",
-           "normalise_targets", "predict_targets", "target_callables"]
+__all__ = ["Target", "Targets", "check_classes", "class_probs", "class_scores", "explains_labels", "fill_predicted",
+           "is_int", "normalise_targets", "predict_targets", "target_callables"]
 
 Target = Callable[[torch.Tensor], torch.Tensor]  # pytorch-grad-cam's: one image's output (K,) -> its score
 Targets = str | int | Sequence[Any] | np.ndarray | torch.Tensor | Target | None
@@ -36,14 +36,13 @@ def _as_int_array(values: Any, what: str) -> np.ndarray:
     if array.ndim == 0:
         array = array.reshape(1)
     if array.ndim != 1 or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.bool_)):
-        raise UserError(
-            f"{what} must be a 1-D sequence of integer class indices, one per image; got "
-            f"dtype {array.dtype} shape {array.shape} (one-hot or scores? use .argmax(1))"
-        )
+        raise UserError(f"{what} must be a 1-D sequence of integer class indices, one per image; got "
+                        f"dtype {array.dtype} shape {array.shape} (one-hot or scores? use .argmax(1))")
     return array.astype(np.int64)
 
 
 def is_int(value: Any) -> bool:
+    """Whether ``value`` is one integer class index (a Python or NumPy int, or a 0-d integer tensor; not a bool)."""
     if isinstance(value, torch.Tensor):
         return value.ndim == 0 and not value.is_floating_point() and not value.is_complex()
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
@@ -55,9 +54,8 @@ def normalise_targets(targets: Targets, labels: Any, n: int) -> list[Any] | None
     The package's one reading of ``targets=`` (``layer_cams``, ``cam_faithfulness``, ``exit_cams``, the tracker).
 
     Args:
-        targets: ``None`` / ``"pred"`` (the predicted class), ``"true"`` (the ``labels``), one class index for
-            every image, class indices (list, array or tensor, one per image), one target callable for every image,
-            or a list of class indices and callables, one per image.
+        targets: ``None`` / ``"pred"`` (the predicted class), ``"true"`` (the ``labels``), one class index or target
+            callable for every image, or one per image (class indices as a list, array or tensor; or callables).
         labels: the true classes (N,), for ``targets="true"``.
         n: the number of images.
 
@@ -71,10 +69,8 @@ def normalise_targets(targets: Targets, labels: Any, n: int) -> list[Any] | None
         return None
     if isinstance(targets, str):
         if targets.lower() != "true":
-            raise UserError(
-                f"targets={targets!r} is not understood: use None (predicted class), 'true' (with labels=), "
-                f"class indices (one per image) or pytorch-grad-cam targets such as ClassifierOutputTarget(3)"
-            )
+            raise UserError(f"targets={targets!r} is not understood: use None (predicted class), 'true' (with labels=), "
+                            f"class indices (one per image) or pytorch-grad-cam targets such as ClassifierOutputTarget(3)")
         if labels is None:
             raise UserError("targets='true' needs the labels: pass labels= too, e.g. "
                             "layer_cams(..., targets='true', labels=labels)", param="labels")
@@ -89,25 +85,15 @@ def normalise_targets(targets: Targets, labels: Any, n: int) -> list[Any] | None
     if isinstance(targets, (torch.Tensor, np.ndarray)):
         entries: list[Any] = [int(c) for c in _as_int_array(targets, "targets")]
     elif isinstance(targets, Iterable):
-        entries = []
-        for t in targets:
-            if is_int(t):
-                entries.append(int(t))
-            elif callable(t):
-                entries.append(t)
-            else:
-                raise UserError(
-                    f"each target must be a class index or a pytorch-grad-cam target callable, got {t!r}"
-                )
+        entries = [int(t) if is_int(t) else t for t in targets]
+        bad = [t for t in entries if not is_int(t) and not callable(t)]
+        if bad:
+            raise UserError(f"each target must be a class index or a pytorch-grad-cam target callable, got {bad[0]!r}")
     else:
-        raise UserError(
-            f"targets must be None, 'true', class indices or target callables, got {type(targets).__name__}"
-        )
+        raise UserError(f"targets must be None, 'true', class indices or target callables, got {type(targets).__name__}")
     if len(entries) != n:
-        raise UserError(
-            f"got {len(entries)} targets for {n} images; pass exactly one target per image "
-            f"(pytorch-grad-cam would silently use only the first {min(len(entries), n)})"
-        )
+        raise UserError(f"got {len(entries)} targets for {n} images; pass exactly one target per image "
+                        f"(pytorch-grad-cam would silently use only the first {min(len(entries), n)})")
     return entries
 
 
@@ -124,10 +110,8 @@ def check_classes(targets: list[Any] | None, num_classes: int, from_labels: bool
     bad = [c for c in classes if is_int(c) and not 0 <= int(c) < num_classes]
     if bad:
         what = "label" if from_labels else "target class index"
-        raise UserError(
-            f"{what} {bad[0]} is out of range: class {bad[0]} does not exist, the model has {num_classes} classes "
-            f"(0..{num_classes - 1})"
-        )
+        raise UserError(f"{what} {bad[0]} is out of range: class {bad[0]} does not exist, the model has {num_classes} "
+                        f"classes (0..{num_classes - 1})")
 
 
 def fill_predicted(targets: list[Any] | None, preds: Iterable[Any]) -> list[Any]:
@@ -144,9 +128,8 @@ def target_callables(targets: list[Any], softmax: bool = False) -> list[Target]:
     return [make(t) if isinstance(t, int) else t for t in targets]
 
 
-def predict_targets(
-    model: nn.Module, images: torch.Tensor | np.ndarray, batch_size: int = 64, output_index: int | str | None = None,
-) -> np.ndarray:
+def predict_targets(model: nn.Module, images: torch.Tensor | np.ndarray, batch_size: int = 64,
+                    output_index: int | str | None = None) -> np.ndarray:
     """The predicted class of each image (what ``layer_cams(targets=None)`` explains): int64 (N,).
 
     Arguments as for :func:`class_probs`.
@@ -154,12 +137,8 @@ def predict_targets(
     return class_probs(model, images, batch_size, output_index).argmax(1).astype(np.int64)
 
 
-def class_probs(
-    model: nn.Module,
-    images: torch.Tensor | np.ndarray,
-    batch_size: int = 64,
-    output_index: int | str | None = None,
-) -> np.ndarray:
+def class_probs(model: nn.Module, images: torch.Tensor | np.ndarray, batch_size: int = 64,
+                output_index: int | str | None = None) -> np.ndarray:
     """Softmax class probabilities of each image, in eval mode (the model is left as found).
 
     Args:
@@ -171,12 +150,15 @@ def class_probs(
     Returns:
         float32 array (N, K); each row sums to 1.
     """
-    images = as_image_batch(model, images)
-    batches = (images[start:start + int(batch_size)] for start in range(0, len(images), int(batch_size)))
-    probs = []
-    for output in forward_batches(model, batches):  # the package's one prediction loop
-        logits = select_output(output, output_index)  # (B, K)
-        if logits.ndim != 2:
-            raise UserError(f"the model returns shape {tuple(logits.shape)}, not class scores (N, K)")
-        probs.append(logits.float().softmax(-1).cpu())
-    return torch.cat(probs).numpy()
+    scores = class_scores(model, as_image_batch(model, images), int(batch_size), output_index)
+    return torch.cat([s.softmax(-1).cpu() for s in scores]).numpy()
+
+
+def class_scores(model: nn.Module, images: torch.Tensor, batch_size: int, output_index: int | str | None) -> list[torch.Tensor]:
+    """The model's chosen output for images (N, C, H, W): float32 (B, K) per batch, on the model's device, in eval mode."""
+    batches = (images[start:start + batch_size] for start in range(0, len(images), batch_size))
+    scores = [select_output(output, output_index).float() for output in forward_batches(model, batches)]
+    for batch in scores:
+        if batch.ndim != 2:
+            raise UserError(f"the model returns shape {tuple(batch.shape)}, not class scores (N, K)")
+    return scores

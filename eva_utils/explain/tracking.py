@@ -1,7 +1,7 @@
 """What happens during training, recorded: the maps of fixed images after every epoch.
 
-``CamTracker`` is a callback for :func:`~eva_utils.training.fit` (``callbacks=[tracker]``; TensorBoard's
-``TensorBoardLogger``, in :mod:`eva_utils.apps.tensorboard`, can log its maps too)::
+``CamTracker`` is a callback for :func:`~eva_utils.training.fit` (``TensorBoardLogger``, in
+:mod:`eva_utils.apps.tensorboard`, can log its maps too)::
 
     tracker = CamTracker(model, images, labels, layers=("layer3", "layer4"))   # images: (N, C, H, W) normalised
     tracker.record(0)                                                          # the untrained network's maps
@@ -9,12 +9,10 @@
     plots.show_cam_evolution(data.denormalize(images), tracker.evolution(), tracker.epochs, labels)
     plots.save_animation(plots.cam_evolution_frames(...), "cam_evolution.gif")
 
-The tracker explains each image's *true* class at every epoch (the prediction changes while the network
-learns; the question asked of every frame stays the same), with one ``layer_cams`` call on a handful of
-images: a few forward and backward passes per epoch. With ``path`` it keeps its maps in an ``.npz`` after
-every epoch, so a resumed run continues the film instead of starting it again.
-
-The tracker computes maps (arrays); pictures of them are drawn by :mod:`eva_utils.plots`.
+The tracker explains each image's *true* class at every epoch (the prediction changes while the network learns; the
+question asked of every frame stays the same), with one ``layer_cams`` call on a handful of images. With ``path`` it
+keeps its maps in an ``.npz`` after every epoch, so a resumed run continues the film instead of starting it again.
+It computes arrays; :mod:`eva_utils.plots` draws them.
 """
 
 from __future__ import annotations
@@ -82,8 +80,8 @@ class CamTracker(Callback):
     def record(self, epoch: int) -> None:
         """Compute and keep the maps (and predictions) at ``epoch`` (0 = before training).
 
-        Whatever was kept for ``epoch`` or later goes first: a run resumed from an earlier checkpoint
-        than the film's last frame redraws those epochs instead of keeping two versions of them.
+        Whatever was kept for ``epoch`` or later goes first: a run resumed from a checkpoint earlier than the film's
+        last frame redraws those epochs instead of keeping two versions of them.
         """
         keep = [i for i, e in enumerate(self.epochs) if e < epoch]
         self.epochs = [self.epochs[i] for i in keep]

@@ -1,6 +1,5 @@
-"""The recipe under PyTorch Lightning: the package's model, loss, optimizer, schedule, loaders and Grad-CAM tracker
-as a ``LightningModule``, a ``LightningDataModule`` and a ``Callback`` (an optional extra; the rest of the package never
-imports Lightning).
+"""The recipe under PyTorch Lightning (an optional extra: the rest of the package never imports it): the model, loss,
+optimizer, schedule, loaders and Grad-CAM tracker as a ``LightningModule``, a ``LightningDataModule`` and a ``Callback``.
 
     pip install "eva-utils[lightning]"
 
@@ -11,11 +10,8 @@ imports Lightning).
     trainer = make_trainer(config, callbacks=[CamTrackerCallback(n=4, out=config.out)])
     trainer.fit(lit, datamodule=datamodule)                       # cam_evolution.png and .gif in config.out
 
-Nothing here trains differently from :func:`~eva_utils.training.fit`: with the same seed, the same loaders and
-the same optimizer and schedule, a Lightning run ends with fit's weights (``tests/lightning/test_module.py``).
-
-Modules: :mod:`.module` (``LitClassifier``), :mod:`.datamodule` (``CifarDataModule``), :mod:`.callbacks`
-(``CamTrackerCallback``), :mod:`.trainer` (``make_trainer``).
+Nothing here trains differently from :func:`~eva_utils.training.fit`: with the same seed, loaders, optimizer and
+schedule, a Lightning run ends with fit's weights (``tests/lightning/test_module.py``).
 """
 
 from __future__ import annotations
@@ -32,18 +28,13 @@ MIN_LIGHTNING = (2, 4)  # the extra's bound: lightning>=2.4
 class LightningMissingError(UserError, ImportError):
     """Lightning is not installed (or too old): the message says how to install it.
 
-    Both a :class:`UserError` (the command line prints it as one line) and an ``ImportError`` (so
-    ``try: import eva_utils.lightning`` / ``except ImportError`` works as for any optional package).
+    A :class:`UserError` (printed as one line) and an ``ImportError`` (caught as for any optional package).
     """
 
 
 def _version(text: str) -> tuple[int, ...]:
     """``"2.6.1"`` -> ``(2, 6)``; the digits of each of the first two parts."""
-    parts = []
-    for part in text.split(".")[:2]:
-        digits = "".join(c for c in part if c.isdigit()) or "0"
-        parts.append(int(digits))
-    return tuple(parts)
+    return tuple(int("".join(c for c in part if c.isdigit()) or "0") for part in text.split(".")[:2])
 
 
 try:

@@ -6,11 +6,9 @@ fixed test images at chosen layers, before training and after every validation, 
     trainer.fit(lit, datamodule=CifarDataModule(config))
     callback.tracker.evolution()              # layer -> (epochs, N, H, W); callback.files: the figure, GIF and maps
 
-The maps are the tracker's (one ``explain.cam.layer_cams`` call per record, the true class of each image, kept in
-float16 as the tracker keeps them); when the trainer has a Lightning ``TensorBoardLogger`` they are logged as
-overlays under ``apps.tensorboard.TensorBoardLogger``'s tags (``gradcam/<layer> (<h>x<w> map)``) at the global step;
-at the end of training ``apps.runs.write_cam_evolution`` writes ``cam_evolution.png``, ``cam_evolution.gif`` (one
-frame per recorded epoch) and ``cam_evolution.npz`` into ``out``. Rank 0 alone records, logs and writes.
+The maps are the tracker's; a Lightning ``TensorBoardLogger`` of the trainer gets them as overlays under
+``apps.tensorboard``'s tags at the global step; at the end of training ``apps.runs.write_cam_evolution`` writes
+``cam_evolution.png``, ``.gif`` and ``.npz`` into ``out``. Rank 0 alone records, logs and writes.
 """
 
 from __future__ import annotations

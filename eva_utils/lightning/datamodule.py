@@ -3,11 +3,9 @@
     datamodule = CifarDataModule(TrainConfig.demo())      # data="sample": the bundled images, offline
     trainer.fit(lit, datamodule=datamodule)
 
-The loaders are the ones ``eva-utils train`` trains on: the same data (``config.data``: cifar10, sample or an
-``.npz``), the same transforms (``config.augment``, ``config.augmentation``), ``data.make_loader`` with
-``config.seed``, ``drop_last`` when the training set is larger than a batch; the test split is the validation and
-the test set. The training loader is handed over seeded for the epoch it is asked for (``training.optim.seed_epoch``):
-Lightning makes epoch 0's batch iterator right after asking, and ``LitClassifier`` seeds the later epochs.
+The loaders are the ones ``eva-utils train`` trains on; the test split is the validation and the test set. The
+training loader is handed over seeded for the epoch it is asked for (``training.optim.seed_epoch``): Lightning makes
+epoch 0's batch iterator right after asking, and ``LitClassifier`` seeds the later epochs.
 """
 
 from __future__ import annotations
@@ -58,10 +56,7 @@ class CifarDataModule(pl.LightningDataModule):
         self.setup()
         return self.test_loader
 
-    def test_dataloader(self) -> DataLoader:
-        """The test split, in order."""
-        self.setup()
-        return self.test_loader
+    test_dataloader = val_dataloader  # the same test split, in order
 
     @property
     def classes(self) -> tuple[str, ...]:

@@ -1,26 +1,18 @@
-"""``LitClassifier``: any of the package's classifiers as a ``LightningModule``, trained as :func:`~eva_utils.training.fit`
-trains it.
+"""``LitClassifier``: any of the package's classifiers as a ``LightningModule``, trained as ``training.fit`` trains it.
 
     lit = LitClassifier(get_model("resnet18", 10, width=16), TrainConfig.demo(epochs=3))
     make_trainer(lit.config).fit(lit, datamodule=CifarDataModule(lit.config))
 
-The same pieces as ``fit`` and ``training.recipe.train_run``, not copies of them:
+The same pieces as ``fit`` and ``training.recipe.train_run``, not copies of them: the loss (``multi_exit_loss`` of
+cross-entropy with ``config.label_smoothing``; accuracy is the last exit's), the optimizer and schedule of the config
+(OneCycleLR stepped every batch, the others every epoch), and each epoch's randomness from ``seed_epoch``. Lightning
+2.x makes epoch 0's batch iterator before any epoch hook: :class:`~eva_utils.lightning.CifarDataModule` seeds epoch 0
+as it hands its loader over, and this module seeds epochs 1 on in ``on_train_epoch_start``.
 
-* the loss: cross-entropy with ``config.label_smoothing`` through ``training.engine.multi_exit_loss`` (the mean over
-  the exits of a multi-exit model such as MSD-Net); accuracy is the last exit's; validation uses the same loss;
-* ``configure_optimizers``: ``training.optim.make_optimizer`` and ``make_scheduler`` with the config's settings,
-  OneCycleLR stepped after every batch (``"interval": "step"``), any other schedule after every epoch, as
-  ``training.optim.steps_per_batch`` decides for ``fit``;
-* each epoch's randomness (shuffle order, augmentations, the global seeds) from ``training.optim.seed_epoch``, as
-  ``fit`` seeds it. Lightning 2.x makes epoch 0's batch iterator when it loads the training data, before any epoch
-  hook, and later epochs' iterators after ``on_train_epoch_start``: :class:`~eva_utils.lightning.CifarDataModule`
-  seeds epoch 0 as it hands its loader over, and this module seeds epochs 1 on in ``on_train_epoch_start``.
-
-Logged (``self.log``): ``train_loss``, ``train_acc`` per epoch, ``train_batch_loss`` and ``lr`` per step (the rate the
-batch used), ``val_loss``, ``val_acc`` (and ``val_acc_exit{i}`` for multi-exit models) per validation, all weighted by
-batch size, so they equal ``training.evaluate``'s sample-weighted means; ``test_*`` likewise for ``trainer.test``.
-Mixed precision is the Trainer's ``precision`` (:func:`~eva_utils.lightning.make_trainer` maps ``config.amp`` as ``fit``
-decides it); ``config.channels_last`` is not applied here.
+Logged: ``train_loss``, ``train_acc`` per epoch, ``train_batch_loss`` and ``lr`` per step, ``val_loss``, ``val_acc``
+(and ``val_acc_exit{i}`` for multi-exit models) per validation, weighted by batch size as ``training.evaluate``'s
+means; ``test_*`` likewise. Mixed precision is the Trainer's (see ``make_trainer``); ``config.channels_last`` is not
+applied here.
 """
 
 from __future__ import annotations
@@ -34,26 +26,20 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from eva_utils.core.errors import UserError
-from eva_utils.training.engine import multi_exit_loss
-from eva_utils.training.optim import make_optimizer, make_scheduler, seed_epoch, steps_per_batch
-from eva_utils.training.recipe import TrainConfig
+from eva_utils.training.engine import exit_logits, multi_exit_loss
+from eva_utils.training.optim import seed_epoch, steps_per_batch
+from eva_utils.training.recipe import TrainConfig, config_optimizer, config_scheduler
 
 __all__ = ["LitClassifier"]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def _exits(outputs: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """A model's logits as a list: one entry, or one per exit (shallowest first)."""
-    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-
-
 class LitClassifier(pl.LightningModule):
     """A classifier trained with the package's loss, optimizer and schedule, and ``fit``'s seeding.
 
     Args:
-        model: e.g. ``get_model(config.model, num_classes, config.width)``; kept as ``self.model`` (its layer
-            names, ``layer0``..``layer4`` for the ResNets, are what Grad-CAM and the tracker use).
+        model: e.g. ``get_model(config.model, num_classes, config.width)``; kept as ``self.model`` (for Grad-CAM).
         config: the run's settings (optimizer, lr, schedule, epochs, label smoothing, seed); default ``TrainConfig()``.
         steps_per_epoch: optimizer steps per epoch for OneCycleLR; default the Trainer's training batches per epoch
             (after ``limit_train_batches``).
@@ -86,26 +72,22 @@ class LitClassifier(pl.LightningModule):
         outputs = self.model(images)
         loss = multi_exit_loss(self.criterion, outputs, labels)
         n = labels.size(0)
-        acc = (_exits(outputs)[-1].argmax(1) == labels).float().mean()
+        acc = (exit_logits(outputs)[-1].argmax(1) == labels).float().mean()
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]  # the rate this batch uses
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
-        self.log("train_acc", acc, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
-        self.log("train_batch_loss", loss, on_step=True, on_epoch=False, batch_size=n)
-        self.log("lr", lr, on_step=True, on_epoch=False, batch_size=n)
+        self.log_dict({"train_loss": loss, "train_acc": acc}, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        self.log_dict({"train_batch_loss": loss, "lr": lr}, on_step=True, on_epoch=False, batch_size=n)
         return loss
 
     def _evaluate(self, batch: Batch, stage: str) -> torch.Tensor:
         """Loss and accuracy of one evaluation batch, logged as ``{stage}_loss``, ``{stage}_acc`` (and per exit)."""
         images, labels = batch  # (N, C, H, W), (N,)
-        outs = [o.float() for o in _exits(self.model(images))]
+        outs = [o.float() for o in exit_logits(self.model(images))]
         loss = multi_exit_loss(self.criterion, outs, labels)
-        n = labels.size(0)
-        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         accs = [(o.argmax(1) == labels).float().mean() for o in outs]
-        self.log(f"{stage}_acc", accs[-1], on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        logged = {f"{stage}_loss": loss, f"{stage}_acc": accs[-1]}
         if len(accs) > 1:
-            for i, acc in enumerate(accs):
-                self.log(f"{stage}_acc_exit{i}", acc, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+            logged.update({f"{stage}_acc_exit{i}": acc for i, acc in enumerate(accs)})
+        self.log_dict(logged, on_step=False, on_epoch=True, batch_size=labels.size(0), sync_dist=True)
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
@@ -128,18 +110,15 @@ class LitClassifier(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         """``make_optimizer`` and ``make_scheduler`` with the config's settings; OneCycleLR per step, others per epoch."""
         config = self.config
-        optimizer = make_optimizer(self.model, config.optimizer, lr=config.lr, momentum=config.momentum,
-                                   nesterov=config.nesterov, weight_decay=config.weight_decay)
-        scheduler = make_scheduler(optimizer, config.scheduler, epochs=config.epochs, steps_per_epoch=self._steps(),
-                                   max_lr=config.lr, pct_start=config.pct_start, step_size=config.step_size,
-                                   gamma=config.gamma)
+        optimizer = config_optimizer(config, self.model)
+        scheduler = config_scheduler(config, optimizer, self._steps())
         if scheduler is None:
             return optimizer
-        per_batch = steps_per_batch(scheduler)
         max_epochs = self.trainer.max_epochs
         if not isinstance(scheduler, torch.optim.lr_scheduler.StepLR) and max_epochs != config.epochs:
             raise UserError(f"the {config.scheduler} schedule is laid out over epochs={config.epochs}, but the Trainer "
                             f"runs max_epochs={max_epochs}: build it with make_trainer(config), or give both the same "
                             "number", param="epochs")
         return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step" if per_batch else "epoch", "frequency": 1}}
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step" if steps_per_batch(scheduler) else "epoch",
+                                 "frequency": 1}}

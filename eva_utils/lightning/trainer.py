@@ -2,12 +2,10 @@
 
     trainer = make_trainer(config, callbacks=[CamTrackerCallback(out=config.out)])   # any Trainer argument overrides
 
-``max_epochs`` is ``config.epochs`` (the schedule is laid out over it), the device is ``config.device`` (``auto``: CUDA
-when there is one), the precision is what ``training.precision.mixed_precision`` decides for ``fit`` (``config.amp``:
-bf16 or fp16 autocast on CUDA, float32 on the CPU), ``config.max_batches`` limits every pass as ``fit``'s
-``max_batches`` does, there is no sanity check before training (``fit`` has none), the progress bar follows
-``config.progress``, files go into ``config.out``, and with ``config.tensorboard`` the logger is a TensorBoard logger
-writing into that very folder.
+``max_epochs`` is ``config.epochs`` (the schedule is laid out over it), the device ``config.device``, the precision
+what ``training.precision.mixed_precision`` decides for ``fit``, ``config.max_batches`` limits every pass, there is no
+sanity check (``fit`` has none), the progress bar follows ``config.progress``, files go into ``config.out``, and with
+``config.tensorboard`` the logger is a TensorBoard logger writing into that very folder.
 """
 
 from __future__ import annotations

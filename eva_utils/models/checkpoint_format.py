@@ -1,10 +1,9 @@
 """What model files hold: the ``eva_utils.checkpoint/1`` format and its checks, and a state dict found once.
 
 A checkpoint of ``eva-utils train`` is a dict holding ``model``, ``optimizer``, ``scheduler``, ``scaler``
-(state dicts), ``history``, ``epoch``, ``config`` (the run's settings, ``model``/``width``/``num_classes``
-among them) and ``format`` (:data:`FORMAT`); :mod:`eva_utils.training.checkpoint` writes and resumes it,
-:mod:`eva_utils.models.loading` rebuilds its model. Everything here checks data (or, for a TorchScript
-archive, its list of names, or that two models compute the same): nothing loads a model.
+(state dicts), ``history``, ``epoch``, ``config`` (the run's settings, ``model``/``width``/``num_classes`` among
+them) and ``format`` (:data:`FORMAT`); :mod:`eva_utils.training.checkpoint` writes and resumes it,
+:mod:`eva_utils.models.loading` rebuilds its model. Everything here checks data: nothing loads a model.
 """
 
 from __future__ import annotations
@@ -24,17 +23,8 @@ from eva_utils.models.registry import MODELS, model_key, width_keys
 from eva_utils.models.resnet import MAX_WIDTH
 
 __all__ = [
-    "FORMAT",
-    "NotATrainingCheckpoint",
-    "check_compatible",
-    "describe_config",
-    "head_size",
-    "is_torchscript",
-    "refuse_nonfinite",
-    "same_outputs",
-    "state_dict_of",
-    "stored_architecture",
-    "structure_problem",
+    "FORMAT", "NotATrainingCheckpoint", "check_compatible", "describe_config", "head_size", "is_torchscript",
+    "refuse_nonfinite", "same_outputs", "state_dict_of", "stored_architecture", "structure_problem",
 ]
 
 FORMAT = "eva_utils.checkpoint/1"
@@ -63,23 +53,18 @@ def structure_problem(ckpt: dict[str, Any]) -> str | None:
 
 def check_compatible(saved: dict[str, torch.Tensor], model: nn.Module, source: str = "checkpoint",
                      saved_desc: str | None = None) -> None:
-    """Raise a readable :class:`CheckpointError` if ``saved`` does not fit ``model`` exactly.
+    """Raise a readable :class:`CheckpointError` if the state dict ``saved`` does not fit ``model`` exactly.
 
     Args:
-        saved: a state dict.
-        model: the model it should load into.
         source: how to name the file in the message.
         saved_desc: what the checkpoint was made for (e.g. ``"resnet34, width 64"``), if known.
     """
     problem = state_dict_mismatch(saved, model)
-    if problem is None:
-        refuse_nonfinite(saved, source)
-        return
-    made_for = f" (made for {saved_desc})" if saved_desc else ""
-    raise CheckpointError(
-        f"{source}{made_for} does not fit this {type(model).__name__}: {problem}. "
-        "Use the same model name, width and number of classes as the run that wrote it"
-    )
+    if problem is not None:
+        made_for = f" (made for {saved_desc})" if saved_desc else ""
+        raise CheckpointError(f"{source}{made_for} does not fit this {type(model).__name__}: {problem}. "
+                              "Use the same model name, width and number of classes as the run that wrote it")
+    refuse_nonfinite(saved, source)
 
 
 def refuse_nonfinite(state: Mapping[str, Any], source: str) -> None:
@@ -106,7 +91,6 @@ def stored_architecture(config: dict[str, Any], state: Any, path: str | os.PathL
     A crafted or damaged ``config`` (``width: 10**6``, ``"abc"``) must not allocate a huge model or fail deep
     inside a constructor: settings are checked for type and range, and the ResNets' against the weights' shapes.
     """
-
     name = config.get("model")
     if not isinstance(name, str) or model_key(name) not in MODELS:
         raise CheckpointError(f"checkpoint {path} names an unknown model {name!r} (known: {', '.join(MODELS)})")

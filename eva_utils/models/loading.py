@@ -59,16 +59,8 @@ from eva_utils.models.names import WeightsDownloadError, candidates, new_model, 
 from eva_utils.models.registry import get_model, pretrained_info, read_weights, width_keys
 
 __all__ = [
-    "Classifier",
-    "PRETRAINED_PREFIX",
-    "WeightsDownloadError",
-    "load_model",
-    "load_msdnet_gcn_checkpoint",
-    "load_trained_model",
-    "load_verified",
-    "read_trained_checkpoint",
-    "rebuild_model",
-    "torchvision_names",
+    "Classifier", "PRETRAINED_PREFIX", "WeightsDownloadError", "load_model", "load_msdnet_gcn_checkpoint",
+    "load_trained_model", "load_verified", "read_trained_checkpoint", "rebuild_model", "torchvision_names",
 ]
 
 PRETRAINED_PREFIX = "pretrained:"
@@ -89,9 +81,8 @@ class Classifier(NamedTuple):
 # ----------------------------------------------------------------------------- state dicts
 
 
-def _fit_state_dict(
-    state: dict[str, torch.Tensor], arch: str, num_classes: int | None, source: str
-) -> tuple[nn.Module, str, str]:
+def _fit_state_dict(state: dict[str, torch.Tensor], arch: str, num_classes: int | None,
+                    source: str) -> tuple[nn.Module, str, str]:
     """Build ``arch`` so that ``state`` loads exactly; returns (model, family, name)."""
     reasons = []
     for family, name in candidates(arch, "arch", param="arch"):
@@ -128,10 +119,8 @@ def load_verified(data: bytes, name: str) -> dict[str, torch.Tensor]:
     entry = pretrained_info(name)
     digest = sha256_of(data)
     if digest != entry.sha256:
-        raise CheckpointError(
-            f"the weights file of {name} ({entry.file}) is damaged or was replaced: its sha256 is {digest[:16]}..., "
-            f"expected {entry.sha256[:16]}...; reinstall eva-utils"
-        )
+        raise CheckpointError(f"the weights file of {name} ({entry.file}) is damaged or was replaced: its sha256 is "
+                              f"{digest[:16]}..., expected {entry.sha256[:16]}...; reinstall eva-utils")
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
@@ -150,10 +139,8 @@ def _shipped(name: str) -> Classifier:
 def _checked_checkpoint(ckpt: Any, path: str | os.PathLike) -> dict[str, Any]:
     """``ckpt`` if it is a whole ``eva_utils.checkpoint/1`` checkpoint, else a :class:`CheckpointError`."""
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise NotATrainingCheckpoint(
-            f"{path} is not an eva_utils training checkpoint (no '{FORMAT}' format tag); "
-            "to load bare weights use model.load_state_dict(torch.load(path, weights_only=True))"
-        )
+        raise NotATrainingCheckpoint(f"{path} is not an eva_utils training checkpoint (no '{FORMAT}' format tag); "
+                                     "to load bare weights use model.load_state_dict(torch.load(path, weights_only=True))")
     problem = structure_problem(ckpt)
     if problem:
         raise CheckpointError(f"checkpoint {path} is damaged or incomplete ({problem}); the file was left as it is. "
@@ -217,20 +204,16 @@ def _msdnet_from_state(state: Mapping[str, torch.Tensor], path: str | os.PathLik
         raise CheckpointError(f"{os.fspath(path)!r} does not fit this MSDNet configuration: {problems}")
     refuse_nonfinite(state, repr(os.fspath(path)))
     model.load_state_dict(state, strict=True)
-    model.expects_normalized_input = False
     return model.eval()
 
 
-def load_msdnet_gcn_checkpoint(
-    path: str | os.PathLike[str],
-    config: MSDNetConfig | None = None,
-    map_location: str | torch.device = "cpu",
-) -> MSDNet:
+def load_msdnet_gcn_checkpoint(path: str | os.PathLike[str], config: MSDNetConfig | None = None,
+                               map_location: str | torch.device = "cpu") -> MSDNet:
     """Load an MSDNet-GCN checkpoint (e.g. ``anytime_cifar_10.pth.tar``) into an :class:`MSDNet`.
 
     The file is read with ``weights_only=True``. It may be the training script's dict (``epoch``, ``model``,
-    ``state_dict``, ``best_prec1``) or a bare state dict; a ``module.`` prefix from ``nn.DataParallel`` is
-    removed. The weights expect un-normalised ``ToTensor()`` inputs in [0, 1]: ``expects_normalized_input = False``.
+    ``state_dict``, ``best_prec1``) or a bare state dict; a ``module.`` prefix from ``nn.DataParallel`` is removed.
+    The weights expect un-normalised ``ToTensor()`` inputs in [0, 1]: ``expects_normalized_input = False``.
 
     Args:
         path: the checkpoint file.
@@ -252,7 +235,8 @@ def load_msdnet_gcn_checkpoint(
     state = state_dict_of(obj)
     if not state:
         keys = list(obj)[:6] if isinstance(obj, Mapping) else type(obj).__name__
-        raise CheckpointError(f"{os.fspath(path)!r} holds neither a state dict nor a dict with a 'state_dict' entry (found {keys})")
+        raise CheckpointError(f"{os.fspath(path)!r} holds neither a state dict nor a dict with a 'state_dict' entry "
+                              f"(found {keys})")
     return _msdnet_from_state(state, path, config).to(map_location)
 
 
@@ -356,24 +340,18 @@ def _from_name(source: str, weights: str | None, num_classes: int | None) -> Cla
                       "that ships with eva_utils)")
 
 
-def load_model(
-    source: str | os.PathLike,
-    arch: str | None = None,
-    num_classes: int | None = None,
-    weights: str | None = "default",
-    unsafe_pickle: bool = False,
-    device: str | torch.device | None = "cpu",
-) -> Classifier:
+def load_model(source: str | os.PathLike, arch: str | None = None, num_classes: int | None = None,
+               weights: str | None = "default", unsafe_pickle: bool = False,
+               device: str | torch.device | None = "cpu") -> Classifier:
     """Load a classifier from a name or a model file (see the module docstring).
 
     Args:
-        source: a model name (``"vgg16"``, ``"eva_utils.resnet18"``, ``"pretrained:resnet18_w16_cifar10"``)
-            or a file path.
-        arch: for state dicts and TorchScript files: the architecture, a torchvision name or an
-            eva_utils one (``resnet18`` means whichever of the two the weights fit).
+        source: a model name (``"vgg16"``, ``"eva_utils.resnet18"``, ``"pretrained:resnet18_w16_cifar10"``) or a path.
+        arch: for state dicts and TorchScript files: the architecture, a torchvision name or an eva_utils one
+            (``resnet18`` means whichever of the two the weights fit).
         num_classes: outputs of ``arch`` (default: read off the weights) or of a named model with random weights.
-        weights: for torchvision names: ``"default"`` (the best ImageNet weights), ``"none"`` (random),
-            or a weights name such as ``"IMAGENET1K_V1"``.
+        weights: for torchvision names: ``"default"`` (the best ImageNet weights), ``"none"`` (random), or a weights
+            name such as ``"IMAGENET1K_V1"``.
         unsafe_pickle: allow a fully pickled model; its file can run arbitrary code when loaded.
         device: where the model goes (``"auto"``/``None``: CUDA when available).
 

@@ -16,13 +16,6 @@ from eva_utils.models.msdnet_gcn import (
 from eva_utils.models.msdnet_model import MSDNet, msdnet
 
 __all__ = [
-    "MSDNetConfig",
-    "MSDNet",
-    "msdnet",
-    "infer_msdnet_config",
-    "load_msdnet_gcn_checkpoint",
-    "download_msdnet_gcn_checkpoint",
-    "verify_msdnet_gcn_download",
-    "MSDNET_GCN_CIFAR10_PAGE",
-    "MSDNET_GCN_CIFAR10_URL",
+    "MSDNetConfig", "MSDNet", "msdnet", "infer_msdnet_config", "load_msdnet_gcn_checkpoint",
+    "download_msdnet_gcn_checkpoint", "verify_msdnet_gcn_download", "MSDNET_GCN_CIFAR10_PAGE", "MSDNET_GCN_CIFAR10_URL",
 ]

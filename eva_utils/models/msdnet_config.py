@@ -22,23 +22,19 @@ _STEP_MODES = ("even", "lin_grow")
 _PRUNE_MODES = ("max",)
 
 
-# --------------------------------------------------------------------------- config
-
-
 @dataclass(frozen=True)
 class MSDNetConfig:
     """Hyper-parameters of an MSD-Net, named after the MSDNet-GCN command-line options.
 
-    Channel counts are expressed, as in MSDNet-GCN, in units of the finest scale:
-    a layer adds ``growth * growth_factor[s]`` channels to scale ``s``, so the
-    published ``growth=6`` with factors ``1-2-4`` gives 6, 12 and 24 new channels
-    per layer at the three scales (see :attr:`growth_per_scale`).
+    Channel counts are expressed, as in MSDNet-GCN, in units of the finest scale: a layer adds
+    ``growth * growth_factor[s]`` channels to scale ``s``, so the published ``growth=6`` with factors ``1-2-4``
+    gives 6, 12 and 24 new channels per layer at the three scales (see :attr:`growth_per_scale`).
 
     Args:
         blocks: number of blocks, which is also the number of classifiers (exits).
         base: layers in the first block (``--msd-base``).
-        step: layers in each later block for ``step_mode="even"``; for
-            ``"lin_grow"`` block ``i >= 1`` has ``step * (i - 1) + 1`` layers.
+        step: layers in each later block for ``step_mode="even"``; for ``"lin_grow"`` block ``i >= 1`` has
+            ``step * (i - 1) + 1`` layers.
         step_mode: ``"even"`` or ``"lin_grow"`` (``--msd-stepmode``).
         growth: channels a layer adds at the finest scale (``--msd-growth``).
         growth_factor: per-scale multipliers of ``growth`` and of the stem width.
@@ -72,10 +68,7 @@ class MSDNetConfig:
 
     @classmethod
     def cifar10(cls, blocks: int = 10, **overrides: Any) -> MSDNetConfig:
-        """The published MSDNet-GCN CIFAR-10 configuration.
-
-        ``--msd-blocks 10 --msd-base 4 --msd-step 2 --msd-stepmode even``, growth 6,
-        growth and bottleneck factors 1-2-4-4, bottleneck on, prune "max", reduction 0.5.
+        """The published MSDNet-GCN CIFAR-10 configuration: the defaults (``--msd-blocks 10 --msd-base 4``, ...).
 
         Args:
             blocks: number of blocks/classifiers (10 in the published model).
@@ -97,11 +90,8 @@ class MSDNetConfig:
                 raise UserError(f"{name} must be a sequence of ints such as (1, 2, 4, 4), got {value!r}") from None
         self._validate()
         object.__setattr__(self, "layers_per_block", self._layers_per_block())
-        layer_scales = tuple(self._scales_of_layer(n) for n in range(1, self.num_layers + 1))
-        object.__setattr__(self, "layer_scales", layer_scales)
+        object.__setattr__(self, "layer_scales", tuple(self._scales_of_layer(n) for n in range(1, self.num_layers + 1)))
         self._check_transitions()
-
-    # ---------------------------------------------------------------- derived sizes
 
     @property
     def num_layers(self) -> int:
@@ -123,8 +113,8 @@ class MSDNetConfig:
     def _scales_of_layer(self, layer: int) -> tuple[int, int]:
         """(input scales, output scales) of 1-based ``layer``: the paper's "max" pruning.
 
-        The layers are cut into ``num_scales`` equal runs; each run drops one more of
-        the finest scales. Layer ``n`` sees the scales layer ``n - 1`` produced.
+        The layers are cut into ``num_scales`` equal runs; each run drops one more of the finest scales.
+        Layer ``n`` sees the scales layer ``n - 1`` produced.
         """
         interval = math.ceil(self.num_layers / self.num_scales)
         in_scales = self.num_scales - max(0, layer - 2) // interval
@@ -136,16 +126,12 @@ class MSDNetConfig:
         in_scales, out_scales = self.layer_scales[layer - 1]
         return in_scales > out_scales and bool(self.reduction)
 
-    # ------------------------------------------------------------------- validation
-
     def _validate(self) -> None:
         for name in ("blocks", "base", "step", "num_classes", "num_scales", "stem_channels", "image_channels"):
             positive_int(getattr(self, name), name)
         if isinstance(self.growth, (list, tuple)):
-            raise UserError(
-                f"growth is the per-layer growth of the finest scale (an int, 6 in the published model), "
-                f"got {self.growth!r}; the per-scale growth is growth * growth_factor"
-            )
+            raise UserError(f"growth is the per-layer growth of the finest scale (an int, 6 in the published model), "
+                            f"got {self.growth!r}; the per-scale growth is growth * growth_factor")
         positive_int(self.growth, "growth")
         if self.step_mode not in _STEP_MODES:
             raise UserError(f"unknown step_mode {self.step_mode!r}; valid step modes: {', '.join(_STEP_MODES)}")
@@ -160,10 +146,8 @@ class MSDNetConfig:
         for s in range(1, self.num_scales):
             # scales below the finest get half their new channels from each of two convs
             if self.growth * self.growth_factor[s] % 2:
-                raise UserError(
-                    f"growth * growth_factor[{s}] = {self.growth * self.growth_factor[s]} must be even: "
-                    "that scale's new channels are split between a strided and a plain conv"
-                )
+                raise UserError(f"growth * growth_factor[{s}] = {self.growth * self.growth_factor[s]} must be even: "
+                                "that scale's new channels are split between a strided and a plain conv")
         if not 0.0 <= float(self.reduction) <= 1.0:
             raise UserError(f"reduction must be in [0, 1] (0 disables transitions), got {self.reduction!r}")
 
@@ -172,10 +156,8 @@ class MSDNetConfig:
         for block, count in enumerate(self.layers_per_block):
             transitions = [n for n in range(layer + 1, layer + count + 1) if self.transition_after(n)]
             if len(transitions) > 1:
-                raise UserError(
-                    f"block {block} would need {len(transitions)} transitions (after layers {transitions}); "
-                    "the MSDNet-GCN layout has room for one per block: use more, shorter blocks"
-                )
+                raise UserError(f"block {block} would need {len(transitions)} transitions (after layers {transitions}); "
+                                "the MSDNet-GCN layout has room for one per block: use more, shorter blocks")
             layer += count
         channels = self.stem_channels
         for n in range(1, self.num_layers + 1):
@@ -184,7 +166,6 @@ class MSDNetConfig:
                 channels = math.floor(channels * self.reduction)
                 if channels < 1:
                     raise UserError(f"reduction {self.reduction} leaves no channels after layer {n}")
-
 
 
 # --------------------------------------------------------------------------- the layout of a state dict
@@ -205,10 +186,8 @@ def _block_layout(state_dict: Mapping[str, Any]) -> tuple[list[int], list[int], 
             heads[index] = int(value.shape[0])
         else:
             layers.setdefault(index, set()).add(int(match.group(2)))
-    num_blocks = len(heads)
-    per_block = [len(layers.get(i, ())) for i in range(num_blocks)]
-    classes = next(iter(heads.values())) if heads else None
-    return sorted(heads), per_block, classes
+    per_block = [len(layers.get(i, ())) for i in range(len(heads))]
+    return sorted(heads), per_block, next(iter(heads.values()), None)
 
 
 def infer_msdnet_config(state_dict: Mapping[str, Any], **overrides: Any) -> MSDNetConfig:
@@ -230,11 +209,9 @@ def infer_msdnet_config(state_dict: Mapping[str, Any], **overrides: Any) -> MSDN
     heads, per_block, classes = _block_layout(state_dict)
     num_blocks = len(heads)
     if not num_blocks or heads != list(range(num_blocks, 2 * num_blocks)) or 0 in per_block:
-        raise CheckpointError(
-            "not an MSDNet-GCN state dict: expected keys subnets.<block>.MSD_layer_<n>.* for blocks "
-            f"0..B-1 and subnets.<B+k>.classifier.weight for classifiers 0..B-1; found classifiers at "
-            f"subnets {heads[:12]} and MSD layers per block {per_block[:12]}"
-        )
+        raise CheckpointError("not an MSDNet-GCN state dict: expected keys subnets.<block>.MSD_layer_<n>.* for blocks "
+                              "0..B-1 and subnets.<B+k>.classifier.weight for classifiers 0..B-1; found classifiers at "
+                              f"subnets {heads[:12]} and MSD layers per block {per_block[:12]}")
     guess: dict[str, Any] = {"blocks": num_blocks, "base": per_block[0], "num_classes": classes}
     later = per_block[1:]
     if len(set(later)) <= 1:
@@ -245,7 +222,6 @@ def infer_msdnet_config(state_dict: Mapping[str, Any], **overrides: Any) -> MSDN
         raise CheckpointError(f"MSD layers per block {per_block} follow neither the 'even' nor the 'lin_grow' pattern")
     guess.update(overrides)
     return MSDNetConfig(**guess)
-
 
 
 def layout_mismatch(config: MSDNetConfig, state_dict: Mapping[str, Any]) -> str | None:

@@ -16,15 +16,11 @@ from eva_utils.core.files import sha256_file
 from eva_utils.models.loading import load_msdnet_gcn_checkpoint
 
 __all__ = [
-    "MSDNET_GCN_CIFAR10_PAGE",
-    "MSDNET_GCN_CIFAR10_URL",
-    "download_msdnet_gcn_checkpoint",
-    "load_msdnet_gcn_checkpoint",
+    "MSDNET_GCN_CIFAR10_PAGE", "MSDNET_GCN_CIFAR10_URL", "download_msdnet_gcn_checkpoint", "load_msdnet_gcn_checkpoint",
     "verify_msdnet_gcn_download",
 ]
 
-# The CIFAR-10 model published with MSDNet-GCN and used by the MSD-Net Grad-CAM visualiser: its page,
-# and the direct download of the file.
+# The CIFAR-10 model published with MSDNet-GCN (used by the MSD-Net Grad-CAM visualiser): its page and direct download.
 MSDNET_GCN_CIFAR10_PAGE = "https://www.dropbox.com/s/kjxh1oaxkhtpbmw/anytime_cifar_10.pth.tar"
 MSDNET_GCN_CIFAR10_URL = MSDNET_GCN_CIFAR10_PAGE + "?dl=1"
 
@@ -36,10 +32,9 @@ def _recorded(path: Path) -> Path:
 def verify_msdnet_gcn_download(path: str | os.PathLike[str], sha256: str | None = None) -> str:
     """Check a checkpoint against ``sha256``, else against the hash recorded when it was downloaded.
 
-    The authors of MSDNet-GCN publish no checksum, so :func:`download_msdnet_gcn_checkpoint` records
-    the sha256 of the first download that loads as their architecture in ``<path>.sha256``
-    (``sha256sum`` format); every later use checks the file against it, so a file replaced or damaged
-    since is refused. A file with no record (saved by hand) is accepted as it is.
+    The authors of MSDNet-GCN publish no checksum, so :func:`download_msdnet_gcn_checkpoint` records the sha256 of
+    the first download that loads as their architecture in ``<path>.sha256`` (``sha256sum`` format); every later use
+    checks the file against it. A file with no record (saved by hand) is accepted as it is.
 
     Returns:
         The file's sha256.
@@ -61,16 +56,14 @@ def verify_msdnet_gcn_download(path: str | os.PathLike[str], sha256: str | None 
 
 
 def download_msdnet_gcn_checkpoint(
-    path: str | os.PathLike[str] = "anytime_cifar_10.pth.tar",
-    url: str | None = None,
-    progress: bool = True,
+    path: str | os.PathLike[str] = "anytime_cifar_10.pth.tar", url: str | None = None, progress: bool = True,
     sha256: str | None = None,
 ) -> Path:
     """Fetch the published MSDNet-GCN CIFAR-10 checkpoint into ``path``, unless a file is already there.
 
-    The download goes to a temporary file renamed at the end (``torch.hub.download_url_to_file``), and
-    is kept only if it loads as an MSDNet-GCN checkpoint (a moved link may serve a web page instead).
-    Its sha256 is then recorded beside it (see :func:`verify_msdnet_gcn_download`).
+    The download goes to a temporary file renamed at the end (``torch.hub.download_url_to_file``), and is kept only
+    if it loads as an MSDNet-GCN checkpoint (a moved link may serve a web page instead). Its sha256 is then recorded
+    beside it (see :func:`verify_msdnet_gcn_download`).
 
     Args:
         path: where the checkpoint goes; a file already there is checked against its recorded hash

@@ -1,29 +1,24 @@
 """MSD-Net (Multi-Scale Dense Network) for CIFAR, in the MSDNet-GCN checkpoint layout.
 
-MSD-Net is an anytime classifier: it keeps feature maps at several resolutions
-("scales") side by side and grows each of them DenseNet-style, so that coarse,
-class-level features exist early in the network. A classifier is attached after
-every *block* of layers; each one reads the coarsest scale and gives a full
-prediction, so inference can stop at any exit. Deeper layers drop the finest
-scales (they no longer feed any classifier) and 1x1 *transition* convolutions
-halve the channel count where a scale is dropped.
+MSD-Net is an anytime classifier: it keeps feature maps at several resolutions ("scales") side by side and grows
+each of them DenseNet-style, so that coarse, class-level features exist early in the network. A classifier is
+attached after every *block* of layers; each one reads the coarsest scale and gives a full prediction, so inference
+can stop at any exit. Deeper layers drop the finest scales (they no longer feed any classifier) and 1x1 *transition*
+convolutions halve the channel count where a scale is dropped.
 
-CIFAR version: three scales (32x32, 16x16, 8x8 for a 32x32 input); the published
-CIFAR-10 model has 10 blocks (4 layers in the first, 2 in each later one), 10
-classifiers and 5,440,864 parameters.
+CIFAR version: three scales (32x32, 16x16, 8x8 for a 32x32 input); the published CIFAR-10 model has 10 blocks
+(4 layers in the first, 2 in each later one), 10 classifiers and 5,440,864 parameters.
 
-Module and parameter names follow the public replication MSDNet-GCN
-(https://github.com/avirambh/MSDNet-GCN, ``models/msdnet.py`` and
-``models/msdnet_layers.py``), so its checkpoints, e.g. ``anytime_cifar_10.pth.tar``,
-load strictly with :func:`eva_utils.models.loading.load_msdnet_gcn_checkpoint`; the hyper-parameters
-are :class:`~eva_utils.models.msdnet_config.MSDNetConfig`.
+Module and parameter names follow the public replication MSDNet-GCN (https://github.com/avirambh/MSDNet-GCN,
+``models/msdnet.py`` and ``models/msdnet_layers.py``), so its checkpoints, e.g. ``anytime_cifar_10.pth.tar``, load
+strictly with :func:`eva_utils.models.loading.load_msdnet_gcn_checkpoint`; the hyper-parameters are
+:class:`~eva_utils.models.msdnet_config.MSDNetConfig`.
 
-Inputs: the MSDNet-GCN weights were trained on ``transforms.ToTensor()`` images in
-[0, 1] with **no** mean/std normalisation; feed them un-normalised tensors
-(``model.expects_normalized_input`` is ``False``).
+Inputs: the MSDNet-GCN weights were trained on ``transforms.ToTensor()`` images in [0, 1] with **no** mean/std
+normalisation; feed them un-normalised tensors (``model.expects_normalized_input`` is ``False``).
 
-Reference: Huang, Chen, Li, Wu, van der Maaten, Weinberger, "Multi-Scale Dense
-Networks for Resource Efficient Image Classification", ICLR 2018, arXiv:1703.09844.
+Reference: Huang, Chen, Li, Wu, van der Maaten, Weinberger, "Multi-Scale Dense Networks for Resource Efficient
+Image Classification", ICLR 2018, arXiv:1703.09844.
 """
 
 from __future__ import annotations
@@ -45,20 +40,11 @@ __all__ = ["MSDNet", "msdnet"]
 _CLASSIFIER_WIDTH = 128  # hidden channels of every CIFAR classifier head
 
 
-# --------------------------------------------------------------------------- layers
-
-
 def _conv_unit(in_channels: int, out_channels: int, stride: int, bottleneck_width: int | None) -> nn.Sequential:
-    """[1x1 conv, BN, ReLU,] 3x3 conv (stride 1 or 2), BN, ReLU, with MSDNet-GCN's names.
+    """[1x1 conv, BN, ReLU,] 3x3 conv, BN, ReLU, with MSDNet-GCN's names.
 
-    Args:
-        in_channels: input channels.
-        out_channels: output channels.
-        stride: 1 (``Spatial_forward``, same scale) or 2 (``Spatial_down``, from the finer scale).
-        bottleneck_width: 1x1 bottleneck width as a multiple of ``out_channels``; ``None`` for none.
-
-    Returns:
-        The unit.
+    ``stride`` 1 is ``Spatial_forward`` (same scale), 2 ``Spatial_down`` (from the finer scale);
+    ``bottleneck_width`` is the 1x1 bottleneck's width as a multiple of ``out_channels`` (``None``: no bottleneck).
     """
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     mid = in_channels
@@ -67,8 +53,7 @@ def _conv_unit(in_channels: int, out_channels: int, stride: int, bottleneck_widt
         layers["Bottleneck_1x1"] = nn.Conv2d(in_channels, mid, kernel_size=1)
         layers["Bottleneck_BN"] = nn.BatchNorm2d(mid)
         layers["Bottleneck_ReLU"] = nn.ReLU()
-    name = "Spatial_forward" if stride == 1 else "Spatial_down"
-    layers[name] = nn.Conv2d(mid, out_channels, kernel_size=3, stride=stride, padding=1)
+    layers["Spatial_forward" if stride == 1 else "Spatial_down"] = nn.Conv2d(mid, out_channels, kernel_size=3, stride=stride, padding=1)
     layers["BN_out"] = nn.BatchNorm2d(out_channels)
     layers["ReLU_out"] = nn.ReLU()
     return nn.Sequential(layers)
@@ -76,11 +61,8 @@ def _conv_unit(in_channels: int, out_channels: int, stride: int, bottleneck_widt
 
 def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: int) -> nn.Sequential:
     """conv (with bias), BN, ReLU as an index-named Sequential (keys ``0.*``, ``1.*``)."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(),
-    )
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2)
+    return nn.Sequential(conv, nn.BatchNorm2d(out_channels), nn.ReLU())
 
 
 class _Stem(nn.Module):
@@ -105,10 +87,9 @@ class _Stem(nn.Module):
 
 
 class _DenseScale(nn.Module):
-    """One scale of an MSD layer: the scale's input, concatenated with new features from 1 or 2 convs.
+    """One scale of an MSD layer (``_DynamicInputDenseBlock``): its input and the new features of 1 or 2 convs.
 
-    (``_DynamicInputDenseBlock`` in MSDNet-GCN.) With two convs the first is strided and
-    reads the next finer scale, the second reads this scale.
+    With two convs the first is strided and reads the next finer scale, the second reads this scale.
     """
 
     def __init__(self, conv_modules: Sequence[nn.Module]) -> None:
@@ -124,12 +105,11 @@ class _DenseScale(nn.Module):
 class _MSDLayer(nn.Module):
     """One MSD layer: maps ``in_scales`` feature maps to ``out_scales`` denser ones.
 
-    Scale indices below are absolute (0 = finest). Output scale ``a`` is the input at
-    ``a`` plus ``growth * growth_factor[a]`` new channels: from a stride-1 conv on scale
-    ``a`` alone when ``a`` is the finest scale still computed (and was an input as the
-    finest), otherwise half from a stride-2 conv on scale ``a - 1`` and half from a
-    stride-1 conv on scale ``a``. When ``out_scales < in_scales`` the finest input scale
-    is only read (by the strided conv) and not passed on.
+    Scale indices below are absolute (0 = finest). Output scale ``a`` is the input at ``a`` plus
+    ``growth * growth_factor[a]`` new channels: from a stride-1 conv on scale ``a`` alone when ``a`` is the finest
+    scale still computed (and was an input as the finest), otherwise half from a stride-2 conv on scale ``a - 1`` and
+    half from a stride-1 conv on scale ``a``. When ``out_scales < in_scales`` the finest input scale is only read
+    (by the strided conv) and not passed on.
     """
 
     def __init__(self, config: MSDNetConfig, channels: int, in_scales: int, out_scales: int) -> None:
@@ -150,10 +130,8 @@ class _MSDLayer(nn.Module):
             if s == 0 and not self.to_drop:
                 convs = [_conv_unit(channels * gf[a], new_channels, 1, width(a))]
             else:
-                convs = [
-                    _conv_unit(channels * gf[a - 1], new_channels // 2, 2, width(a - 1)),
-                    _conv_unit(channels * gf[a], new_channels // 2, 1, width(a)),
-                ]
+                convs = [_conv_unit(channels * gf[a - 1], new_channels // 2, 2, width(a - 1)),
+                         _conv_unit(channels * gf[a], new_channels // 2, 1, width(a))]
             subnets.append(_DenseScale(convs))
         self.subnets = nn.ModuleList(subnets)
 
@@ -162,10 +140,7 @@ class _MSDLayer(nn.Module):
         outputs = []
         for s, scale_net in enumerate(self.subnets):
             i = self.to_drop + s  # this scale's position in x
-            if s == 0 and not self.to_drop:
-                outputs.append(scale_net(x[i], [x[i]]))
-            else:
-                outputs.append(scale_net(x[i], [x[i - 1], x[i]]))
+            outputs.append(scale_net(x[i], [x[i]] if s == 0 and not self.to_drop else [x[i - 1], x[i]]))
         return outputs
 
 
@@ -208,21 +183,17 @@ class _CifarClassifier(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
-# --------------------------------------------------------------------------- model
-
-
 class MSDNet(nn.Module):
     """Multi-Scale Dense Network with one classifier per block (MSDNet-GCN layout).
 
-    ``subnets`` holds the ``blocks`` blocks followed by their ``blocks`` classifiers;
-    classifier ``k`` reads the coarsest scale of block ``k``'s output.
+    ``subnets`` holds the ``blocks`` blocks followed by their ``blocks`` classifiers; classifier ``k`` reads the
+    coarsest scale of block ``k``'s output.
 
     Args:
         config: the hyper-parameters; the published CIFAR-10 model by default.
     """
 
-    #: True if the weights expect mean/std-normalised inputs. MSDNet-GCN weights were
-    #: trained on ``ToTensor()`` images in [0, 1], hence False.
+    #: True if the weights expect mean/std-normalised inputs; MSDNet-GCN's were trained on ``ToTensor()`` images.
     expects_normalized_input: bool = False
 
     def __init__(self, config: MSDNetConfig | None = None) -> None:
@@ -249,15 +220,14 @@ class MSDNet(nn.Module):
             coarsest = channels * config.growth_factor[config.num_scales - 1]
             classifiers.append(_CifarClassifier(coarsest, config.num_classes))
         self.subnets = nn.ModuleList(blocks + classifiers)
-        # Parameter-free taps whose output is each classifier's input (the coarsest scale of
-        # block k's output): hook these for Grad-CAM. They add no state-dict keys.
+        # Parameter-free taps whose output is each classifier's input (the coarsest scale of block k's output): hook
+        # these for Grad-CAM. They add no state-dict keys.
         self.exit_features = nn.ModuleList(nn.Identity() for _ in range(config.blocks))
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # What MSDNet-GCN's init_weights intends (its loop never reaches the convs, so the
-        # original actually trains from PyTorch's default init): He-normal convs with
-        # fan-out, BN to identity, zero linear biases.
+        # What MSDNet-GCN's init_weights intends (its loop never reaches the convs, so the original trains from
+        # PyTorch's default init): He-normal convs with fan-out, BN to identity, zero linear biases.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
@@ -287,8 +257,8 @@ class MSDNet(nn.Module):
         """For each exit, the module whose output is that classifier's input.
 
         Returns:
-            ``num_exits`` parameter-free ``nn.Identity`` modules; exit ``k``'s outputs the
-            coarsest-scale map of block ``k``, e.g. (N, 224, 8, 8) for exit 0 of the CIFAR model.
+            ``num_exits`` parameter-free ``nn.Identity`` modules; exit ``k``'s outputs the coarsest-scale map of
+            block ``k``, e.g. (N, 224, 8, 8) for exit 0 of the CIFAR model.
         """
         return list(self.exit_features)
 
@@ -325,8 +295,7 @@ class MSDNet(nn.Module):
             input_size: (C, H, W) of one image.
 
         Returns:
-            ``(block_macs, classifier_macs)``, each ``num_exits`` counts for a single image,
-            shallowest first.
+            ``(block_macs, classifier_macs)``, each ``num_exits`` counts for a single image, shallowest first.
         """
         owner = {m: i for i, sub in enumerate(self.subnets) for m in sub.modules()}
         macs = [0] * len(self.subnets)
@@ -352,10 +321,9 @@ class MSDNet(nn.Module):
     def exit_flops(self, input_size: tuple[int, int, int] = (3, 32, 32)) -> list[int]:
         """Multiply-adds needed to reach each exit, counting Conv2d and Linear layers.
 
-        Exit ``k`` costs blocks ``0..k`` plus classifier ``k`` (earlier classifiers are
-        not included: that is the budget of running exit ``k`` alone). An anytime
-        prediction that stops at exit ``k`` also evaluated classifiers ``0..k-1``; see
-        :meth:`flops_breakdown` and :func:`eva_utils.multiexit.exit_costs`.
+        Exit ``k`` costs blocks ``0..k`` plus classifier ``k`` (not the earlier classifiers: that is the budget of
+        running exit ``k`` alone). An anytime prediction that stops at exit ``k`` also evaluated classifiers
+        ``0..k-1``; see :meth:`flops_breakdown` and :func:`eva_utils.multiexit.exit_costs`.
 
         Args:
             input_size: (C, H, W) of one image.

@@ -32,20 +32,13 @@ def torchvision_names() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def _eva_names() -> list[str]:
-    return sorted(MODELS)
-
-
 def _unknown_model(name: str, what: str, param: str | None) -> UserError:
-    names = torchvision_names() + [f"eva_utils.{n}" for n in _eva_names()]
-    close = difflib.get_close_matches(name.lower(), names + _eva_names(), n=3, cutoff=0.6)
+    torchvision, eva = torchvision_names(), [f"eva_utils.{n}" for n in sorted(MODELS)]
+    close = difflib.get_close_matches(name.lower(), torchvision + eva + sorted(MODELS), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return UserError(
-        f"unknown model {name!r}{hint} ({what} is a torchvision classification model name, e.g. resnet50, vgg16, "
-        f"efficientnet_b0 - all {len(names) - len(_eva_names())} in torchvision.models.list_models(module=torchvision.models) - "
-        f"or {', '.join(f'eva_utils.{n}' for n in _eva_names())})",
-        param=param,
-    )
+    return UserError(f"unknown model {name!r}{hint} ({what} is a torchvision classification model name, e.g. resnet50, "
+                     f"vgg16, efficientnet_b0 - all {len(torchvision)} in torchvision.models.list_models("
+                     f"module=torchvision.models) - or {', '.join(eva)})", param=param)
 
 
 def candidates(arch: str, what: str = "a model", param: str | None = None) -> list[tuple[str, str]]:
@@ -55,19 +48,14 @@ def candidates(arch: str, what: str = "a model", param: str | None = None) -> li
     """
     text = str(arch).strip()
     low = text.lower()
-
-    eva_key = model_key(low.removeprefix("eva_utils."))
+    eva_key = model_key(low.removeprefix("eva_utils."))  # a "torchvision." name keeps its dot: never an eva_utils key
     if low.startswith("eva_utils."):
-        if eva_key not in _eva_names():
-            raise unknown_name("eva_utils model", text.split(".", 1)[1], _eva_names())
+        if eva_key not in MODELS:
+            raise unknown_name("eva_utils model", text.split(".", 1)[1], MODELS)
         return [("eva_utils", eva_key)]
-    if low.startswith("torchvision."):
-        low = low.removeprefix("torchvision.")
-        if low not in torchvision_names():
-            raise _unknown_model(text, what, param)
-        return [("torchvision", low)]
+    low = low.removeprefix("torchvision.")
     found = [("torchvision", low)] if low in torchvision_names() else []
-    if eva_key in _eva_names():
+    if eva_key in MODELS:
         found.append(("eva_utils", eva_key))
     if not found:
         raise _unknown_model(text, what, param)
@@ -106,8 +94,7 @@ def preset_of(weights: Any) -> Preset:
     """The evaluation preprocessing that goes with torchvision ``weights`` (sizes, mean, std)."""
     transform = weights.transforms()
     size = int(transform.crop_size[0])
-    resize = int(transform.resize_size[0])
-    return Preset("imagenet", size, max(resize, size), tuple(transform.mean), tuple(transform.std))
+    return Preset("imagenet", size, max(int(transform.resize_size[0]), size), tuple(transform.mean), tuple(transform.std))
 
 
 class WeightsDownloadError(UserError):
@@ -118,8 +105,9 @@ class WeightsDownloadError(UserError):
         self.reason = reason
 
 
-def torchvision_model(name: str, weights: str | None, num_classes: int | None) -> tuple[nn.Module, tuple[str, ...] | None, Preset, str]:
-    """(model, class names, preset, description) of torchvision's ``name`` with ``weights`` (see :func:`torchvision_weights`)."""
+def torchvision_model(name: str, weights: str | None,
+                      num_classes: int | None) -> tuple[nn.Module, tuple[str, ...] | None, Preset, str]:
+    """(model, class names, preset, description) of torchvision's ``name`` with ``weights`` (:func:`torchvision_weights`)."""
     chosen = torchvision_weights(name, weights)
     if chosen is None:
         model = new_model("torchvision", name, num_classes)
@@ -132,9 +120,7 @@ def torchvision_model(name: str, weights: str | None, num_classes: int | None) -
         model = new_model("torchvision", name, None, weights=chosen)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash or blocked socket a RuntimeError
         cache = Path(torch.hub.get_dir()) / "checkpoints"
-        raise WeightsDownloadError(
-            f"could not download the pretrained weights of {name} ({chosen}, {chosen.url}): {first_line(exc)}. "
-            f"Without internet use random weights (weights=\"none\"), or copy the file into {cache}",
-            first_line(exc),
-        ) from exc
+        raise WeightsDownloadError(f"could not download the pretrained weights of {name} ({chosen}, {chosen.url}): "
+                                   f"{first_line(exc)}. Without internet use random weights (weights=\"none\"), or copy "
+                                   f"the file into {cache}", first_line(exc)) from exc
     return model, categories, preset_of(chosen), f"torchvision {name} with ImageNet weights {chosen}"

@@ -22,12 +22,8 @@ from eva_utils.models.resnet import resnet18, resnet34
 __all__ = ["MODELS", "PRETRAINED", "PretrainedWeights", "WidthKeys", "get_model", "model_key", "pretrained_info",
            "read_weights", "width_keys"]
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "resnet18": resnet18,
-    "resnet34": resnet34,
-    "msdnet": msdnet,
-    "custom_resnet": custom_resnet,
-}
+MODELS: dict[str, Callable[..., nn.Module]] = {"resnet18": resnet18, "resnet34": resnet34, "msdnet": msdnet,
+                                               "custom_resnet": custom_resnet}
 
 
 class WidthKeys(NamedTuple):
@@ -66,8 +62,7 @@ def get_model(name: str, num_classes: int = 10, width: int | None = None, **kwar
     Args:
         name: one of :data:`MODELS`.
         num_classes: outputs.
-        width: channels of the first stage of the ResNets and the custom ResNet (``None``: 64); other models have no width
-            and ignore it, so one call serves every name.
+        width: channels of the first stage of the ResNets and the custom ResNet (``None``: 64); other models ignore it.
         **kwargs: passed to the factory (MSD-Net's :class:`MSDNetConfig` fields such as ``blocks``).
 
     Returns:
@@ -132,6 +127,5 @@ def read_weights(name: str) -> bytes:
     try:
         return resources.files("eva_utils.models").joinpath("weights", entry.file).read_bytes()
     except OSError as exc:
-        raise CheckpointError(
-            f"the weights of {name} ({entry.file}) are missing from the installed package: reinstall eva-utils"
-        ) from exc
+        raise CheckpointError(f"the weights of {name} ({entry.file}) are missing from the installed package: "
+                              "reinstall eva-utils") from exc

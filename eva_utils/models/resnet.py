@@ -1,12 +1,10 @@
 """ResNet18/34 for CIFAR-10 in the kuangliu/pytorch-cifar layout.
 
-Layer names follow kuangliu (``conv1, bn1, layer1..layer4, linear``) so that
-checkpoints and Grad-CAM recipes written for that repository (``model.layer4[-1]``)
-work unchanged. Differences from ImageNet ResNets: a 3x3 stride-1 stem and no
-max-pool, so a 32x32 input reaches ``layer4`` at 4x4.
+Layer names follow kuangliu (``conv1, bn1, layer1..layer4, linear``) so that checkpoints and Grad-CAM recipes
+written for that repository (``model.layer4[-1]``) work unchanged. Differences from ImageNet ResNets: a 3x3 stride-1
+stem and no max-pool, so a 32x32 input reaches ``layer4`` at 4x4.
 
-``width`` scales every stage (64 by default, as in the paper); ``width=16`` gives
-a model about 16x cheaper, for CPU smoke runs.
+``width`` scales every stage (64 by default, as in the paper); ``width=16`` gives a model about 16x cheaper.
 
 Reference: He et al., "Deep Residual Learning for Image Recognition", 2015;
 https://github.com/kuangliu/pytorch-cifar/blob/master/models/resnet.py
@@ -36,10 +34,8 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes),
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))

@@ -1,17 +1,14 @@
 """Trained models that ship inside the package, loaded offline and checked by their sha256.
 
-``pretrained("resnet18_w16_cifar10")`` returns the ResNet18 (width 16) this project trained
-on all 50,000 CIFAR-10 training images on a 2-core CPU, in eval mode, in float32 on the CPU
-(or ``device``). It takes 32x32 images normalised with CIFAR-10's statistics
-(``data.CIFAR10_MEAN``/``CIFAR10_STD``), as ``transforms.test_transforms()`` gives them, and
-returns 10 logits in the order of ``data.CIFAR10_CLASSES``.
+``pretrained("resnet18_w16_cifar10")`` returns the ResNet18 (width 16) this project trained on all 50,000 CIFAR-10
+training images on a 2-core CPU, in eval mode, in float32 on the CPU (or ``device``). It takes 32x32 images
+normalised with CIFAR-10's statistics (``transforms.test_transforms()``) and returns 10 logits in the order of
+``data.CIFAR10_CLASSES``.
 
-The weights are stored as a float16 state dict (half the size; the accuracy in the description
-was measured on the stored float16 weights, loaded back into float32). Before loading, the
-file's sha256 is compared with the one recorded here, so a damaged or replaced file is refused;
-it then loads with ``torch.load(weights_only=True)``, like every model file, through
-:mod:`eva_utils.models.loading` (``load_model("pretrained:resnet18_w16_cifar10")`` gives it with its class
-names and preprocessing). The records of the shipped models live in :mod:`eva_utils.models.registry`.
+The weights are a float16 state dict (half the size; the recorded accuracy was measured on them). The file's sha256
+is checked before it loads with ``torch.load(weights_only=True)`` through :mod:`eva_utils.models.loading`
+(``load_model("pretrained:resnet18_w16_cifar10")`` adds class names and preprocessing); the records of the
+shipped models live in :mod:`eva_utils.models.registry`.
 """
 
 from __future__ import annotations
@@ -39,8 +36,7 @@ def training_history(name: str) -> dict:
     entry = pretrained_info(name)
     if entry.history is None:
         raise CheckpointError(f"{name} ships without its training history")
-    text = resources.files("eva_utils.models").joinpath("weights", entry.history).read_text()
-    return json.loads(text)
+    return json.loads(resources.files("eva_utils.models").joinpath("weights", entry.history).read_text())
 
 
 def pretrained(name: str = "resnet18_w16_cifar10", device: str | torch.device = "cpu") -> nn.Module:
@@ -72,7 +68,6 @@ def export_weights(model: nn.Module, path: str | os.PathLike) -> str:
              for k, v in model.state_dict().items()}
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    data = buffer.getvalue()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_bytes(data)
-    return sha256_of(data)
+    Path(path).write_bytes(buffer.getvalue())
+    return sha256_of(buffer.getvalue())

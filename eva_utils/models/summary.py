@@ -13,8 +13,8 @@ __all__ = ["summary"]
 def summary(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32), verbose: int = 0) -> object:
     """Layer-by-layer output shapes and parameter counts (torchinfo), on the model's own device.
 
-    torchsummary moves inputs to CUDA by default and fails on a CPU-only machine; torchinfo
-    takes the device from the model, so the same call works in Colab and on a laptop.
+    torchsummary moves inputs to CUDA by default and fails on a CPU-only machine; torchinfo takes the device from
+    the model, so the same call works in Colab and on a laptop.
 
     Args:
         model: any ``nn.Module``.
@@ -28,16 +28,7 @@ def summary(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32), verb
 
     if len(input_size) == 3:
         input_size = (1, *input_size)
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     with eval_mode(model):  # torchinfo runs a forward pass; batch-norm statistics stay as they were
-        return torchinfo.summary(
-            model,
-            input_size=input_size,
-            device=device,
-            verbose=verbose,
-            col_names=("output_size", "num_params"),
-            row_settings=("var_names",),
-        )
+        return torchinfo.summary(model, input_size=input_size, device=device, verbose=verbose,
+                                 col_names=("output_size", "num_params"), row_settings=("var_names",))

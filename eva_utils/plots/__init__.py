@@ -1,14 +1,8 @@
-"""The plots layer: every figure of the package, by family. Imported by nothing below it.
-
-:mod:`~eva_utils.plots.training` (training curves, the LR range test), :mod:`~eva_utils.plots.gallery` (augmented
-samples, the most confident mistakes, the confusion matrix), :mod:`~eva_utils.plots.cams` (Grad-CAM overlays and
-grids, per layer, method, class or exit), :mod:`~eva_utils.plots.faithfulness` (the faithfulness table),
-:mod:`~eva_utils.plots.animation` (maps over training epochs and their GIF), :mod:`~eva_utils.plots.budget`
-(MSD-Net's budget curve), :mod:`~eva_utils.plots.save` (``save_figure``).
+"""The plots layer: every figure of the package, by family (training, gallery, cams, faithfulness, animation, budget).
 
 Every function returns a ``matplotlib.figure.Figure`` (built without pyplot, so notebooks show it once and scripts
-need no display); ``save_figure(fig, path)`` writes it. Images are shown in RGB and denormalised with the data set's
-own mean and std. Every name is re-exported here (``eva_utils.plots.X`` keeps working).
+need no display); ``save_figure(fig, path)`` writes it. Images are shown in RGB, denormalised with the data set's own
+mean and std. Every name is re-exported here.
 """
 
 from eva_utils.plots.animation import cam_evolution_frames, save_animation, show_cam_evolution

@@ -20,27 +20,21 @@ from eva_utils.plots.cams import _numpy, show_cams, size_label
 __all__ = ["cam_evolution_frames", "save_animation", "show_cam_evolution"]
 
 
-def _check_evolution(rgb: np.ndarray, evolution: Mapping[str, np.ndarray], epochs: Sequence[int]) -> None:
+def _checked_rows(images: np.ndarray | torch.Tensor, evolution: Mapping[str, np.ndarray], epochs: Sequence[int],
+                  labels: Sequence[int] | None, classes: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """The images as an array and each one's row name, once ``evolution`` holds a map per epoch and image."""
+    rgb = _numpy(images)
     if not evolution:
         raise UserError("evolution is empty: pass CamTracker.evolution() (layer -> (E, N, H, W))")
     for layer, maps in evolution.items():
         if maps.ndim != 4 or maps.shape[0] != len(epochs) or maps.shape[1] != len(rgb):
             raise UserError(f"{layer}'s maps have shape {maps.shape}; expected ({len(epochs)} epochs, {len(rgb)} images, H, W)")
+    return rgb, [f"true {classes[int(labels[i])]}" if labels is not None else f"image {i}" for i in range(len(rgb))]
 
 
-def _row_names(labels: Sequence[int] | None, classes: Sequence[str], n: int) -> list[str]:
-    return [f"true {classes[int(labels[i])]}" if labels is not None else f"image {i}" for i in range(n)]
-
-
-def show_cam_evolution(
-    images: np.ndarray | torch.Tensor,
-    evolution: Mapping[str, np.ndarray],
-    epochs: Sequence[int],
-    labels: Sequence[int] | None = None,
-    classes: Sequence[str] = CIFAR10_CLASSES,
-    sizes: Mapping[str, tuple[int, int]] | None = None,
-    alpha: float = 0.5,
-) -> Figure:
+def show_cam_evolution(images: np.ndarray | torch.Tensor, evolution: Mapping[str, np.ndarray], epochs: Sequence[int],
+                       labels: Sequence[int] | None = None, classes: Sequence[str] = CIFAR10_CLASSES,
+                       sizes: Mapping[str, tuple[int, int]] | None = None, alpha: float = 0.5) -> Figure:
     """Rows = each image at each layer; columns = the image, then its map after each recorded epoch.
 
     Args:
@@ -52,9 +46,7 @@ def show_cam_evolution(
         sizes: layer -> (h, w) of its feature map (``CamTracker.sizes``), written beside the rows.
         alpha: heatmap opacity.
     """
-    rgb = _numpy(images)
-    _check_evolution(rgb, evolution, epochs)
-    names = _row_names(labels, classes, len(rgb))
+    rgb, names = _checked_rows(images, evolution, epochs, labels, classes)
     rows, row_labels, columns = [], [], {f"epoch {e}": [] for e in epochs}
     for i in range(len(rgb)):
         for layer, maps in evolution.items():
@@ -67,24 +59,16 @@ def show_cam_evolution(
                      title="Grad-CAM of the true class after each epoch (red = most important)")
 
 
-def cam_evolution_frames(
-    images: np.ndarray | torch.Tensor,
-    evolution: Mapping[str, np.ndarray],
-    epochs: Sequence[int],
-    labels: Sequence[int] | None = None,
-    classes: Sequence[str] = CIFAR10_CLASSES,
-    preds: Sequence[Sequence[int]] | None = None,
-    sizes: Mapping[str, tuple[int, int]] | None = None,
-    alpha: float = 0.5,
-) -> list[Figure]:
+def cam_evolution_frames(images: np.ndarray | torch.Tensor, evolution: Mapping[str, np.ndarray], epochs: Sequence[int],
+                         labels: Sequence[int] | None = None, classes: Sequence[str] = CIFAR10_CLASSES,
+                         preds: Sequence[Sequence[int]] | None = None,
+                         sizes: Mapping[str, tuple[int, int]] | None = None, alpha: float = 0.5) -> list[Figure]:
     """One figure per recorded epoch (rows = images, columns = the image then each layer), for :func:`save_animation`.
 
     Args: as for :func:`show_cam_evolution`; ``preds`` (E, N) are the predictions at each epoch (``CamTracker.preds``),
     shown in each panel's title.
     """
-    rgb = _numpy(images)
-    _check_evolution(rgb, evolution, epochs)
-    names = _row_names(labels, classes, len(rgb))
+    rgb, names = _checked_rows(images, evolution, epochs, labels, classes)
     frames = []
     for k, e in enumerate(epochs):
         cams = {size_label(layer, (sizes or {}).get(layer)): maps[k] for layer, maps in evolution.items()}
@@ -131,11 +115,8 @@ def save_animation(frames: Sequence[Figure | np.ndarray], path: str | os.PathLik
         raise UserError(f"seconds_per_frame must be positive, got {seconds_per_frame}")
     pixels = [_frame_pixels(f, dpi) for f in frames]
     h, w = max(p.shape[0] for p in pixels), max(p.shape[1] for p in pixels)
-    padded = []
-    for p in pixels:
-        canvas = np.full((h, w, 3), 255, np.uint8)
-        canvas[:p.shape[0], :p.shape[1]] = p
-        padded.append(Image.fromarray(canvas))
+    padded = [Image.fromarray(np.pad(p, ((0, h - p.shape[0]), (0, w - p.shape[1]), (0, 0)), constant_values=255))
+              for p in pixels]  # white below and right of the smaller frames
     ms = int(round(1000 * seconds_per_frame))
     buffer = io.BytesIO()
     padded[0].save(buffer, format="GIF", save_all=True, append_images=padded[1:], loop=0,

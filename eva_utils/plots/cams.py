@@ -41,20 +41,13 @@ def _rgb_problem(img: np.ndarray) -> str | None:
     return None
 
 
-def overlay(
-    image: np.ndarray | torch.Tensor,
-    cam: np.ndarray | torch.Tensor,
-    alpha: float = 0.5,
-    colormap: str = "jet",
-) -> np.ndarray:
-    """Blend a heatmap over an image, in RGB order, for ``imshow``.
-
-    pytorch-grad-cam's ``show_cam_on_image`` returns a BGR heatmap unless ``use_rgb=True``
-    (red and blue swapped under matplotlib); this uses matplotlib colormaps, RGB throughout.
+def overlay(image: np.ndarray | torch.Tensor, cam: np.ndarray | torch.Tensor, alpha: float = 0.5,
+            colormap: str = "jet") -> np.ndarray:
+    """Blend a heatmap over an image for ``imshow``, in RGB order (pytorch-grad-cam's default is BGR).
 
     Args:
-        image: float RGB in [0, 1], (H, W, 3) or a batch (N, H, W, 3), e.g. from
-            ``eva_utils.data.denormalize``. A (H, W) grey image is repeated to RGB.
+        image: float RGB in [0, 1], (H, W, 3) or a batch (N, H, W, 3), e.g. from ``eva_utils.data.denormalize``; a
+            (H, W) grey image is repeated to RGB.
         cam: (H, W) or (N, H, W) in [0, 1], e.g. one entry of :func:`~eva_utils.cam.layer_cams`.
         alpha: weight of the heatmap in [0, 1]: ``(1 - alpha) * image + alpha * colormap(cam)``.
         colormap: a matplotlib colormap name ("jet": blue = 0, red = 1).
@@ -63,8 +56,8 @@ def overlay(
         float32 (H, W, 3) or (N, H, W, 3) in [0, 1].
 
     Raises:
-        UserError: the image is not float RGB in [0, 1] (says which way it is off and the fix), or the
-            map does not match it or leaves [0, 1]; an alpha outside [0, 1]; an unknown colormap.
+        UserError: the image is not float RGB in [0, 1] (says which way it is off and the fix), or the map does not
+            match it or leaves [0, 1]; an alpha outside [0, 1]; an unknown colormap.
     """
     img, heat = _numpy(image), _numpy(cam)
     if img.dtype != np.uint8 and img.ndim == heat.ndim:  # grey (H, W) / (N, H, W)
@@ -74,10 +67,9 @@ def overlay(
         raise UserError(f"overlay needs float RGB in [0, 1], channels last: the image {problem}")
     if img.shape[:-1] != heat.shape or (heat.size and not (-1e-3 <= heat.min() and heat.max() <= 1 + 1e-3)):
         span = f" spanning [{heat.min():.3g}, {heat.max():.3g}]" if heat.size else ""
-        raise UserError(
-            f"overlay needs a map in [0, 1] of the image's size {img.shape[:-1]}, got {heat.shape}{span}: "
-            "layer_cams returns such maps (N, H, W); pass cams[name] for the batch or cams[name][i] for one image"
-        )
+        raise UserError(f"overlay needs a map in [0, 1] of the image's size {img.shape[:-1]}, got {heat.shape}{span}: "
+                        "layer_cams returns such maps (N, H, W); pass cams[name] for the batch or cams[name][i] for one "
+                        "image")
     if not 0.0 <= float(alpha) <= 1.0:
         raise UserError(f"alpha must be in [0, 1], got {alpha}")
     if colormap not in matplotlib.colormaps:
@@ -97,24 +89,15 @@ def size_label(layer: str, size: tuple[int, int] | None) -> str:
     return f"{layer}\n{h}x{w} map{' (coarse)' if min(h, w) < 5 else ''}"
 
 
-def show_cams(
-    images: np.ndarray | torch.Tensor,
-    cams: Mapping[Any, np.ndarray] | Sequence[np.ndarray],
-    titles: Sequence[Sequence[str]] | None = None,
-    row_labels: Sequence[str] | None = None,
-    title: str | None = None,
-    alpha: float = 0.5,
-    *,
-    title_colors: Sequence[Sequence[str]] | None = None,
-    cell: tuple[float, float] = (2.3, 2.5),
-    interpolation: str = "bilinear",
-    sizes: Mapping[str, tuple[int, int]] | None = None,
-) -> Figure:
+def show_cams(images: np.ndarray | torch.Tensor, cams: Mapping[Any, np.ndarray] | Sequence[np.ndarray],
+              titles: Sequence[Sequence[str]] | None = None, row_labels: Sequence[str] | None = None,
+              title: str | None = None, alpha: float = 0.5, *, title_colors: Sequence[Sequence[str]] | None = None,
+              cell: tuple[float, float] = (2.3, 2.5), interpolation: str = "bilinear",
+              sizes: Mapping[str, tuple[int, int]] | None = None) -> Figure:
     """Rows = images; columns = the image, then one CAM overlay per entry of ``cams``.
 
-    The one image-by-maps grid of the package: layers (``layer_cams`` output), methods
-    (``{"gradcam": ..., "layercam": ...}``), target classes (a list of maps, one per class) and
-    a multi-exit model's exits all draw through it.
+    The one image-by-maps grid of the package: layers (``layer_cams`` output), methods (``{"gradcam": ..., "layercam":
+    ...}``), target classes (a list of maps, one per class) and a multi-exit model's exits all draw through it.
 
     Args:
         images: float RGB in [0, 1], (N, H, W, 3), e.g. ``eva_utils.data.denormalize(x, mean, std)``.
@@ -179,12 +162,10 @@ def show_cams(
     return fig
 
 
-def show_layer_cams(
-    images: torch.Tensor, cams: Mapping[str, np.ndarray], labels: Sequence[int], preds: Sequence[int],
-    targets: Sequence[int] | None = None, classes: Sequence[str] = CIFAR10_CLASSES,
-    mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD, alpha: float = 0.5,
-    sizes: Mapping[str, tuple[int, int]] | None = None,
-) -> Figure:
+def show_layer_cams(images: torch.Tensor, cams: Mapping[str, np.ndarray], labels: Sequence[int], preds: Sequence[int],
+                    targets: Sequence[int] | None = None, classes: Sequence[str] = CIFAR10_CLASSES,
+                    mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD, alpha: float = 0.5,
+                    sizes: Mapping[str, tuple[int, int]] | None = None) -> Figure:
     """Rows = images, columns = the image then one Grad-CAM overlay per layer.
 
     Args:
@@ -223,26 +204,18 @@ def _unnormalised_rgb(images: torch.Tensor | np.ndarray, mean: Sequence[float] |
     return np.clip(np.moveaxis(x, 1, -1), 0.0, 1.0)
 
 
-def show_exit_cams(
-    images: torch.Tensor | np.ndarray,
-    cams: Mapping[int, np.ndarray],
-    pred: ExitPredictions,
-    classes: Sequence[str] = CIFAR10_CLASSES,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    alpha: float = 0.5,
-) -> Figure:
+def show_exit_cams(images: torch.Tensor | np.ndarray, cams: Mapping[int, np.ndarray], pred: ExitPredictions,
+                   classes: Sequence[str] = CIFAR10_CLASSES, mean: Sequence[float] | None = None,
+                   std: Sequence[float] | None = None, alpha: float = 0.5) -> Figure:
     """Rows = images, columns = the image then one Grad-CAM overlay per exit (the MSD-Net blog's grid).
 
-    Each overlay is titled with that exit's prediction, green with a tick when right, red with
-    a cross when wrong; each row is labelled with the true class, the number of exits that get
-    the image right and its data set index.
+    Each overlay is titled with that exit's prediction, green with a tick when right, red with a cross when wrong; each
+    row is labelled with the true class, the number of exits that get the image right and its data set index.
 
     Args:
         images: (N, 3, H, W), ``ToTensor()`` images in [0, 1] unless ``mean``/``std`` are given.
         cams: exit (1-based) -> (N, H, W) maps, e.g. from :func:`~eva_utils.multiexit.exit_cams`.
-        pred: every exit's predictions for exactly these images, e.g. ``pred.subset(rows)``
-            (:class:`~eva_utils.multiexit.ExitPredictions`).
+        pred: every exit's predictions for exactly these images, e.g. ``pred.subset(rows)``.
         classes: class names.
         mean: normalisation mean of ``images`` (``None``: not normalised).
         std: normalisation std of ``images``.

@@ -20,11 +20,8 @@ _METRIC_NAMES = {
 }
 
 
-def plot_faithfulness(
-    table: Mapping[str, Mapping[str, float]],
-    title: str | None = None,
-    row_labels: Mapping[str, str] | None = None,
-) -> Figure:
+def plot_faithfulness(table: Mapping[str, Mapping[str, float]], title: str | None = None,
+                      row_labels: Mapping[str, str] | None = None) -> Figure:
     """Maps x metrics, each cell coloured by its rank in the column (green = most faithful), baselines last, in italics.
 
     Args:

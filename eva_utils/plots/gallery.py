@@ -22,26 +22,15 @@ def _grid(n: int, cols: int, cell: tuple[float, float]) -> tuple[Figure, np.ndar
     cols = max(1, min(cols, n))
     rows = max(1, -(-n // cols))
     fig = Figure(figsize=(cell[0] * cols, cell[1] * rows), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     return fig, axes
 
 
-def _images_of(dataset: Any, rows: Sequence[int]) -> torch.Tensor:
-    """(N, C, H, W) tensors of the data set items ``rows``."""
-    return torch.stack([torch.as_tensor(dataset[int(i)][0]) for i in rows])
-
-
-def show_misclassified(
-    dataset: Any,
-    pred: Predictions,
-    n: int = 10,
-    classes: Sequence[str] = CIFAR10_CLASSES,
-    mean: Sequence[float] = CIFAR10_MEAN,
-    std: Sequence[float] = CIFAR10_STD,
-    cols: int = 5,
-) -> Figure:
+def show_misclassified(dataset: Any, pred: Predictions, n: int = 10, classes: Sequence[str] = CIFAR10_CLASSES,
+                       mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD,
+                       cols: int = 5) -> Figure:
     """A gallery of the ``n`` most confident mistakes, titled ``true -> pred (p=0.93)``.
 
     Args:
@@ -60,7 +49,7 @@ def show_misclassified(
         fig.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
         return fig
     fig, axes = _grid(len(rows), cols, (2.3, 2.6))
-    images = denormalize(_images_of(dataset, pred.indices[rows]), mean, std)
+    images = denormalize(torch.stack([torch.as_tensor(dataset[int(i)][0]) for i in pred.indices[rows]]), mean, std)
     for ax, row, image in zip(axes.flat, rows, images, strict=False):
         ax.imshow(image, interpolation="nearest")
         ax.set_title(f"{classes[pred.labels[row]]} -> {classes[pred.preds[row]]}\n(p={pred.confidence[row]:.2f})", fontsize=9)
@@ -93,15 +82,8 @@ def plot_confusion_matrix(cm: np.ndarray, classes: Sequence[str] = CIFAR10_CLASS
     return fig
 
 
-def show_samples(
-    dataset: Any,
-    n: int = 32,
-    cols: int = 8,
-    seed: int = 0,
-    classes: Sequence[str] | None = None,
-    mean: Sequence[float] = CIFAR10_MEAN,
-    std: Sequence[float] = CIFAR10_STD,
-) -> Figure:
+def show_samples(dataset: Any, n: int = 32, cols: int = 8, seed: int = 0, classes: Sequence[str] | None = None,
+                 mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD) -> Figure:
     """A grid of (augmented) training images with their class, to see what the augmentations do.
 
     Args:

@@ -10,24 +10,7 @@ from eva_utils.training.optim import OPTIMIZERS, SCHEDULERS, lr_schedule, make_o
 from eva_utils.training.precision import Precision, amp_dtype, mixed_precision
 
 __all__ = [
-    "OPTIMIZERS",
-    "SCHEDULERS",
-    "EpochStats",
-    "Precision",
-    "History",
-    "LRFinderResult",
-    "TrainingDivergedError",
-    "Callback",
-    "amp_dtype",
-    "evaluate",
-    "find_lr",
-    "fit",
-    "make_optimizer",
-    "lr_schedule",
-    "make_scheduler",
-    "mixed_precision",
-    "multi_exit_loss",
-    "resolve_device",
-    "set_seed",
-    "train_one_epoch",
+    "OPTIMIZERS", "SCHEDULERS", "EpochStats", "Precision", "History", "LRFinderResult", "TrainingDivergedError", "Callback",
+    "amp_dtype", "evaluate", "find_lr", "fit", "make_optimizer", "lr_schedule", "make_scheduler", "mixed_precision",
+    "multi_exit_loss", "resolve_device", "set_seed", "train_one_epoch",
 ]

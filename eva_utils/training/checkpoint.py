@@ -1,11 +1,7 @@
-"""Checkpoints: written atomically, loaded safely, checked against the model they resume.
+"""Checkpoints: written atomically, loaded safely (``weights_only=True``), checked against the model they resume.
 
-A checkpoint is a dict saved with ``torch.save`` holding ``model``, ``optimizer``,
-``scheduler``, ``scaler`` (state dicts), ``history`` (a :class:`~eva_utils.training.History`
-as lists), ``epoch`` (epochs done), ``config`` (the run's settings) and ``format``.
-It is written to a temporary file in the same folder and renamed over the target, so an
-interrupted save never leaves a half-written checkpoint. It loads with
-``torch.load(weights_only=True)``: no pickled code runs.
+A checkpoint is a ``torch.save``d dict of ``model``, ``optimizer``, ``scheduler``, ``scaler`` (state dicts), ``history``
+(:meth:`History.to_dict`), ``epoch`` (epochs done), ``config`` (the run's settings) and ``format``.
 """
 
 from __future__ import annotations
@@ -26,32 +22,15 @@ from eva_utils.models.loading import load_trained_model, read_trained_checkpoint
 from eva_utils.training.history import History
 
 __all__ = [
-    "FORMAT",
-    "NotATrainingCheckpoint",
-    "RefusedPickleError",
-    "safe_load",
-    "check_compatible",
-    "check_history",
-    "keep_resumed",
-    "load_checkpoint",
-    "load_trained_model",
-    "rebuild_model",
-    "restore_training_state",
-    "resume_from",
-    "save_checkpoint",
-    "training_state_problem",
+    "FORMAT", "NotATrainingCheckpoint", "RefusedPickleError", "safe_load", "check_compatible", "check_history",
+    "keep_resumed", "load_checkpoint", "load_trained_model", "rebuild_model", "restore_training_state", "resume_from",
+    "save_checkpoint", "training_state_problem",
 ]
 
-def save_checkpoint(
-    path: str | os.PathLike,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    scheduler: Any | None,
-    scaler: torch.amp.GradScaler | None,
-    history: Any,
-    epoch: int,
-    config: dict[str, Any] | None = None,
-) -> Path:
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                    scheduler: Any | None, scaler: torch.amp.GradScaler | None, history: Any, epoch: int,
+                    config: dict[str, Any] | None = None) -> Path:
     """Write a checkpoint atomically (temporary file in the same folder, then rename).
 
     Args:
@@ -70,16 +49,12 @@ def save_checkpoint(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
-        "format": FORMAT,
-        "epoch": int(epoch),
-        "model_class": type(model).__name__,
-        "model": model.state_dict(),
+        "format": FORMAT, "epoch": int(epoch), "model_class": type(model).__name__, "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scheduler_class": type(scheduler).__name__ if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
-        "history": history.to_dict() if history is not None else None,
-        "config": dict(config or {}),
+        "history": history.to_dict() if history is not None else None, "config": dict(config or {}),
     }
     try:
         atomic_write(path, lambda f: torch.save(state, f))
@@ -117,9 +92,7 @@ def _to_device(obj: Any, device: str | torch.device) -> Any:
 
 
 def _may_be_missing(key: str, fresh: Any) -> bool:
-    """A key a state of another torch release may lack: torch fills in its flags (``foreach``, ``fused``,
-    ``maximize``, ...) and keeps a fresh object's private attributes (``_is_initial``, ...) when it loads one;
-    ``steps_per_epoch``: a one cycle's, which ``make_scheduler`` records and older checkpoints lack."""
+    """A key torch fills in when loading (its flags, private attributes) or older checkpoints lack (``steps_per_epoch``)."""
     return key.startswith("_") or key == "steps_per_epoch" or fresh is None or isinstance(fresh, bool)
 
 
@@ -134,16 +107,16 @@ def _kind_problem(saved: Any, fresh: Any, where: str) -> str | None:
     elif isinstance(fresh, (list, tuple)):
         if not isinstance(saved, (list, tuple)) or len(saved) != len(fresh):
             return f"{where} should hold {len(fresh)} values"
-        return next(filter(None, (_kind_problem(a, b, f"{where}[{i}]") for i, (a, b) in enumerate(zip(saved, fresh, strict=True)))),
-                    None)
+        problems = (_kind_problem(a, b, f"{where}[{i}]") for i, (a, b) in enumerate(zip(saved, fresh, strict=True)))
+        return next(filter(None, problems), None)
     elif isinstance(fresh, dict):
         if not isinstance(saved, dict):
             return f"{where} is not a dict"
         missing = [k for k, v in fresh.items() if k not in saved and not _may_be_missing(k, v)]
         if missing:
             return f"{where} lacks {missing[0]!r}"
-        return next(filter(None, (_kind_problem(saved[k], v, f"{where}[{k!r}]") for k, v in fresh.items() if k in saved)),
-                    None)
+        problems = (_kind_problem(saved[k], v, f"{where}[{k!r}]") for k, v in fresh.items() if k in saved)
+        return next(filter(None, problems), None)
     else:
         ok = type(saved) is type(fresh)
     return None if ok else f"{where} is {type(saved).__name__} {first_line(repr(saved))[:30]}, not {type(fresh).__name__}"
@@ -195,11 +168,9 @@ def training_state_problem(ckpt: dict[str, Any], optimizer: torch.optim.Optimize
 
 
 def _schedule_problem(ckpt: dict[str, Any], scheduler: Any) -> str | None:
-    """Why ``ckpt``'s one-cycle schedule cannot go on in ``scheduler`` (this run's, fresh), or None.
+    """Why ``ckpt``'s one cycle cannot go on in this run's fresh ``scheduler`` (other total or per-epoch steps), or None.
 
-    A one cycle plans ``epochs x steps_per_epoch`` steps: the checkpoint's must plan as many, and the steps it took
-    must be the epochs done times this run's steps per epoch (``make_scheduler`` records them), or the cycle would
-    end before the run (OneCycleLR then raises mid-epoch) or short of its end.
+    Otherwise the cycle would end before the run (OneCycleLR then raises mid-epoch) or short of its end.
     """
     planned, saved = getattr(scheduler, "total_steps", None), ckpt.get("scheduler")
     if planned is None or not isinstance(saved, dict):
@@ -216,13 +187,8 @@ def _schedule_problem(ckpt: dict[str, Any], scheduler: Any) -> str | None:
             "or the data changed): resume with the same settings, or start a new run in another output folder")
 
 
-def restore_training_state(
-    ckpt: dict[str, Any],
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-) -> Any:
+def restore_training_state(ckpt: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                           scheduler: Any | None = None, scaler: torch.amp.GradScaler | None = None) -> Any:
     """Load model, optimizer, scheduler and scaler states from ``ckpt``; return its history as a plain dict.
 
     Returns:
@@ -262,14 +228,9 @@ def restore_training_state(
     return dict(ckpt.get("history") or {})
 
 
-def resume_from(
-    path: str | os.PathLike,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    scheduler: Any | None,
-    scaler: torch.amp.GradScaler | None,
-    device: torch.device | str = "cpu",
-) -> tuple[History, int]:
+def resume_from(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                scheduler: Any | None, scaler: torch.amp.GradScaler | None,
+                device: torch.device | str = "cpu") -> tuple[History, int]:
     """Restore the training state of the checkpoint ``path`` into the rest (see :func:`restore_training_state`).
 
     Returns:

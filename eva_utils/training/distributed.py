@@ -1,19 +1,13 @@
 """Training on several processes with PyTorch's DistributedDataParallel, started by ``torchrun``: the one home.
 
-``fit`` (and ``run_training``) call :func:`join` and find out whether they run under ``torchrun``; in a
-notebook or a plain ``python`` they do not, and nothing here changes what they do. Under ``torchrun``:
+``fit`` (and ``run_training``) call :func:`join`; outside ``torchrun`` nothing here changes what they do. Under it:
 
-* one process per GPU (NCCL, ``cuda:LOCAL_RANK``) or per CPU worker (gloo, ``--device cpu``), chosen
-  from the device asked for;
-* the global batch stays the one given: each process takes ``batch_size / world_size`` images
-  (:func:`shard_train_loader`; an error when it does not divide), drawn by a ``DistributedSampler``
-  reseeded every epoch (``set_epoch``), so process ``r`` gets positions ``r, r + N, ...`` of one
-  permutation and the processes together see the same global batches as one process with a
-  ``DistributedSampler(num_replicas=1)`` of the same seed;
-* evaluation is sharded without padding (:class:`Shard`) and its sums are added up across the
-  processes (:func:`sum_across`): every test image counts exactly once;
-* rank 0 alone prints and writes (history, figures, checkpoints, atomically as always); checkpoints
-  hold the unwrapped model (no ``module.`` prefix), so they load anywhere, a single process included.
+* one process per GPU (NCCL, ``cuda:LOCAL_RANK``) or per CPU worker (gloo, ``--device cpu``);
+* the global batch stays the one given: each process takes ``batch_size / world_size`` images through a
+  ``DistributedSampler`` reseeded every epoch (:func:`shard_train_loader`), so together they see the global batches
+  of one process with ``DistributedSampler(num_replicas=1)`` and the same seed;
+* evaluation is sharded without padding (:class:`Shard`) and summed across processes (:func:`sum_across`);
+* rank 0 alone prints and writes; checkpoints hold the unwrapped model, so they load anywhere.
 
 Commands::
 
@@ -47,10 +41,8 @@ from eva_utils.core.errors import UserError
 from eva_utils.data.device_loader import DeviceLoader
 from eva_utils.data.loaders import SeededLoader
 
-__all__ = [
-    "Group", "Shard", "barrier", "broadcast_buffers", "current", "distribute", "join", "launch", "leave", "per_process_batch",
-    "shard_eval_loader", "shard_train_loader", "sum_across", "under_torchrun", "unwrap", "wrap",
-]
+__all__ = ["Group", "Shard", "barrier", "broadcast_buffers", "current", "distribute", "join", "launch", "leave",
+           "per_process_batch", "shard_eval_loader", "shard_train_loader", "sum_across", "under_torchrun", "unwrap", "wrap"]
 
 _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -87,9 +79,7 @@ def current() -> Group | None:
 
 
 def join(device: str | torch.device | None = "auto", timeout_minutes: float = 30.0) -> Group | None:
-    """Under ``torchrun``, join the process group (once); elsewhere return None.
-
-    NCCL on GPUs (each process on ``cuda:LOCAL_RANK``), gloo on the CPU (``device="cpu"``).
+    """Under ``torchrun``, join the process group (once): NCCL on GPUs (``cuda:LOCAL_RANK``), gloo on the CPU; else None.
 
     Raises:
         UserError: a GPU asked for but fewer GPUs than processes on this machine.
@@ -150,11 +140,7 @@ class Shard(Sampler[int]):
 
 
 def _like(loader: DataLoader, batch_size: int, sampler: Sampler, drop_last: bool) -> DataLoader:
-    """A loader over the same data set with the same workers, pinning and seeding, but ``sampler``.
-
-    A :class:`~eva_utils.data.SeededLoader` stays one, so its augmentations still follow its generator; a
-    :class:`~eva_utils.data.DeviceLoader` gives its share of the images it holds (:meth:`DeviceLoader.shard`).
-    """
+    """The same loader (a ``SeededLoader`` stays one, a ``DeviceLoader`` shards what it holds) but with ``sampler``."""
     if isinstance(loader, DeviceLoader):
         return loader.shard(sampler, batch_size, drop_last)
     kind = SeededLoader if isinstance(loader, SeededLoader) else DataLoader
@@ -203,11 +189,10 @@ def sum_across(values: Sequence[float] | torch.Tensor, group: Group | None) -> t
 def wrap(model: nn.Module, group: Group, sync_batchnorm: bool = False) -> nn.Module:
     """``model`` as DistributedDataParallel on ``group.device`` (BatchNorm synchronised across processes if asked).
 
+    ``SyncBatchNorm`` keeps the BatchNorm parameters and state dict keys: optimizers and checkpoints stay valid.
+
     Raises:
         UserError: ``sync_batchnorm`` on the CPU (PyTorch's SyncBatchNorm runs on GPUs only).
-
-    ``SyncBatchNorm`` reuses the BatchNorm parameters, so an optimizer built on ``model`` stays valid;
-    its state dict has the same keys, so checkpoints load into plain BatchNorm.
     """
     if sync_batchnorm:
         if group.device.type != "cuda":
@@ -249,9 +234,10 @@ def _quiet_launcher() -> Iterator[None]:
 def launch(nproc: int, argv: Sequence[str]) -> int:
     """Run ``python -m eva_utils <argv>`` on ``nproc`` processes of this machine, as ``torchrun --standalone`` does.
 
-    Every process's output goes to the terminal. A failure in one process stops all of them; the
-    return value is 0, 2 when a process stopped on a user error (its one-line message is already
-    printed), or 1 with the failing rank's exit code in the message.
+    Every process's output goes to the terminal; a failure in one process stops all of them.
+
+    Returns:
+        0, or 2 when a process stopped on a user error (its one-line message is already printed).
 
     Raises:
         UserError: ``nproc`` below 1; a process that crashed (the message names its rank and exit code).

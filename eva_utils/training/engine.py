@@ -1,10 +1,7 @@
 """Training engine in the torchvision-references style.
 
 ``train_one_epoch`` and ``evaluate`` set their own train/eval mode and return numbers; ``fit`` runs epochs, steps the
-scheduler, keeps a :class:`History`, writes a checkpoint after every epoch and resumes from one exactly. The rest of a
-recipe: :mod:`.optim` (``make_optimizer``, ``make_scheduler``), :mod:`.precision` (autocast, channels_last),
-:mod:`.lr_finder` (``find_lr``), :mod:`.history` (``History``, ``Callback``).
-
+scheduler, keeps a :class:`History`, writes a checkpoint after every epoch and resumes from one exactly.
 Multi-exit models (a list or tuple of logits, shallowest first) train on the mean of the per-exit losses; accuracy is
 the last exit's, and per-exit test accuracy is kept in ``History.test_exit_acc``.
 
@@ -58,14 +55,15 @@ class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def _as_list(outputs: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+def exit_logits(outputs: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """A model's logits as a list: one entry, or one per exit (shallowest first)."""
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
 def multi_exit_loss(criterion: Criterion, outputs: torch.Tensor | Sequence[torch.Tensor],
                     labels: torch.Tensor) -> torch.Tensor:
     """``criterion`` for one output; the mean over exits for a list of outputs (MSD-Net's loss)."""
-    outs = _as_list(outputs)
+    outs = exit_logits(outputs)
     if len(outs) == 1:
         return criterion(outs[0], labels)
     return torch.stack([criterion(o, labels) for o in outs]).mean()
@@ -79,23 +77,13 @@ def _refuse_old_order(name: str, value: object, types: tuple[type, ...], param: 
                         "takes the old order, with a DeprecationWarning)", param=param)
 
 
-def train_one_epoch(
-    model: nn.Module,
-    train_loader: DataLoader,
-    criterion: Criterion,
-    optimizer: torch.optim.Optimizer,
-    *,
-    device: str | torch.device | None = None,
-    epoch: int = 0,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    amp: bool | torch.dtype | Precision = True,
-    channels_last: bool | str = True,
-    max_batches: int | None = None,
-    progress: bool = True,
-    on_batch_end: Callable[[int, float, float], None] | None = None,
-    group: distributed.Group | None = None,
-) -> EpochStats:
+def train_one_epoch(model: nn.Module, train_loader: DataLoader, criterion: Criterion, optimizer: torch.optim.Optimizer,
+                    *, device: str | torch.device | None = None, epoch: int = 0,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+                    scaler: torch.amp.GradScaler | None = None, amp: bool | torch.dtype | Precision = True,
+                    channels_last: bool | str = True, max_batches: int | None = None, progress: bool = True,
+                    on_batch_end: Callable[[int, float, float], None] | None = None,
+                    group: distributed.Group | None = None) -> EpochStats:
     """Train for one pass over ``train_loader``.
 
     Args:
@@ -107,8 +95,7 @@ def train_one_epoch(
         epoch: 0-based, for the progress bar and error messages.
         scheduler: stepped after every batch (pass it only for per-batch schedules such as OneCycleLR).
         scaler: the run's GradScaler, needed for float16 autocast (``fit`` makes one per run).
-        amp: autocast on CUDA (ignored on the CPU); a dtype forces it anywhere; or ``fit``'s Precision
-            (see ``mixed_precision``).
+        amp: autocast on CUDA; a dtype forces it anywhere; or ``fit``'s Precision (see ``mixed_precision``).
         channels_last: NHWC memory format on CUDA (ignored on the CPU); ``"always"`` also on the CPU.
         max_batches: stop early, for smoke runs.
         progress: show a tqdm bar with running loss and accuracy.
@@ -133,12 +120,10 @@ def train_one_epoch(
     model.train()
     cl = use_channels_last(device, channels_last)
     total = max_batches if max_batches is not None else len(train_loader)
-    # an iterator, not the loader: tqdm.auto's bar calls iter() on an iterable it is given and then iterates it
-    # again, which started the workers of a second, discarded pass (and shifted the seeded batch order)
+    # an iterator, not the loader: tqdm.auto's bar would iter() the loader twice (a second, discarded pass of workers)
     bar = tqdm(iter(train_loader), total=total, desc=f"epoch {epoch + 1} train", disable=not progress, leave=False)
     loss_sum, correct, seen, lr = 0.0, 0, 0, None
-    # fp16: GradScaler skips the optimizer's step on overflow and the schedule keeps its pace anyway; torch
-    # would warn that the scheduler stepped first. One filter for the epoch, not one per batch.
+    # fp16: GradScaler skips a step on overflow, the schedule keeps its pace; torch's warning about it is held back
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=SKIPPED_STEP)
         for batch, (images, labels) in enumerate(bar):
@@ -149,14 +134,18 @@ def train_one_epoch(
             with precision.autocast():
                 outputs = model(images)
                 loss = multi_exit_loss(criterion, outputs, labels)
-            loss_value = _finite(loss.item(), epoch, batch)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise TrainingDivergedError(
+                    f"loss is {loss_value} at epoch {epoch + 1}, batch {batch + 1}: training stopped. Lower the learning "
+                    "rate, or turn mixed precision off (amp=False) if it only happens with mixed precision")
             lr = _step(loss, optimizer, scaler)  # the rate this batch used (before the scheduler moves on)
             if scheduler is not None:
                 scheduler.step()
             if on_batch_end is not None:
                 on_batch_end(batch, loss_value, lr)
             loss_sum += loss_value * labels.size(0)
-            correct += (_as_list(outputs)[-1].argmax(1) == labels).sum().item()
+            correct += (exit_logits(outputs)[-1].argmax(1) == labels).sum().item()
             seen += labels.size(0)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}%")
     bar.close()
@@ -164,16 +153,6 @@ def train_one_epoch(
     if seen == 0:
         raise UserError("the training loader yielded no batches: is the data set empty?", param="train_loader")
     return EpochStats(loss_sum / seen, correct / seen, lr=lr)
-
-
-def _finite(loss_value: float, epoch: int, batch: int) -> float:
-    """``loss_value``, or :class:`TrainingDivergedError` naming the epoch and batch where it is NaN or infinite."""
-    if not math.isfinite(loss_value):
-        raise TrainingDivergedError(
-            f"loss is {loss_value} at epoch {epoch + 1}, batch {batch + 1}: training stopped. Lower the learning "
-            "rate, or turn mixed precision off (amp=False) if it only happens with mixed precision"
-        )
-    return loss_value
 
 
 def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> float:
@@ -190,23 +169,11 @@ def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.am
 
 
 @torch.inference_mode()
-def evaluate(
-    model: nn.Module,
-    test_loader: DataLoader,
-    criterion: Criterion | None = None,
-    *,
-    device: str | torch.device | None = None,
-    amp: bool | torch.dtype | Precision = True,
-    channels_last: bool | str = True,
-    tta: bool = False,
-    max_batches: int | None = None,
-    progress: bool = False,
-    group: distributed.Group | None = None,
-) -> EpochStats:
-    """Loss and accuracy over ``test_loader`` in eval mode.
-
-    The loss is the mean over samples (each batch weighted by its size), not a sum or an
-    unweighted mean of batch means, so the last, smaller batch counts for what it holds.
+def evaluate(model: nn.Module, test_loader: DataLoader, criterion: Criterion | None = None, *,
+             device: str | torch.device | None = None, amp: bool | torch.dtype | Precision = True,
+             channels_last: bool | str = True, tta: bool = False, max_batches: int | None = None, progress: bool = False,
+             group: distributed.Group | None = None) -> EpochStats:
+    """Loss and accuracy over ``test_loader`` in eval mode; the loss is the mean over samples, not over batches.
 
     Args:
         model: put into eval mode here.
@@ -241,9 +208,9 @@ def evaluate(
             break
         images, labels = to_device(images, labels, device, cl, dtype)  # a float16/bfloat16 model: its own dtype
         with precision.autocast():
-            outs = [o.float() for o in _as_list(model(images))]
+            outs = [o.float() for o in exit_logits(model(images))]
             if tta:
-                flipped = _as_list(model(torch.flip(images, dims=[3])))
+                flipped = exit_logits(model(torch.flip(images, dims=[3])))
                 outs = [(o + f.float()) / 2 for o, f in zip(outs, flipped, strict=True)]
         n = labels.size(0)
         loss_sum += multi_exit_loss(criterion, outs, labels).item() * n
@@ -259,12 +226,6 @@ def evaluate(
         raise UserError("the test loader yielded no batches: is the data set empty?", param="test_loader")
     exit_acc = (exit_correct.double() / seen).tolist()
     return EpochStats(loss_sum / seen, exit_acc[-1], exit_acc if len(exit_acc) > 1 else [])
-
-
-def _summary(epochs: int, train: EpochStats, test: EpochStats, history: History) -> str:
-    """fit's one line per epoch."""
-    return (f"epoch {history.epoch[-1]:>3}/{epochs}  lr {train.lr:.4g}  train loss {train.loss:.4f} acc "
-            f"{100 * train.acc:.2f}%  test loss {test.loss:.4f} acc {100 * test.acc:.2f}%  ({history.seconds[-1]:.1f}s)")
 
 
 @dataclass
@@ -309,28 +270,13 @@ def _epoch(run: _Run, epoch: int, train_loader: DataLoader, test_loader: DataLoa
     return train, test
 
 
-def fit(
-    model: nn.Module,
-    train_loader: DataLoader,
-    test_loader: DataLoader,
-    epochs: int,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    *,
-    criterion: Criterion | None = None,
-    device: str | torch.device | None = None,
-    amp: bool | torch.dtype = True,
-    channels_last: bool | str = True,
-    seed: int = 0,
-    checkpoint_path: str | os.PathLike | None = None,
-    resume: str | os.PathLike | None = None,
-    config: dict[str, Any] | None = None,
-    max_batches: int | None = None,
-    progress: bool = True,
-    on_epoch_end: Callable[[int, History], None] | None = None,
-    callbacks: Sequence[Callback] = (),
-    sync_batchnorm: bool = False,
-) -> History:
+def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, epochs: int, optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, *, criterion: Criterion | None = None,
+        device: str | torch.device | None = None, amp: bool | torch.dtype = True, channels_last: bool | str = True,
+        seed: int = 0, checkpoint_path: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
+        config: dict[str, Any] | None = None, max_batches: int | None = None, progress: bool = True,
+        on_epoch_end: Callable[[int, History], None] | None = None, callbacks: Sequence[Callback] = (),
+        sync_batchnorm: bool = False) -> History:
     """Train for ``epochs`` epochs, evaluating after each, and return the :class:`History`.
 
     Args:
@@ -342,8 +288,7 @@ def fit(
         scheduler: OneCycleLR is stepped per batch, any other scheduler per epoch.
         criterion: training loss; default cross-entropy. The test loss uses the same one.
         device: ``None`` picks CUDA when available.
-        amp: mixed precision on CUDA (bf16 where supported, else fp16 with a GradScaler); a dtype forces
-            that autocast on any device, the CPU included (see ``mixed_precision``).
+        amp: mixed precision on CUDA (bf16 where supported, else fp16 with a GradScaler); a dtype forces it anywhere.
         channels_last: NHWC on CUDA; ``"always"`` also on the CPU.
         seed: with the same seed, a run interrupted and resumed repeats the uninterrupted one (CPU).
         checkpoint_path: written atomically after every epoch.
@@ -352,13 +297,11 @@ def fit(
         max_batches: per pass, for smoke runs.
         progress: tqdm bars and a one-line summary per epoch.
         on_epoch_end: called with (epoch, history) after each epoch's checkpoint.
-        callbacks: :class:`Callback` objects, called in order after ``on_epoch_end`` (e.g. a
-            ``tracking.CamTracker`` and then a ``tracking.TensorBoardLogger`` that logs its maps).
+        callbacks: :class:`Callback` objects, called in order after ``on_epoch_end`` (e.g. a ``CamTracker``).
         sync_batchnorm: under torchrun, BatchNorm statistics over the global batch (``SyncBatchNorm``).
 
-    Under ``torchrun`` (see :mod:`eva_utils.distributed`) the same call trains one model on every
-    process: the loaders are sharded (the global batch kept), gradients averaged by DDP, metrics summed
-    over all processes, and rank 0 alone prints, checkpoints (the unwrapped model) and calls back.
+    Under ``torchrun`` (see :mod:`eva_utils.distributed`) the same call trains one model on every process: the loaders
+    sharded, gradients averaged by DDP, metrics summed, and rank 0 alone prints, checkpoints and calls back.
 
     Returns:
         The history, including epochs loaded from ``resume``.
@@ -389,7 +332,9 @@ def fit(
         except torch.OutOfMemoryError as exc:
             raise out_of_memory(device, train_loader.batch_size, epoch, checkpoint_path if start < epoch else None) from exc
         if run.progress:
-            tqdm.write(_summary(epochs, train, test, history))
+            tqdm.write(f"epoch {history.epoch[-1]:>3}/{epochs}  lr {train.lr:.4g}  train loss {train.loss:.4f} acc "
+                       f"{100 * train.acc:.2f}%  test loss {test.loss:.4f} acc {100 * test.acc:.2f}%  "
+                       f"({history.seconds[-1]:.1f}s)")
         if checkpoint_path is not None and main:
             save_checkpoint(checkpoint_path, model, optimizer, scheduler, run.scaler, history, epoch + 1, config)
         for callback in callbacks:

@@ -19,8 +19,7 @@ __all__ = ["Callback", "EpochEndFunction", "EpochStats", "History", "batch_callb
 
 @dataclass
 class EpochStats:
-    """Sample-weighted means over one pass; ``lr`` is the learning rate at the end of a training pass (None in
-    evaluation)."""
+    """Sample-weighted means over one pass; ``lr``: the rate at the end of a training pass (None in evaluation)."""
 
     loss: float
     acc: float
@@ -84,8 +83,7 @@ class History:
         return history
 
     def difference(self, other: History, names: tuple[str, str] = ("this history", "the other")) -> str | None:
-        """The first number in which ``other`` differs from this history, or None when they hold the same numbers
-        (NaN equal to NaN).
+        """The first number in which ``other`` differs from this history, or None (NaN equals NaN).
 
         Args:
             other: the history to compare with.
@@ -133,8 +131,7 @@ def _is_number(x: Any) -> bool:
 
 
 def _fits(key: str, x: float) -> bool:
-    """A finite value in its range: accuracies in [0, 1], losses, epochs and seconds not negative (lr may be NaN:
-    an epoch that recorded none)."""
+    """A finite value in its range: accuracies in [0, 1], the rest not negative (lr may be NaN: none recorded)."""
     try:
         x = float(x)
     except OverflowError:  # an integer beyond any float

@@ -47,29 +47,19 @@ class LRFinderResult(NamedTuple):
 
     def window(self) -> tuple[list[float], list[float], int]:
         """The rates and losses the suggestion was chosen from (the skipped ends left out), and its index there."""
-        end = len(self.lrs) - self.skip_end if self.skip_end else len(self.lrs)
+        end = len(self.lrs) - self.skip_end
         xs, ys = self.lrs[self.skip_start:end], self.losses[self.skip_start:end]
         return xs, ys, xs.index(self.suggested_lr)
 
 
-def find_lr(
-    model: nn.Module,
-    train_loader: DataLoader,
-    optimizer: torch.optim.Optimizer | None = None,
-    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    device: str | torch.device | None = None,
-    start_lr: float = 1e-6,
-    end_lr: float = 10.0,
-    num_iter: int = 100,
-    skip_start: int = 10,
-    skip_end: int = 5,
-    amp: bool | torch.dtype = True,
-    channels_last: bool | str = True,
-) -> LRFinderResult:
+def find_lr(model: nn.Module, train_loader: DataLoader, optimizer: torch.optim.Optimizer | None = None,
+            criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+            device: str | torch.device | None = None, start_lr: float = 1e-6, end_lr: float = 10.0, num_iter: int = 100,
+            skip_start: int = 10, skip_end: int = 5, amp: bool | torch.dtype = True,
+            channels_last: bool | str = True) -> LRFinderResult:
     """Leslie Smith's LR range test with torch-lr-finder; the model and optimizer are restored after.
 
-    The test runs in the precision and memory format ``fit`` trains in (same ``amp`` and
-    ``channels_last`` rules), so its losses are those training will see.
+    The test runs in the precision and memory format ``fit`` trains in, so its losses are those training will see.
 
     Args:
         model: trained for ``num_iter`` batches with an exponentially rising LR, then restored.
@@ -97,7 +87,7 @@ def find_lr(
     lrs, losses = _range_test(model, train_loader, optimizer or make_optimizer(model, "sgd", lr=start_lr),
                               criterion or nn.CrossEntropyLoss(), dev, mixed_precision(dev, amp),
                               use_channels_last(dev, channels_last), (start_lr, end_lr, num_iter))
-    end = len(lrs) - skip_end if skip_end else len(lrs)
+    end = len(lrs) - skip_end
     xs, ys = lrs[skip_start:end], losses[skip_start:end]
     if len(xs) < 2:
         raise UserError(f"the LR test stopped after {len(lrs)} batches (the loss diverged): lower end_lr", param="end_lr")
@@ -119,10 +109,8 @@ def _range_test(model: nn.Module, train_loader: DataLoader, optimizer: torch.opt
     to_nhwc = nhwc and not is_channels_last(model)
     if to_nhwc:
         model.to(memory_format=torch.channels_last)
-    autocast = {} if precision.dtype is None else {
-        "amp_backend": "torch", "amp_config": {"device_type": dev.type, "dtype": precision.dtype},
-        "grad_scaler": precision.new_scaler(),
-    }
+    autocast = {} if precision.dtype is None else {"amp_backend": "torch", "grad_scaler": precision.new_scaler(),
+                                                   "amp_config": {"device_type": dev.type, "dtype": precision.dtype}}
     finder = LRFinder(model, optimizer, lambda out, y: multi_exit_loss(base, out, y), device=dev, **autocast)
     said = io.StringIO()  # torch-lr-finder prints "See the graph with {finder_name}.plot()": not our API
     try:

@@ -1,9 +1,6 @@
 """The notebooks' model to explain: torchvision's with ImageNet weights, else the shipped one, else a quick fit.
 
-``torchvision_classifier("resnet18")`` gives a :class:`~eva_utils.models.loading.Classifier` on any machine:
-the ImageNet weights when they download, else (offline) the CIFAR-10 ResNet18 that ships with eva_utils,
-or, with ``fallback="train"``, the architecture trained for a few epochs on the bundled CIFAR-10 sample
-(the only part that needs the engine, hence its home here rather than in :mod:`eva_utils.models`).
+``fallback="train"`` needs the engine, hence this module's home here rather than in :mod:`eva_utils.models`.
 """
 
 from __future__ import annotations
@@ -23,29 +20,18 @@ __all__ = ["SHIPPED_FALLBACK", "torchvision_classifier"]
 SHIPPED_FALLBACK = "resnet18_w16_cifar10"
 
 
-def torchvision_classifier(
-    name: str = "resnet18",
-    pretrained: bool = True,
-    fallback: str = "shipped",
-    epochs: int = 3,
-    max_batches: int | None = None,
-    input_size: int = 64,
-    batch_size: int = 64,
-    lr: float = 0.05,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-    seed: int = 0,
-) -> Classifier:
+def torchvision_classifier(name: str = "resnet18", pretrained: bool = True, fallback: str = "shipped",
+                           epochs: int = 3, max_batches: int | None = None, input_size: int = 64, batch_size: int = 64,
+                           lr: float = 0.05, device: str | torch.device | None = None, progress: bool = True,
+                           seed: int = 0) -> Classifier:
     """A model to explain: a torchvision model with ImageNet weights if they download, else a trained CIFAR-10 one.
 
-    With ``pretrained`` the ImageNet weights are tried first (preprocessing: ImageNet's, class
-    names: ImageNet's). Without them, or when the download fails (no internet), ``fallback`` says
-    what comes instead: ``"shipped"`` (default) the ResNet18 trained on all of CIFAR-10 that ships
-    with eva_utils (``pretrained:resnet18_w16_cifar10``, 32x32 inputs, no training needed);
-    ``"train"`` the architecture ``name`` with 10 outputs trained for ``epochs`` on the bundled
-    CIFAR-10 sample with :func:`~eva_utils.training.fit`, at ``input_size`` (CIFAR's 32 pixels
-    upsampled: torchvision's ImageNet models shrink the input 32x before their last stage, so
-    32x32 would leave 1x1 maps), a barely trained model.
+    With ``pretrained`` the ImageNet weights are tried first (ImageNet's preprocessing and class names). Without them,
+    or when the download fails (no internet), ``fallback`` says what comes instead: ``"shipped"`` (default) the
+    ResNet18 trained on all of CIFAR-10 that ships with eva_utils (``pretrained:resnet18_w16_cifar10``, 32x32 inputs);
+    ``"train"`` the architecture ``name`` with 10 outputs barely trained for ``epochs`` on the bundled CIFAR-10 sample
+    with :func:`~eva_utils.training.fit`, at ``input_size`` (upsampled: torchvision's ImageNet models shrink the input
+    32x before their last stage, so 32x32 would leave 1x1 maps).
 
     Args:
         name: a torchvision classification model name.
@@ -63,7 +49,6 @@ def torchvision_classifier(
     Returns:
         A :class:`Classifier`; its ``description`` says which way it was made, and why.
     """
-
     if fallback not in ("shipped", "train"):
         raise unknown_name("fallback", fallback, ("shipped", "train"))
     why = "ImageNet weights not requested"
@@ -88,6 +73,7 @@ def torchvision_classifier(
     scheduler = make_scheduler(optimizer, schedule, epochs=epochs, steps_per_epoch=steps, max_lr=lr)
     history = fit(model, train_loader, test_loader, epochs, optimizer, scheduler, device=device,
                   max_batches=max_batches, progress=progress, seed=seed)
-    description = (f"torchvision {name} with random initial weights, trained for {epochs} epoch{'s' if epochs != 1 else ''} on the bundled "
-                   f"CIFAR-10 sample at {input_size}x{input_size} (test accuracy {100 * history.test_acc[-1]:.1f}%): {why}")
+    description = (f"torchvision {name} with random initial weights, trained for {epochs} "
+                   f"epoch{'s' if epochs != 1 else ''} on the bundled CIFAR-10 sample at {input_size}x{input_size} "
+                   f"(test accuracy {100 * history.test_acc[-1]:.1f}%): {why}")
     return Classifier(model.eval(), data_lib.CIFAR10_CLASSES, preset, description)

@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader
 
 from eva_utils.core.errors import UserError, unknown_name
 
-__all__ = ["OPTIMIZERS", "SCHEDULERS", "check_positive", "lr_schedule", "make_optimizer", "make_scheduler", "seed_epoch",
-           "set_seed", "steps_per_batch"]
+__all__ = ["OPTIMIZERS", "SCHEDULERS", "check_positive", "lr_schedule", "make_optimizer", "make_scheduler",
+           "seed_epoch", "set_seed", "steps_per_batch"]
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULERS = ("onecycle", "step", "cosine", "none")
@@ -48,14 +48,8 @@ def check_positive(name: str, value: float) -> None:
         raise UserError(f"{name} must be a positive number, got {value!r}", param=name)
 
 
-def make_optimizer(
-    model: nn.Module,
-    name: str = "sgd",
-    lr: float = 0.4,
-    momentum: float = 0.9,
-    nesterov: bool = True,
-    weight_decay: float = 5e-4,
-) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, name: str = "sgd", lr: float = 0.4, momentum: float = 0.9, nesterov: bool = True,
+                   weight_decay: float = 5e-4) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov) or Adam over the trainable parameters.
 
     Raises:
@@ -65,28 +59,21 @@ def make_optimizer(
     params = [p for p in model.parameters() if p.requires_grad]
     key = name.lower()
     if key == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
+                               weight_decay=weight_decay)
     if key == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     raise unknown_name("optimizer", name, OPTIMIZERS)
 
 
-def make_scheduler(
-    optimizer: torch.optim.Optimizer,
-    name: str = "onecycle",
-    epochs: int = 20,
-    steps_per_epoch: int = 1,
-    max_lr: float | None = None,
-    pct_start: float = 0.25,
-    step_size: int = 6,
-    gamma: float = 0.1,
-) -> torch.optim.lr_scheduler.LRScheduler | None:
+def make_scheduler(optimizer: torch.optim.Optimizer, name: str = "onecycle", epochs: int = 20, steps_per_epoch: int = 1,
+                   max_lr: float | None = None, pct_start: float = 0.25, step_size: int = 6,
+                   gamma: float = 0.1) -> torch.optim.lr_scheduler.LRScheduler | None:
     """A learning-rate schedule by name.
 
-    ``onecycle`` (stepped per batch): linear warm-up over ``pct_start`` of training to
-    ``max_lr`` (default: the optimizer's lr), then linear decay to ~0; it carries ``steps_per_epoch``, in its
-    state too, so that a resumed run can be checked to step as often per epoch. ``step`` (per epoch):
-    multiply by ``gamma`` every ``step_size`` epochs. ``cosine`` (per epoch): cosine decay to 0.
+    ``onecycle`` (stepped per batch): linear warm-up over ``pct_start`` of training to ``max_lr`` (default: the
+    optimizer's lr), then linear decay to ~0; it carries ``steps_per_epoch`` (in its state too) for resume's checks.
+    ``step`` (per epoch): multiply by ``gamma`` every ``step_size`` epochs. ``cosine`` (per epoch): cosine decay to 0.
     ``none``: constant.
 
     Raises:
@@ -119,15 +106,8 @@ def _one_cycle(optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: i
     # each phase needs 2 or more steps (OneCycleLR divides by the phase length minus one)
     pct_start = min(max(pct_start, 2 / total), 1 - 2 / total)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=peak,
-        epochs=int(epochs),
-        steps_per_epoch=int(steps_per_epoch),
-        pct_start=pct_start,
-        anneal_strategy="linear",
-        div_factor=25.0,
-        final_div_factor=1e4,
-        three_phase=False,
+        optimizer, max_lr=peak, epochs=int(epochs), steps_per_epoch=int(steps_per_epoch), pct_start=pct_start,
+        anneal_strategy="linear", div_factor=25.0, final_div_factor=1e4, three_phase=False,
     )
     scheduler.steps_per_epoch = int(steps_per_epoch)  # OneCycleLR keeps only the total; checkpoint's resume checks it
     return scheduler

@@ -7,7 +7,6 @@ epoch; :func:`use_channels_last` says whether the model and its batches go NHWC.
 from __future__ import annotations
 
 import contextlib
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -16,8 +15,8 @@ from torch import nn
 from eva_utils.core.errors import UserError
 from eva_utils.evaluation.metrics import model_device_dtype
 
-__all__ = ["SKIPPED_STEP", "Precision", "amp_dtype", "is_channels_last", "mixed_precision", "model_device", "out_of_memory",
-           "place", "to_device", "use_channels_last"]
+__all__ = ["SKIPPED_STEP", "Precision", "amp_dtype", "is_channels_last", "mixed_precision", "model_device",
+           "out_of_memory", "place", "to_device", "use_channels_last"]
 
 SKIPPED_STEP = r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`"
 """torch's warning when fp16's GradScaler skipped an optimizer step on overflow and the schedule moved on anyway."""
@@ -25,17 +24,14 @@ SKIPPED_STEP = r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step
 
 @dataclass(frozen=True)
 class Precision:
-    """How a run computes: ``dtype`` None is float32; bfloat16/float16 is autocast to that type.
-
-    ``fit`` decides it once (:func:`mixed_precision`) and hands it to every epoch.
-    """
+    """How a run computes: ``dtype`` None is float32; bfloat16/float16 is autocast to that type."""
 
     device_type: str
     dtype: torch.dtype | None = None
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The autocast context of a forward pass (a no-op in float32)."""
-        return torch.autocast(self.device_type, dtype=self.dtype) if self.dtype is not None else nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype) if self.dtype is not None else contextlib.nullcontext()
 
     @property
     def needs_scaler(self) -> bool:
@@ -62,10 +58,9 @@ def amp_dtype(device: torch.device) -> torch.dtype:
 def mixed_precision(device: torch.device, amp: bool | torch.dtype | Precision) -> Precision:
     """The precision of a run.
 
-    ``amp=True``: on CUDA, native bf16 autocast, or fp16 autocast with a GradScaler (see ``amp_dtype``);
-    float32 on the CPU, where autocast is slower than float32. ``amp=torch.bfloat16`` or ``torch.float16``:
-    that autocast on any device, with a GradScaler for float16; this is how the CUDA path is exercised
-    on a CPU-only machine (same code, CPU kernels). ``amp=False``: float32. A ``Precision`` is returned as is.
+    ``amp=True``: on CUDA, native bf16 autocast, or fp16 autocast with a GradScaler (see ``amp_dtype``); float32 on
+    the CPU, where autocast is slower. ``amp=torch.bfloat16`` or ``torch.float16``: that autocast on any device (how
+    the CUDA path is exercised on a CPU-only machine). ``amp=False``: float32. A ``Precision`` is returned as is.
     """
     device = torch.device(device)
     if isinstance(amp, Precision):

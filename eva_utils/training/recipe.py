@@ -1,20 +1,12 @@
-"""The default recipe for ResNet18 on CIFAR-10, and one call that runs a whole training job.
+"""The default recipe for ResNet18 on CIFAR-10, and the core of a training run.
 
-``TrainConfig()`` holds every setting with its default; ``run_training(config)`` builds the
-data, model, optimizer and schedule, trains with :func:`~eva_utils.training.fit`, and writes
-``history.json``, ``checkpoint.pt`` and ``curves.png`` into ``config.out``. The command line
-(``eva-utils train``, ``eva-utils demo``) and the notebooks are thin layers over these two.
+``TrainConfig()`` holds every setting with its default; :func:`setup_run` builds the data, model, optimizer and
+schedule, :func:`train_run` trains with :func:`~eva_utils.training.fit` (``apps.runs.run_training`` does both).
 
-Where the default recipe comes from (target: 94% test accuracy in 20 epochs on one GPU;
-it has not been measured on a GPU by this project, see the README):
-
-* the course assignment's submission: SGD lr 0.01, StepLR, batch 64 -> 88.95% in 20 epochs;
-* course runs with OneCycle and an LR finder report 91.0 to 91.6% in 20-24 epochs;
-* fast CIFAR-10 training (Page, "How to train your ResNet", 2018; Jordan, airbench, 2024):
-  batch 512, linear warm-up then linear decay to zero (one cycle), peak lr 0.4 with
-  Nesterov momentum 0.9 and weight decay 5e-4, label smoothing, flip + crop + cutout
-  -> 94% in 24 epochs with a smaller ResNet. ResNet18 has more capacity, so 20 epochs
-  of the same schedule aim at 94% or more.
+The default aims at 94% in 20 epochs on one GPU (not measured by this project, see the README): fast CIFAR-10
+training (Page, "How to train your ResNet", 2018; Jordan, airbench, 2024) reaches 94% in 24 epochs with a smaller
+ResNet, batch 512, one cycle peaking at lr 0.4, Nesterov momentum 0.9, weight decay 5e-4, label smoothing and
+flip + crop + cutout; the course's submission (SGD lr 0.01, StepLR, batch 64) reached 88.95% in 20 epochs.
 """
 
 from __future__ import annotations
@@ -28,6 +20,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 import eva_utils.data as data_lib
 from eva_utils.core.checks import positive_int
@@ -96,26 +89,19 @@ class TrainConfig:
     @classmethod
     def demo(cls, **overrides: Any) -> TrainConfig:
         """The offline CPU demo: a narrow ResNet18 for a few epochs on the bundled sample."""
-        settings: dict[str, Any] = dict(
-            width=16, data="sample", download=False, epochs=12, batch_size=64, lr=0.05,
-            label_smoothing=0.0, device="cpu", num_workers=0, out="eva_demo", track_cams=4,
-        )
-        settings.update(overrides)
-        return cls(**settings)
+        settings: dict[str, Any] = dict(width=16, data="sample", download=False, epochs=12, batch_size=64, lr=0.05,
+                                        label_smoothing=0.0, device="cpu", num_workers=0, out="eva_demo", track_cams=4)
+        return cls(**{**settings, **overrides})
 
     @classmethod
     def page24(cls, **overrides: Any) -> TrainConfig:
         """David Page's recipe for his custom ResNet: 24 epochs, batch 512, one cycle peaking at epoch 5 (no
-        annihilation), SGD Nesterov lr 0.4, weight decay 5e-4, flip + pad-crop + 8x8 cutout, no label smoothing
-        (Page's own; not measured here to help). Page: 94% in 24 epochs on a V100; the course's target is 90%.
-        ``lr_find=True`` takes the peak from the LR range test instead."""
-        settings: dict[str, Any] = dict(
-            model="custom_resnet", width=64, epochs=24, batch_size=512, optimizer="sgd", lr=0.4, scheduler="onecycle",
-            pct_start=5 / 24, label_smoothing=0.0, augmentation="page", out="runs/custom_resnet",
-            track_layers=("layer2", "layer3"),
-        )
-        settings.update(overrides)
-        return cls(**settings)
+        annihilation), SGD Nesterov lr 0.4, weight decay 5e-4, flip + pad-crop + 8x8 cutout, no label smoothing.
+        Page: 94% in 24 epochs on a V100; the course's target is 90%. ``lr_find=True`` takes the LR test's peak."""
+        settings: dict[str, Any] = dict(model="custom_resnet", width=64, epochs=24, batch_size=512, optimizer="sgd",
+                                        lr=0.4, scheduler="onecycle", pct_start=5 / 24, label_smoothing=0.0,
+                                        augmentation="page", out="runs/custom_resnet", track_layers=("layer2", "layer3"))
+        return cls(**{**settings, **overrides})
 
     def validate(self) -> None:
         """Raise :class:`UserError` for a setting that cannot work, saying which and why."""
@@ -178,32 +164,19 @@ class TrainResult(NamedTuple):
     model: nn.Module
     history: History
     out: Path
-    test_loader: torch.utils.data.DataLoader
+    test_loader: DataLoader
     train_set: data_lib.ArrayDataset
     files: dict[str, Path] = {}  # what was written: checkpoint, history, curves (and cam_evolution, its gif, tensorboard)
 
 
 def resolve_augment_on(augment_on: str, device: torch.device) -> str:
-    """Where ``augment_on`` augments on ``device``: ``"device"`` or ``"cpu"`` (``"auto"``: the device on CUDA, under
-    torchrun too, where each process's loader holds the data set and takes its share; the CPU elsewhere)."""
+    """Where ``augment_on`` augments on ``device``: ``"device"`` or ``"cpu"`` (``"auto"``: the device on CUDA)."""
     if augment_on != "auto":
         return augment_on
     return "device" if torch.device(device).type == "cuda" else "cpu"
 
 
-def _train_loader(config: TrainConfig, train_set: data_lib.ArrayDataset,
-                  device: torch.device) -> torch.utils.data.DataLoader:
-    """The shuffled, augmented training loader: on the device (``data.DeviceLoader``) or in CPU workers (albumentations)."""
-    drop_last = len(train_set) > config.batch_size
-    if resolve_augment_on(config.augment_on, device) == "device":
-        settings = AUGMENTATIONS[config.augmentation] if config.augment else NO_AUGMENTATION
-        return data_lib.DeviceLoader(train_set, config.batch_size, BatchTransform(**settings), device, shuffle=True,
-                                     drop_last=drop_last, seed=config.seed)
-    return data_lib.make_loader(train_set, config.batch_size, shuffle=True, num_workers=config.num_workers,
-                                seed=config.seed, device=device, drop_last=drop_last)
-
-
-def build_loaders(config: TrainConfig, device: torch.device):
+def build_loaders(config: TrainConfig, device: torch.device) -> tuple[DataLoader, DataLoader]:
     """Train and test loaders for ``config``: train augmented and shuffled, test in order, both where
     ``config.augment_on`` says (``DeviceLoader`` on the device, or albumentations in CPU workers)."""
     train_tf = train_transforms(**AUGMENTATIONS[config.augmentation]) if config.augment else test_transforms()
@@ -219,14 +192,18 @@ def build_loaders(config: TrainConfig, device: torch.device):
     if config.num_classes is not None and len(train_set.classes) != config.num_classes:
         raise UserError(f"the {config.data} data has {len(train_set.classes)} classes but num_classes is "
                         f"{config.num_classes}: leave num_classes out (it follows the data) or fix the classes array")
-    train_loader = _train_loader(config, train_set, device)
-    if resolve_augment_on(config.augment_on, device) == "device":  # normalised on the device as well
-        test_loader = data_lib.DeviceLoader(test_set, max(config.batch_size, 256), BatchTransform(**NO_AUGMENTATION),
-                                            device, shuffle=False, drop_last=False, seed=config.seed)
-    else:
-        test_loader = data_lib.make_loader(test_set, max(config.batch_size, 256), shuffle=False,
-                                           num_workers=config.num_workers, seed=config.seed, device=device)
-    return train_loader, test_loader
+    batch, test_batch, seed = config.batch_size, max(config.batch_size, 256), config.seed
+    drop_last = len(train_set) > batch
+    if resolve_augment_on(config.augment_on, device) == "device":  # the test images normalised on the device as well
+        settings = AUGMENTATIONS[config.augmentation] if config.augment else NO_AUGMENTATION
+        return (data_lib.DeviceLoader(train_set, batch, BatchTransform(**settings), device, shuffle=True,
+                                      drop_last=drop_last, seed=seed),
+                data_lib.DeviceLoader(test_set, test_batch, BatchTransform(**NO_AUGMENTATION), device, shuffle=False,
+                                      drop_last=False, seed=seed))
+    return (data_lib.make_loader(train_set, batch, shuffle=True, num_workers=config.num_workers, seed=seed,
+                                 device=device, drop_last=drop_last),
+            data_lib.make_loader(test_set, test_batch, shuffle=False, num_workers=config.num_workers, seed=seed,
+                                 device=device))
 
 
 RECIPES: dict[str, Callable[..., TrainConfig]] = {"default": TrainConfig, "page24": TrainConfig.page24}
@@ -238,9 +215,8 @@ RUN_FILES = ("checkpoint.pt", "history.json", "curves.png")
 def check_output_folder(out: Path, resume: str | os.PathLike | None, overwrite: bool) -> None:
     """Refuse an output folder that would lose another run, or that cannot be written, before any training.
 
-    A run writes into ``out`` only when it holds no run, when ``resume`` is a checkpoint in
-    ``out`` itself (the run continues there), or with ``overwrite`` (the guard is
-    :func:`eva_utils.core.files.claim_output_folder`).
+    A run writes into ``out`` only when it holds no run, when ``resume`` is a checkpoint in ``out`` itself (the run
+    continues there), or with ``overwrite`` (the guard is :func:`eva_utils.core.files.claim_output_folder`).
 
     Raises:
         UserError: ``out`` holds another run, is a file, or is not writable; the message says what to do.
@@ -265,8 +241,8 @@ class RunSetup(NamedTuple):
     out: Path
     group: distributed.Group | None  # under torchrun: this process's rank; None otherwise
     device: torch.device
-    train_loader: torch.utils.data.DataLoader
-    test_loader: torch.utils.data.DataLoader
+    train_loader: DataLoader
+    test_loader: DataLoader
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
@@ -274,17 +250,25 @@ class RunSetup(NamedTuple):
     lr_test: LRFinderResult | None = None  # the LR range test that chose the peak (``lr_find``)
 
 
-def _optimizer(config: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """``config``'s optimizer over ``model``'s parameters, starting at ``lr``."""
-    return make_optimizer(model, config.optimizer, lr=lr, momentum=config.momentum, nesterov=config.nesterov,
-                          weight_decay=config.weight_decay)
+def config_optimizer(config: TrainConfig, model: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
+    """``config``'s optimizer over ``model``'s parameters, starting at ``lr`` (default ``config.lr``)."""
+    return make_optimizer(model, config.optimizer, lr=config.lr if lr is None else lr, momentum=config.momentum,
+                          nesterov=config.nesterov, weight_decay=config.weight_decay)
 
 
-def find_peak_lr(config: TrainConfig, model: nn.Module, train_loader: torch.utils.data.DataLoader,
+def config_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer,
+                     steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """``config``'s learning-rate schedule (peak ``config.lr``) over ``config.epochs`` of ``steps_per_epoch`` steps."""
+    return make_scheduler(optimizer, config.scheduler, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                          max_lr=config.lr, pct_start=config.pct_start, step_size=config.step_size, gamma=config.gamma)
+
+
+def find_peak_lr(config: TrainConfig, model: nn.Module, train_loader: DataLoader,
                  device: torch.device) -> LRFinderResult:
     """The LR range test with ``config``'s optimizer, loss and precision; its suggestion (the steepest fall of
     the loss, below the loss's minimum) is the one cycle's peak. 100 batches, 20 for a ``max_batches`` run."""
-    return find_lr(model, train_loader, _optimizer(config, model, 1e-6), nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), device,
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    return find_lr(model, train_loader, config_optimizer(config, model, 1e-6), criterion, device,
                    num_iter=100 if config.max_batches is None else 20, amp=config.amp, channels_last=config.channels_last)
 
 
@@ -314,18 +298,15 @@ def setup_run(config: TrainConfig, resume: str | os.PathLike | None = None, over
                             param="lr_find")
         lr_test = find_peak_lr(config, model, train_loader, device)
         config = replace(config, lr=lr_test.suggested_lr)
-    optimizer = _optimizer(config, model, config.lr)
+    optimizer = config_optimizer(config, model)
     steps = min(config.max_batches or len(train_loader), len(train_loader))
-    scheduler = make_scheduler(
-        optimizer, config.scheduler, epochs=config.epochs, steps_per_epoch=steps, max_lr=config.lr,
-        pct_start=config.pct_start, step_size=config.step_size, gamma=config.gamma,
-    )
+    scheduler = config_scheduler(config, optimizer, steps)
     return RunSetup(config, out, group, device, train_loader, test_loader, model, optimizer, scheduler, steps, lr_test)
 
 
 def train_run(setup: RunSetup, resume: str | os.PathLike | None = None, callbacks: Sequence[Callback] = ()) -> TrainResult:
-    """Train what :func:`setup_run` built with :func:`~eva_utils.training.fit`: ``checkpoint.pt`` and
-    ``history.json`` after every epoch (rank 0 writes; the run's figures are ``eva_utils.apps.runs``'s).
+    """Train what :func:`setup_run` built with :func:`~eva_utils.training.fit`: ``checkpoint.pt`` and ``history.json``
+    after every epoch (rank 0 writes; the run's figures are ``eva_utils.apps.runs``'s).
 
     Args:
         setup: what :func:`setup_run` built.

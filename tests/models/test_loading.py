@@ -261,7 +261,7 @@ def test_every_other_entry_point_is_the_loader_or_calls_it():
             (models.load_msdnet_gcn_checkpoint, sources.load_msdnet_gcn_checkpoint)]
     assert all(old is new for old, new in same)
     assert "load_model" in _calls_in("models/shipped.py", "pretrained")
-    assert "load_model" in _calls_in("apps/cli_msd.py", "_load_model")
+    assert "load_model" in _calls_in("apps/cli_msd.py", "_load")
     assert "read_trained_checkpoint" in _calls_in("training/checkpoint.py", "load_checkpoint")
     assert "load_msdnet_gcn_checkpoint" in _calls_in("models/msdnet_gcn.py", "download_msdnet_gcn_checkpoint")
 
