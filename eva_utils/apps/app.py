@@ -360,14 +360,16 @@ def write_space(folder: str | os.PathLike[str], source: str = DEFAULT_SOURCE, re
     ``README.md`` with the Space's front matter, and the model file when ``source`` is a file.
 
     Raises:
-        UserError: the folder holds files already (without ``overwrite``), or is a file; with ``overwrite``, a
-            file it would replace that it did not write (or that was changed since).
+        UserError: the folder holds a Space's files already (without ``overwrite``), or is a file; a file it would
+            replace that it did not write (or that was changed since). Other files in the folder are kept.
     """
     gr = _gradio()
-    out = claim_output_folder(folder, overwrite=overwrite, owned=("*",), kind="files", param="folder")
     model_source = Path(source).name if Path(source).is_file() else source
     names = ["app.py", "requirements.txt", "README.md", *([model_source] if model_source != source else [])]
-    check_replaceable(out, names, SPACE_LEDGER, "eva-utils app --space", param="folder")
+    if Path(folder).expanduser().is_dir():  # a file of the user's with a Space's name is refused first, --overwrite or not
+        check_replaceable(Path(folder).expanduser(), names, SPACE_LEDGER, "eva-utils app --space", param="folder")
+    out = claim_output_folder(folder, overwrite=overwrite, owned=(*names, SPACE_LEDGER), kind="a Space's files",
+                              param="folder")
     package = f"eva-utils[app] @ git+{repo_url}" if repo_url else f"eva-utils[app]=={__version__}"
     with staged_folder(out, [*names, SPACE_LEDGER]) as staging:  # all of the Space lands, or none of it (a full disk)
         written = [

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import os
 import re
 import signal
 import sys
@@ -14,7 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from eva_utils.core import checks
-from eva_utils.core.errors import UserError, first_line
+from eva_utils.core.errors import PROCESS_ERRORS, UserError, first_line
 from eva_utils.core.interrupts import sticky_interrupts, stop_if_interrupted, stopping
 
 __all__ = ["FLAGS", "Parser", "count_from_back", "error_line", "finite_float", "non_negative_int", "positive_float",
@@ -44,6 +45,8 @@ class Parser(argparse.ArgumentParser):
 
 _DISK_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # a full disk, a quota, a read-only file system
 # torch's words when a DataLoader worker dies (the kernel's OOM killer, kill -9): the pid(s), then what happened
+# gloo's and NCCL's words when another process of the run has gone (killed, crashed) in the middle of a collective
+_PEER_LOST = re.compile(r"Connection (closed|reset) by peer|remote worker crashing|NCCL communicator was aborted")
 _WORKER_DIED = re.compile(r"DataLoader worker \((pid \d+|pid\(s\) [\d, ]+)\) (is killed by signal: [^.]*|exited unexpectedly)")
 
 
@@ -62,7 +65,7 @@ def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
             stop_if_interrupted()
         return status
     except UserError as exc:
-        print(error_line(args.command, exc), file=sys.stderr)
+        _say_error(args.command, error_line(args.command, exc))
         return 2
     except diverged as exc:
         print(f"eva-utils {args.command}: {exc}", file=sys.stderr)
@@ -72,6 +75,8 @@ def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     except (RuntimeError, ConnectionError, EOFError) as exc:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler raises a worker's death again, anywhere, later
         death = _worker_death(exc)
+        if death is None and "RANK" in os.environ and _PEER_LOST.search(str(exc)):
+            return _peer_lost(args.command, exc)
         if death is None:
             raise
         print(f"eva-utils {args.command}: error: a data loader worker process died ({death}), most often because "
@@ -81,10 +86,30 @@ def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     except OSError as exc:
         if exc.errno not in _DISK_FAULTS:
             raise
-        print(f"eva-utils {args.command}: error: could not write {exc.filename or 'a file'} ({exc.strerror}); files "
-              "are written whole or not at all, so what was there before is intact: free some space (df -h), then "
-              "run again", file=sys.stderr)
+        _say_error(args.command, f"eva-utils {args.command}: error: could not write {exc.filename or 'a file'} "
+                   f"({exc.strerror}); files are written whole or not at all, so what was there before is intact: "
+                   "free some space (df -h), then run again")
         return 2
+
+
+def _say_error(command: str, line: str) -> None:
+    """Print a command's error line; a process of ``train --nproc`` leaves it to its launcher instead, which says it
+    once for all the processes (each of them usually meets the same error)."""
+    folder = os.environ.get(PROCESS_ERRORS)
+    if folder and "RANK" in os.environ and os.path.isdir(folder):
+        with open(os.path.join(folder, f"rank{int(os.environ['RANK']):05d}"), "w", encoding="utf-8") as said:
+            said.write(line.removeprefix(f"eva-utils {command}: error: "))  # read once every process has ended
+    else:
+        print(line, file=sys.stderr)
+
+
+def _peer_lost(command: str, exc: BaseException) -> int:
+    """A process of a torchrun run whose collective failed because another process ended: exit 1 in one line, or
+    none under ``train --nproc``, whose launcher names the process that ended."""
+    if not os.environ.get(PROCESS_ERRORS):
+        print(f"eva-utils {command}: error: process {os.environ['RANK']} lost the other processes of its run "
+              f"({first_line(exc)[:100]}): one of them stopped, and its own message says why", file=sys.stderr)
+    return 1
 
 
 def _worker_death(exc: BaseException) -> str | None:

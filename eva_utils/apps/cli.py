@@ -90,9 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser([chosen] if chosen else [])
         diverged: tuple[type[Exception], ...] = ()
         if chosen in ("train", "demo"):
+            from eva_utils.training.distributed import ProcessFailedError
             from eva_utils.training.engine import TrainingDivergedError
 
-            diverged = (TrainingDivergedError,)
+            diverged = (TrainingDivergedError, ProcessFailedError)
     except KeyboardInterrupt:
         return interrupted_status(chosen)
     parser.set_defaults(argv=argv)  # what train --nproc hands on to the processes it starts

@@ -9,7 +9,12 @@ import difflib
 import re
 from collections.abc import Iterable
 
-__all__ = ["UserError", "DataNotFoundError", "CheckpointError", "first_line", "refused_global", "unknown_name"]
+__all__ = ["PROCESS_ERRORS", "UserError", "DataNotFoundError", "CheckpointError", "first_line", "refused_global",
+           "unknown_name"]
+
+PROCESS_ERRORS = "EVA_UTILS_PROCESS_ERRORS"
+"""Environment variable: a folder where each process of ``train --nproc`` leaves its one-line error for the launcher,
+which says it once (not once per process)."""
 
 
 class UserError(ValueError):

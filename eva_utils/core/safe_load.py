@@ -58,9 +58,19 @@ def safe_load(path: str | os.PathLike, refused_hint: str = "", corrupt_hint: str
         refused = refused_global(exc) if isinstance(exc, pickle.UnpicklingError) else None
         if refused is not None:
             raise RefusedPickleError(_refused_message(path, refused, refused_hint), refused) from exc
-        reason = first_line(exc) if isinstance(exc, pickle.UnpicklingError) else f"{type(exc).__name__}: {first_line(exc)[:80]}"
+        reason = _unreadable_reason(exc)
         raise CheckpointError(f"{path} is not a readable PyTorch file: truncated or corrupt, or not a checkpoint at all "
                               f"({reason}). {corrupt_hint}".rstrip(". ")) from exc
+
+
+def _unreadable_reason(exc: BaseException) -> str:
+    """What stopped torch.load, in a few words: not its weights_only essay, whose advice (``weights_only=False``) is
+    wrong for a file that is not a torch file at all."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:  # torch's weights-only unpickler met bytes it cannot read
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n\n")[0].strip()
+        return f"unpickling stopped at: {detail[:80]}"
+    return f"{type(exc).__name__}: {first_line(exc)[:80]}"
 
 
 def check_crcs(path: Path, hint: str = "") -> None:

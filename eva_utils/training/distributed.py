@@ -25,10 +25,13 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -37,11 +40,11 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from eva_utils.core.checks import positive_int
 from eva_utils.core.devices import resolve_device
-from eva_utils.core.errors import UserError
+from eva_utils.core.errors import PROCESS_ERRORS, UserError
 from eva_utils.data.device_loader import DeviceLoader
 from eva_utils.data.loaders import SeededLoader
 
-__all__ = ["Group", "Shard", "barrier", "broadcast_buffers", "current", "distribute", "join", "launch", "leave",
+__all__ = ["Group", "ProcessFailedError", "Shard", "barrier", "broadcast_buffers", "current", "distribute", "join", "launch", "leave",
            "per_process_batch", "shard_eval_loader", "shard_train_loader", "sum_across", "under_torchrun", "unwrap", "wrap"]
 
 _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -231,16 +234,21 @@ def _quiet_launcher() -> Iterator[None]:
             logger.setLevel(level)
 
 
+class ProcessFailedError(RuntimeError):
+    """A process of :func:`launch` crashed or was killed: not a mistake in the user's input."""
+
+
 def launch(nproc: int, argv: Sequence[str]) -> int:
     """Run ``python -m eva_utils <argv>`` on ``nproc`` processes of this machine, as ``torchrun --standalone`` does.
 
     Every process's output goes to the terminal; a failure in one process stops all of them.
 
     Returns:
-        0, or 2 when a process stopped on a user error (its one-line message is already printed).
+        0, or 2 when a process stopped on a user error that it printed itself.
 
     Raises:
-        UserError: ``nproc`` below 1; a process that crashed (the message names its rank and exit code).
+        UserError: ``nproc`` below 1; the processes' user error (said once, not once per process).
+        ProcessFailedError: a process crashed or was killed (the message names its rank and exit code).
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -249,22 +257,45 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     nproc = positive_int(nproc, "nproc")
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5)
-    try:
-        with _quiet_launcher():  # its warnings name no file of the user's; the outcome is said below, in one line
-            elastic_launch(config, entrypoint=sys.executable)("-m", "eva_utils", *argv)
-    except SignalException as exc:  # Ctrl-C reaches the launcher too: an interrupt, as in one process
-        if exc.sigval == signal.SIGINT:
-            raise KeyboardInterrupt from None
-        raise
-    except ChildFailedError as exc:
-        stopped = -signal.SIGTERM  # what the launcher sends the others once one fails
-        rank, failure = min(exc.failures.items(), key=lambda item: (item[1].exitcode == stopped, item[0]))
-        if failure.exitcode == 2:
-            return 2  # a user error: the process printed its one line
-        if failure.exitcode in (130, -signal.SIGINT):
-            raise KeyboardInterrupt from None  # each process said "interrupted" and kept its checkpoint
-        how = (f"was killed by signal {-failure.exitcode} ({failure.signal_name()})" if failure.exitcode < 0
-               else f"failed with exit code {failure.exitcode}")
-        raise UserError(f"process {rank} of {nproc} {how} (its error, if any, is printed above); the other "
-                        "processes were stopped") from None
+    with tempfile.TemporaryDirectory(prefix="eva_utils_errors") as said, _environment(PROCESS_ERRORS, said):
+        try:
+            with _quiet_launcher():  # its warnings name no file of the user's; the outcome is said below, in one line
+                elastic_launch(config, entrypoint=sys.executable)("-m", "eva_utils", *argv)
+        except SignalException as exc:  # Ctrl-C reaches the launcher too: an interrupt, as in one process
+            if exc.sigval == signal.SIGINT:
+                raise KeyboardInterrupt from None
+            raise
+        except ChildFailedError as exc:
+            return _failed(exc, nproc, said)
     return 0
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """``os.environ[name] = value`` while the block runs (the processes started in it inherit it)."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _failed(exc: Any, nproc: int, said: str) -> int:
+    """The outcome of a launch that a process ended: its user error once, an interrupt, or the crash named."""
+    stopped = -signal.SIGTERM  # what the launcher sends the others once one fails
+    rank, failure = min(exc.failures.items(), key=lambda item: (item[1].exitcode == stopped, item[0]))
+    if failure.exitcode == 2:  # a user error: each process that met it left its line in ``said``
+        lines = dict.fromkeys(Path(file).read_text() for file in sorted(Path(said).glob("rank*")))
+        if lines:
+            raise UserError("; ".join(lines))
+        return 2
+    if failure.exitcode in (130, -signal.SIGINT):
+        raise KeyboardInterrupt from None  # each process said "interrupted" and kept its checkpoint
+    how = (f"was killed by signal {-failure.exitcode} ({failure.signal_name()})" if failure.exitcode < 0
+           else f"failed with exit code {failure.exitcode}")
+    raise ProcessFailedError(f"process {rank} of {nproc} {how} (its error, if any, is printed above); the other "
+                             "processes were stopped") from None

@@ -173,7 +173,7 @@ def test_the_space_folder(tmp_path):
     readme = (tmp_path / "space" / "README.md").read_text()
     assert readme.startswith("---\n") and "sdk: gradio" in readme and "app_file: app.py" in readme
     assert "eva-utils[app] @ git+https://github.com/you/eva_utils" in (tmp_path / "space" / "requirements.txt").read_text()
-    with pytest.raises(UserError, match="already holds files"):
+    with pytest.raises(UserError, match="already holds a Space's files .*: pass overwrite=True to replace them"):
         write_space(tmp_path / "space")
     ckpt = Path(__file__).parents[1] / "fixtures" / "msdnet_cifar10_3blocks_random.pth.tar"
     with_weights = write_space(tmp_path / "space2", source=str(ckpt))
@@ -330,6 +330,21 @@ def test_overwrite_replaces_only_the_spaces_own_unchanged_files(tmp_path, capsys
     assert main(["app", "--space", str(own), "--overwrite"]) == 2
     assert "app.py was not written by eva-utils app --space" in capsys.readouterr().err
     assert (own / "app.py").read_text() == "print('my own app')\n" and sorted(p.name for p in own.iterdir()) == ["app.py"]
+    assert main(["app", "--space", str(own)]) == 2  # without --overwrite: not told that --overwrite would do
+    err = capsys.readouterr().err
+    assert "app.py was not written by eva-utils app --space" in err and "move app.py away" in err and "--overwrite" not in err
+
+
+def test_a_space_goes_beside_the_users_other_files_and_keeps_them(tmp_path):
+    pytest.importorskip("gradio")
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine\n")
+    written = write_space(folder)  # the user's file is neither replaced nor a reason to ask for overwrite
+    assert [p.name for p in written] == ["README.md", "app.py", "requirements.txt"]
+    assert (folder / "notes.txt").read_text() == "mine\n"
+    write_space(folder, overwrite=True)
+    assert (folder / "notes.txt").read_text() == "mine\n"
 
 
 def test_a_full_disk_leaves_no_half_written_space_and_the_rerun_needs_no_overwrite(tmp_path, small_disk, fill_disk, capsys):

@@ -112,3 +112,34 @@ def test_a_loader_worker_killed_by_the_system_is_one_line_not_a_traceback():
     assert done.returncode == 1, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert done.stderr.startswith("eva-utils train: error: a data loader worker process died (") and "memory" in done.stderr
+
+
+_GLOO_PEER_GONE = ("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer "
+                   "[127.0.0.1]:46987. This is typically caused by a remote worker crashing.")
+
+
+@pytest.mark.parametrize("launcher", [False, True])
+def test_a_process_whose_peer_was_killed_ends_in_one_line_or_leaves_it_to_the_launcher(monkeypatch, tmp_path, capsys,
+                                                                                       launcher):
+    # kill -9 of one process of train --nproc 2: the other's all-reduce fails with gloo's RuntimeError, which was a
+    # traceback of 30 lines above the launcher's own line naming the killed process
+    from eva_utils.apps.argtypes import Parser, run_parsed
+    from eva_utils.core.errors import PROCESS_ERRORS
+
+    def train(args):
+        raise RuntimeError(_GLOO_PEER_GONE)
+
+    parser = Parser(prog="eva-utils")
+    parser.add_subparsers(dest="command").add_parser("train").set_defaults(func=train)
+    monkeypatch.setenv("RANK", "0")
+    if launcher:
+        monkeypatch.setenv(PROCESS_ERRORS, str(tmp_path))
+    assert run_parsed(parser, ["train"]) == 1
+    err = capsys.readouterr().err
+    if launcher:
+        assert err == ""  # the launcher names the process that was killed
+    else:
+        assert len(err.strip().splitlines()) == 1 and "process 0 lost the other processes of its run" in err
+    monkeypatch.delenv("RANK")
+    with pytest.raises(RuntimeError, match="Connection closed by peer"):  # outside torchrun: not ours to explain
+        run_parsed(parser, ["train"])

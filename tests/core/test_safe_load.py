@@ -72,3 +72,15 @@ def test_the_command_line_refuses_a_damaged_checkpoint_in_one_line(tmp_path, dam
     assert "is damaged" in result.stderr
     assert damaged.read_bytes() == before
     assert sorted(p.name for p in damaged.parent.iterdir()) == ["checkpoint.pt"]
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint\n", b"<html><body>404</body></html>", os.urandom(3000)])
+def test_a_file_that_is_not_a_torch_file_is_named_in_a_short_line(tmp_path, content):
+    # torch's weights-only refusal of such bytes is a paragraph advising weights_only=False: wrong advice for a file
+    # that is not a torch file at all, and it made resume's one line 535 characters long
+    path = tmp_path / "x.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="x.pt is not a readable PyTorch file") as info:
+        safe_load(path)
+    message = str(info.value)
+    assert len(message) < 220 and "\n" not in message and "weights_only" not in message, message
