@@ -172,8 +172,13 @@ def _resume_path(args: argparse.Namespace) -> Path | None:
 
 def _without_nproc(argv: Sequence[str]) -> list[str]:
     """``argv`` less ``--nproc N`` (the processes it starts run the rest)."""
-    pairs = zip(["", *argv], argv, strict=False)  # (the word before, the word)
-    return [arg for before, arg in pairs if "--nproc" not in (before, arg) and not arg.startswith("--nproc=")]
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if not skip and arg != "--nproc" and not arg.startswith("--nproc="):
+            kept.append(arg)
+        skip = arg == "--nproc"  # its value comes next
+    return kept
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

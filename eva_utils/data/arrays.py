@@ -133,8 +133,11 @@ def load_dataset(name: str, train: bool = True, transform: Transform | None = No
         return load_sample(train=train, transform=transform)
     if not is_npz_path(name):
         raise unknown_dataset(name)
-    bundled = None if train else _bundled_test_for(Path(name).expanduser(), transform)
-    return load_npz(name, train=train, transform=transform) if bundled is None else bundled
+    if not train:
+        bundled = _bundled_test_for(Path(name).expanduser(), transform)  # None: the file holds its own test split
+        if bundled is not None:
+            return bundled
+    return load_npz(name, train=train, transform=transform)
 
 
 def unknown_dataset(name: str) -> UserError:

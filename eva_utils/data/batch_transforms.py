@@ -94,7 +94,8 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> tor
 @dataclass(frozen=True)
 class BatchTransform:
     """The train preset on batches of tensors; its attributes are :func:`~eva_utils.data.presets.train_transforms`'
-    keywords, with their defaults and meanings (``mean`` also fills the affine warp's border)."""
+    keywords but ``seed`` (a loader seeds the batch's draws), with their defaults and meanings (``mean`` also fills
+    the affine warp's border)."""
 
     mean: Sequence[float] = CIFAR10_MEAN
     std: Sequence[float] = CIFAR10_STD

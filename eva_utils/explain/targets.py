@@ -158,7 +158,7 @@ def class_scores(model: nn.Module, images: torch.Tensor, batch_size: int, output
     """The model's chosen output for images (N, C, H, W): float32 (B, K) per batch, on the model's device, in eval mode."""
     batches = (images[start:start + batch_size] for start in range(0, len(images), batch_size))
     scores = [select_output(output, output_index).float() for output in forward_batches(model, batches)]
-    for batch in scores:
-        if batch.ndim != 2:
-            raise UserError(f"the model returns shape {tuple(batch.shape)}, not class scores (N, K)")
+    if any(batch.ndim != 2 for batch in scores):  # the whole set's shape, as the caller gave the images
+        shape = (len(images), *scores[0].shape[1:])
+        raise UserError(f"the model returns shape {shape}, not class scores (N, K)")
     return scores

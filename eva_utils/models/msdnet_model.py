@@ -53,7 +53,8 @@ def _conv_unit(in_channels: int, out_channels: int, stride: int, bottleneck_widt
         layers["Bottleneck_1x1"] = nn.Conv2d(in_channels, mid, kernel_size=1)
         layers["Bottleneck_BN"] = nn.BatchNorm2d(mid)
         layers["Bottleneck_ReLU"] = nn.ReLU()
-    layers["Spatial_forward" if stride == 1 else "Spatial_down"] = nn.Conv2d(mid, out_channels, kernel_size=3, stride=stride, padding=1)
+    spatial = "Spatial_forward" if stride == 1 else "Spatial_down"
+    layers[spatial] = nn.Conv2d(mid, out_channels, kernel_size=3, stride=stride, padding=1)
     layers["BN_out"] = nn.BatchNorm2d(out_channels)
     layers["ReLU_out"] = nn.ReLU()
     return nn.Sequential(layers)

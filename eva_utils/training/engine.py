@@ -2,6 +2,7 @@
 
 ``train_one_epoch`` and ``evaluate`` set their own train/eval mode and return numbers; ``fit`` runs epochs, steps the
 scheduler, keeps a :class:`History`, writes a checkpoint after every epoch and resumes from one exactly.
+
 Multi-exit models (a list or tuple of logits, shallowest first) train on the mean of the per-exit losses; accuracy is
 the last exit's, and per-exit test accuracy is kept in ``History.test_exit_acc``.
 

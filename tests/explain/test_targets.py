@@ -129,3 +129,11 @@ def test_check_classes_reads_indices_and_the_category_of_callables():
         check_classes([ClassifierOutputSoftmaxTarget(12)], 10)
     with pytest.raises(UserError, match="label -1 is out of range"):
         check_classes([-1], 10, from_labels=True)
+
+
+def test_a_model_that_does_not_return_class_scores_is_named_with_the_whole_sets_shape():
+    from eva_utils.explain.targets import class_probs
+
+    maps = torch.nn.Conv2d(3, 3, 1)  # returns (N, 3, H, W): not (N, K)
+    with pytest.raises(UserError, match=r"the model returns shape \(100, 3, 2, 2\), not class scores \(N, K\)"):
+        class_probs(maps, torch.randn(100, 3, 2, 2), batch_size=64)
