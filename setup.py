@@ -25,7 +25,8 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["eva_utils", "eva_utils.*"]),
-    package_data={"eva_utils": ["py.typed"], "eva_utils.sample_data": ["*.npz"], "eva_utils.models": ["weights/*.pt", "weights/*.json"]},
+    package_data={"eva_utils": ["py.typed"], "eva_utils.sample_data": ["*.npz"],
+                  "eva_utils.models": ["weights/*.pt", "weights/*.json"]},
     include_package_data=True,
     install_requires=requirements(),
     extras_require={

@@ -10,8 +10,9 @@ layer0..layer4, 20 images of 32x32, on the CPU, Grad-CAM of the predicted class.
 
 Targets: b/a >= 5, c/a >= 15, a/d <= 1.5. Measured on a 2-core Xeon VM, torch 2.14.1:
 a 0.21 s, b 1.53 s, c 3.64 s, d 0.29 s: b/a 7.3, c/a 17.3, a/d 0.73. On a busy machine the
-ratios swing (two torch threads fighting another process slow everything unevenly): rerun. Times are medians of ``--repeats`` runs after two warm-ups (minimums
-also shown: the machine may be shared, and contention only ever adds time); ratios use medians.
+ratios swing (two torch threads fighting another process slow everything unevenly): rerun. Times are medians
+of ``--repeats`` runs after two warm-ups (minimums also shown: the machine may be shared, and contention only
+ever adds time); ratios use medians.
 
 Run::
 

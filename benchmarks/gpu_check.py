@@ -39,11 +39,12 @@ records its error while the next one runs:
   ``-v`` names each test as it ends, so a suite cut short by its time still names the failures so far.
 
 Budget, measured on the lent H200 (2026-12-04; 16 Xeon cores, torch 2.11, CUDA 13.0): default 110 s, course
-156 s, speed 53 s before the loaders were added to it (75 s assumed since; page24 not yet run: 130 s assumed, as the default's 110 s for 24 epochs of a smaller net); the suite with ``-n 16`` had not ended after 245 s (92% done), so 300 s is assumed for it, and
-40 s for ``cuda_tests`` (not yet run there). Start-up of the machine and ``gpu_env.sh`` took about 40 s. With
-the two recipes measured, the next lent GPU needs two calls: ``--skip default course tests`` (cuda_tests, page24,
-speed: 223 s) and the suite alone (300 s), which fit the 15 minutes a session is lent. The
-estimates are printed first; ``--budget-s`` (default 480) skips a part whose estimate exceeds the time left,
+156 s, speed 53 s before the loaders were added to it (75 s assumed since; page24 not yet run: 130 s assumed, as
+the default's 110 s for 24 epochs of a smaller net); the suite with ``-n 16`` had not ended after 245 s (92% done),
+so 300 s is assumed for it, and 40 s for ``cuda_tests`` (not yet run there). Start-up of the machine and
+``gpu_env.sh`` took about 40 s. With the two recipes measured, the next lent GPU needs two calls: ``--skip default
+course tests`` (cuda_tests, page24, speed: 223 s) and the suite alone (300 s), which fit the 15 minutes a session
+is lent. The estimates are printed first; ``--budget-s`` (default 480) skips a part whose estimate exceeds the time left,
 saying so. ``--smoke`` on the project's 2-core CPU: about 40 s in all.
 """
 
@@ -84,8 +85,10 @@ from eva_utils.training.recipe import TrainConfig, setup_run, train_run
 
 PARTS = ("cuda_tests", "default", "course", "page24", "speed", "tests")
 ROOT = Path(__file__).resolve().parent.parent
-SMOKE_S = {"cuda_tests": 4.0, "default": 8.0, "course": 6.0, "page24": 8.0, "speed": 12.0, "tests": 4.0}  # --smoke, busy 2-core CPU
-H200_S = {"cuda_tests": 40.0, "default": 110.0, "course": 156.0, "page24": 130.0, "speed": 75.0, "tests": 300.0}  # see the docstring
+# --smoke, busy 2-core CPU
+SMOKE_S = {"cuda_tests": 4.0, "default": 8.0, "course": 6.0, "page24": 8.0, "speed": 12.0, "tests": 4.0}
+# see the docstring
+H200_S = {"cuda_tests": 40.0, "default": 110.0, "course": 156.0, "page24": 130.0, "speed": 75.0, "tests": 300.0}
 
 
 def estimate_s(part: str, smoke: bool) -> float:
@@ -370,15 +373,17 @@ def markdown(report: dict[str, Any]) -> str:
             lo, hi = r["accuracy_95"]
             lines.append(f"| {name} | {r['settings']['epochs']} | {r['settings']['batch_size']} | {r['loader_workers']} "
                          f"| {r['seconds_per_epoch']:.2f} "
-                         f"| {r['train_images_per_s']:.0f} | {100 * r['loader_wait_share']:.0f}% | {fmt(r['peak_gpu_mib'], '.0f')} "
+                         f"| {r['train_images_per_s']:.0f} | {100 * r['loader_wait_share']:.0f}% "
+                         f"| {fmt(r['peak_gpu_mib'], '.0f')} "
                          f"| {100 * r['accuracy']:.2f}% [{100 * lo:.1f}, {100 * hi:.1f}] of {r['test_images']} |")
     if parts.get("speed", {}).get("status") == "ok":
         s = parts["speed"]["result"]
-        lines += ["", f"ResNet18 (width {s['width']}) training step on {s['device']}:", "", "| batch | setting | images/s | ratio |",
-                  "| --- | --- | --- | --- |"]
+        lines += ["", f"ResNet18 (width {s['width']}) training step on {s['device']}:", "",
+                  "| batch | setting | images/s | ratio |", "| --- | --- | --- | --- |"]
         lines += [f"| {r['batch']} | {r['setting']} | {r['images_per_s']:.0f} | {r['ratio']:.2f}x |" for r in s["train_step"]]
         c, check = s["cam"], s["cam_check"]
-        lines += ["", f"Grad-CAM, 5 layers x {c['images']} images, width {s['width']} (median s): layer_cams {c['a_layer_cams']:.4f}, GradCAM per "
+        lines += ["", f"Grad-CAM, 5 layers x {c['images']} images, width {s['width']} (median s): "
+                  f"layer_cams {c['a_layer_cams']:.4f}, GradCAM per "
                   f"layer {c['b_gradcam_per_layer']:.4f}, per layer per image {c['c_gradcam_per_layer_per_image']:.4f}, "
                   f"forward+backward {c['d_forward_backward']:.4f}; b/a {c['b/a']:.1f}, c/a {c['c/a']:.1f}, a/d {c['a/d']:.2f}. "
                   f"layer_cams = GradCAM to 1e-5 on {check['images']} images, both in float32: {check['equal']} "

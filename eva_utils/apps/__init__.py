@@ -1,1 +1,1 @@
-"""The edges: the command line, the Gradio app, reports, Colab helpers. The only layer that prints, parses argv and names flags."""
+"""The edges: the command line, the Gradio app, reports, Colab: the only layer that prints, parses argv, names flags."""

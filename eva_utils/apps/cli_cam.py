@@ -60,11 +60,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                               "the original GradCam tool (--model_path, --conv2d_backcount, ...), also with dashes.")
     g = p.add_argument_group("model")
     g.add_argument("--model_path", "--model-path", "--model", dest="model_path", required=True, metavar="MODEL",
-                   help="a torchvision model name (vgg16, resnet50, ...; eva_utils.resnet18 for eva_utils's), pretrained:NAME for "
-                        "a model shipped with eva_utils (pretrained:resnet18_w16_cifar10), a checkpoint "
-                        "from 'eva-utils train', a state dict (with --arch), a TorchScript file (with --arch), or a pickled "
-                        "model (with --unsafe-pickle)")
-    g.add_argument("--arch", metavar="NAME", help="architecture of a state dict or TorchScript file: a torchvision or eva_utils name")
+                   help="a torchvision model name (vgg16, resnet50, ...; eva_utils.resnet18 for eva_utils's), "
+                        "pretrained:NAME for a model shipped with eva_utils (pretrained:resnet18_w16_cifar10), a checkpoint "
+                        "from 'eva-utils train', a state dict (with --arch), a TorchScript file (with --arch), "
+                        "or a pickled model (with --unsafe-pickle)")
+    g.add_argument("--arch", metavar="NAME",
+                   help="architecture of a state dict or TorchScript file: a torchvision or eva_utils name")
     g.add_argument("--num-classes", "--num_classes", dest="num_classes", type=positive_int, metavar="N",
                    help="outputs of --arch (default: read off the weights)")
     g.add_argument("--weights", default="default", metavar="W",
@@ -77,7 +78,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "a name for a model that returns a dict, e.g. logits)")
     g = p.add_argument_group("layers (default: the last conv layer)")
     g.add_argument("--conv2d_backcount", "--conv2d-backcount", dest="conv2d_backcount", type=count_from_back, nargs="+",
-                   metavar="K", help="conv layers counted from the back in forward order: 1 = the last nn.Conv2d; several allowed")
+                   metavar="K",
+                   help="conv layers counted from the back in forward order: 1 = the last nn.Conv2d; several allowed")
     g.add_argument("--layer", dest="layer", action="extend", nargs="+", metavar="NAME",
                    help="a module by its dotted name, e.g. layer4 or layer4.1 or features.28; may be repeated")
     g = p.add_argument_group("images and classes")
@@ -292,7 +294,8 @@ def run(args: argparse.Namespace) -> int:
     save_dir, show = _save_dir(args)
     many_images = len(files) > 1 and args.n_images != 1
     print(f"explaining {min(len(files), args.n_images or len(files))} of {len(files)} images at "
-          f"{', '.join(layer.label for layer in layers.values())} with {args.method}, {preset.size}x{preset.size} {preset.name} preprocessing")
+          f"{', '.join(layer.label for layer in layers.values())} with {args.method}, "
+          f"{preset.size}x{preset.size} {preset.name} preprocessing")
 
     done = skipped = 0
     written: list[Path] = []

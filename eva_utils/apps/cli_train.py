@@ -39,8 +39,10 @@ def _model_and_data(p: argparse.ArgumentParser, defaults: TrainConfig) -> None:
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default=defaults.model, help="resnet18, resnet34, custom_resnet (Page's, of --recipe page24) "
                    "or msdnet (10 exits) (default %(default)s)")
-    g.add_argument("--width", type=positive_int, default=defaults.width, help="channels of the first stage (default %(default)s; 16 for CPU)")
-    g.add_argument("--data", default=defaults.data, help="cifar10 (downloads), sample (bundled, offline) or a path to an .npz file with "
+    g.add_argument("--width", type=positive_int, default=defaults.width,
+                   help="channels of the first stage (default %(default)s; 16 for CPU)")
+    g.add_argument("--data", default=defaults.data,
+                   help="cifar10 (downloads), sample (bundled, offline) or a path to an .npz file with "
                         "train_images/train_labels (uint8 HWC RGB) and optionally test_images/test_labels, classes "
                         "(default %(default)s)")
     g.add_argument("--data-dir", default=defaults.data_dir, help="where CIFAR-10 is or goes (default %(default)s)")

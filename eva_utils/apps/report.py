@@ -70,7 +70,8 @@ def write_report(model: nn.Module, test_set: Any, out: str | os.PathLike, train_
     device = next(model.parameters()).device
     pred = predict(model, make_loader(test_set, batch_size=256, shuffle=False, num_workers=0), device=device)
     files: dict[str, Path] = {}
-    files["misclassified"] = save(show_misclassified(test_set, pred, n=n_misclassified, classes=classes), out / "misclassified.png")
+    files["misclassified"] = save(show_misclassified(test_set, pred, n=n_misclassified, classes=classes),
+                                  out / "misclassified.png")
     cm = confusion_matrix(pred.labels, pred.preds, len(classes))
     files["confusion_matrix"] = save(plot_confusion_matrix(cm, classes), out / "confusion_matrix.png")
     if train_set is not None:
@@ -272,7 +273,8 @@ def _readme_setup(run: Path, config: dict, model: nn.Module, accuracy: float) ->
     """The title (the saved model's accuracy, measured now), the settings and the model."""
     settings = "\n".join(f"| {k} | {config[k]} |" for k in _SETTINGS if k in config)
     stats = summary(model, (1, 3, 32, 32))
-    return f"""# {config.get("model", "model")} on {Path(str(config.get("data", "cifar10"))).name}: {_percent(accuracy)} test accuracy
+    data = Path(str(config.get("data", "cifar10"))).name
+    return f"""# {config.get("model", "model")} on {data}: {_percent(accuracy)} test accuracy
 
 Run folder: `{run.name}`. Written by `eva-utils report` from the run's `checkpoint.pt` and `history.json`.
 

@@ -158,7 +158,8 @@ class _Scorer:
 # ----------------------------------------------------------------------------- the metrics
 
 
-def _road(images: torch.Tensor, maps: np.ndarray, most_relevant_first: bool, percentiles: Sequence[int]) -> Iterator[torch.Tensor]:
+def _road(images: torch.Tensor, maps: np.ndarray, most_relevant_first: bool,
+          percentiles: Sequence[int]) -> Iterator[torch.Tensor]:
     """For each percentile, every image with that share of pixels imputed (pytorch-grad-cam's own perturbations).
 
     Percentile-major, as pytorch-grad-cam's AveragerAcrossThresholds, so the imputer draws its noise in the same order.

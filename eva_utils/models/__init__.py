@@ -1,4 +1,4 @@
-"""Models: CIFAR ResNets (kuangliu layout), Page's custom ResNet, MSD-Net, a name registry, THE loader and a CPU/CUDA-safe summary.
+"""Models: CIFAR ResNets (kuangliu layout), Page's custom ResNet, MSD-Net, a registry, THE loader, a CPU/CUDA-safe summary.
 
 ``get_model("resnet18", num_classes=10, width=64)`` builds by name; ``pretrained(name)`` loads a model trained by
 this project that ships with the package (see :data:`PRETRAINED`); ``loading.load_model(source)`` turns any name or

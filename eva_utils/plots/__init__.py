@@ -14,7 +14,7 @@ from eva_utils.plots.save import save_figure
 from eva_utils.plots.training import plot_history, plot_lr_finder, plot_lr_schedule
 
 __all__ = [
-    "overlay", "plot_budget_curve", "plot_confusion_matrix", "plot_faithfulness", "plot_history", "plot_lr_finder", "plot_lr_schedule",
-    "cam_evolution_frames", "save_animation", "show_cam_evolution", "save_figure", "size_label", "show_cams",
+    "overlay", "plot_budget_curve", "plot_confusion_matrix", "plot_faithfulness", "plot_history", "plot_lr_finder",
+    "plot_lr_schedule", "cam_evolution_frames", "save_animation", "show_cam_evolution", "save_figure", "size_label", "show_cams",
     "show_exit_cams", "show_layer_cams", "show_misclassified", "show_samples",
 ]

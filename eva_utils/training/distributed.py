@@ -44,8 +44,9 @@ from eva_utils.core.errors import PROCESS_ERRORS, UserError
 from eva_utils.data.device_loader import DeviceLoader
 from eva_utils.data.loaders import SeededLoader
 
-__all__ = ["Group", "ProcessFailedError", "Shard", "barrier", "broadcast_buffers", "current", "distribute", "join", "launch", "leave",
-           "per_process_batch", "shard_eval_loader", "shard_train_loader", "sum_across", "under_torchrun", "unwrap", "wrap"]
+__all__ = ["Group", "ProcessFailedError", "Shard", "barrier", "broadcast_buffers", "current", "distribute", "join", "launch",
+           "leave", "per_process_batch", "shard_eval_loader", "shard_train_loader", "sum_across", "under_torchrun",
+           "unwrap", "wrap"]
 
 _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 

@@ -200,7 +200,8 @@ def test_console_script_one_line_for_a_wrong_exit(tmp_path) -> None:
 def test_download_checkpoint_fetches_the_published_model_once(tmp_path, capsys, monkeypatch) -> None:
     import sys
 
-    monkeypatch.setattr(sys.modules["eva_utils.models.msdnet_gcn"], "MSDNET_GCN_CIFAR10_URL", FIXTURE.resolve().as_uri())  # stands in for Dropbox
+    # stands in for Dropbox
+    monkeypatch.setattr(sys.modules["eva_utils.models.msdnet_gcn"], "MSDNET_GCN_CIFAR10_URL", FIXTURE.resolve().as_uri())
     target = tmp_path / "anytime_cifar_10.pth.tar"
     code, out, err = run(capsys, "--checkpoint", str(target), "--download-checkpoint", "--limit", "2")
     assert code == 0, err

@@ -94,7 +94,8 @@ def test_the_walk_finds_an_inline_copy(tmp_path):
                                   "    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:\n"
                                   "        raise UserError('steps must be a positive integer')\n"
                                   "    if int(n) <= 0:\n        raise UserError(f'n must be at least 1, got {n}')\n")
-    (package / "b.py").write_text("def g(xs, n, low):\n    if any(x < 1 for x in xs) or low < 0:\n        raise UserError('each must be positive')\n"
+    (package / "b.py").write_text("def g(xs, n, low):\n"
+                                  "    if any(x < 1 for x in xs) or low < 0:\n        raise UserError('each must be positive')\n"
                                   "    if n < 1:\n        return None\n"
                                   "    if channels < 1:\n        raise UserError('reduction leaves no channels')\n")
     # none of b's is a positive-int check that raises: a list, a range, a return, a computed value

@@ -67,7 +67,8 @@ def test_cutout_makes_one_16x16_hole_filled_with_the_mean(image):
     # the hole may be clipped at the border; inside the image it is one axis-aligned square of side <= 16
     assert 0 < in_hole.sum() <= 256
     assert rows.max() - rows.min() < 16 and cols.max() - cols.min() < 16
-    assert presets.train_transforms(cutout_size=8, cutout=1.0, hflip=0, affine=0, pad=0)(image=image)["image"].shape == (3, 32, 32)
+    assert presets.train_transforms(cutout_size=8, cutout=1.0, hflip=0, affine=0, pad=0)(image=image)["image"].shape == \
+        (3, 32, 32)
 
 
 def test_pad_and_crop_shifts_content_and_pads_with_the_mean(image):
@@ -76,7 +77,8 @@ def test_pad_and_crop_shifts_content_and_pads_with_the_mean(image):
     outs = [crop(image=image)["image"] for _ in range(20)]
     assert any(not torch.allclose(o, ref, atol=1e-5) for o in outs)
     for o in outs:  # each output is the padded image cropped at some offset
-        padded = torch.zeros(3, 40, 40) + ((torch.tensor([round(255 * m) / 255 for m in data.CIFAR10_MEAN]) - torch.tensor(data.CIFAR10_MEAN)) / torch.tensor(data.CIFAR10_STD))[:, None, None]
+        padded = torch.zeros(3, 40, 40) + ((torch.tensor([round(255 * m) / 255 for m in data.CIFAR10_MEAN]) -
+                                            torch.tensor(data.CIFAR10_MEAN)) / torch.tensor(data.CIFAR10_STD))[:, None, None]
         padded[:, 4:36, 4:36] = ref
         assert any(
             torch.allclose(o, padded[:, y:y + 32, x:x + 32], atol=1e-5) for y in range(9) for x in range(9)

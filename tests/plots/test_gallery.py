@@ -28,7 +28,8 @@ def test_misclassified_gallery_titles_and_true_colours(test_set):
     assert len(shown) == 10
     row = evaluation.misclassified(pred, k=1)[0]
     title = shown[0].get_title()
-    assert title == f"{data.CIFAR10_CLASSES[pred.labels[row]]} -> {data.CIFAR10_CLASSES[pred.preds[row]]}\n(p={pred.confidence[row]:.2f})"
+    assert title == (f"{data.CIFAR10_CLASSES[pred.labels[row]]} -> {data.CIFAR10_CLASSES[pred.preds[row]]}\n"
+                     f"(p={pred.confidence[row]:.2f})")
     # the displayed pixels are the original RGB image: denormalised with CIFAR-10's own statistics, not BGR
     original = test_set.images[pred.indices[row]] / 255.0
     np.testing.assert_allclose(shown[0].images[0].get_array(), original, atol=1e-5)

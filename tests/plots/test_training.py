@@ -8,7 +8,8 @@ from eva_utils.plots import training as plots
 def test_history_plot_has_train_and_test_curves():
     h = training.History()
     for e in range(3):
-        h.append(e + 1, training.EpochStats(2 - e * 0.5, 0.3 + 0.1 * e, lr=0.1), training.EpochStats(2.1 - e * 0.4, 0.25 + 0.1 * e), 1.0)
+        h.append(e + 1, training.EpochStats(2 - e * 0.5, 0.3 + 0.1 * e, lr=0.1),
+                 training.EpochStats(2.1 - e * 0.4, 0.25 + 0.1 * e), 1.0)
     fig = plots.plot_history(h)
     loss_ax, acc_ax, lr_ax = fig.axes
     assert [l.get_label() for l in loss_ax.lines] == ["train", "test"]

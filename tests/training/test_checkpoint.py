@@ -90,7 +90,8 @@ def test_bare_state_dict_is_not_mistaken_for_a_checkpoint(tmp_path):
 def test_other_architecture_gets_a_readable_message(tmp_path):
     _save(tmp_path / "ck.pt")
     ckpt = checkpoint.load_checkpoint(tmp_path / "ck.pt")
-    with pytest.raises(CheckpointError, match=r"made for resnet18, width 4.*does not fit this ResNet.*tensors are missing from the file"):
+    with pytest.raises(CheckpointError,
+                       match=r"made for resnet18, width 4.*does not fit this ResNet.*tensors are missing from the file"):
         checkpoint.restore_training_state(ckpt, resnet34(width=4))
     with pytest.raises(CheckpointError, match="another shape"):
         checkpoint.restore_training_state(ckpt, resnet18(width=8))

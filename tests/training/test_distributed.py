@@ -125,8 +125,8 @@ def test_resume_under_torchrun_continues_exactly_and_on_one_process_too(small_np
     h_parts = json.loads((tmp_path / "parts" / "history.json").read_text())
     assert h_whole["test_acc"] == h_parts["test_acc"] and h_whole["train_loss"] == h_parts["train_loss"]
     alone = _run("-m", "eva_utils", "train", "--device", "cpu", "--data", str(small_npz), "--width", "4", "--batch-size",
-                 "64", "--lr", "0.05", "--workers", "0", "--quiet", "--out", str(tmp_path / "parts"), "--epochs", "3", "--scheduler",
-                 "step", "--resume")
+                 "64", "--lr", "0.05", "--workers", "0", "--quiet", "--out", str(tmp_path / "parts"), "--epochs", "3",
+                 "--scheduler", "step", "--resume")
     assert alone.returncode == 0, alone.stderr[-3000:]
     assert json.loads((tmp_path / "parts" / "history.json").read_text())["epoch"] == [1, 2, 3]
 

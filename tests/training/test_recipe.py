@@ -62,7 +62,8 @@ def test_lr_find_without_one_cycle_is_refused_by_name(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-# ----------------------------------------------------------------------------- augment_on: where the training images are augmented
+# ----------------------------------------------------------------------------- augment_on:
+# where the training images are augmented
 
 
 def test_augment_on_is_validated_by_name(tmp_path):
