@@ -126,3 +126,12 @@ def test_a_path_that_is_not_a_path_is_a_user_error_naming_it(path):
     with pytest.raises(UserError, match="path must be") as exc:
         data.load_npz(path)
     assert exc.value.param == "path"
+
+
+def test_npz_without_test_split_whose_classes_need_pickle_is_one_clear_line(tmp_path):
+    # the bundled-test fallback read the classes itself, and numpy's ValueError came out as a traceback
+    path = tmp_path / "mine.npz"
+    classes = np.array(["a", 1], dtype=object)
+    np.savez(path, train_images=np.zeros((4, 8, 8, 3), np.uint8), train_labels=np.zeros(4, np.int64), classes=classes)
+    with pytest.raises(UserError, match="cannot be read without pickle"):
+        data.load_dataset(str(path), train=False)
