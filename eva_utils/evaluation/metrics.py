@@ -9,7 +9,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -21,7 +21,7 @@ from eva_utils.core.devices import eval_mode, model_device_dtype  # model_device
 from eva_utils.core.errors import UserError
 
 __all__ = [
-    "Predictions", "accuracy", "as_image_batch", "first_conv_channels", "select_output", "check_exit",
+    "Predictions", "accuracy", "as_image_batch", "exit_logits", "first_conv_channels", "select_output", "check_exit",
     "confusion_matrix", "misclassified", "forward_batches", "model_device_dtype", "output_probs", "per_class_accuracy",
     "predict",
 ]
@@ -119,6 +119,11 @@ def select_output(output: Any, output_index: int | str | None) -> torch.Tensor:
     return output
 
 
+def exit_logits(outputs: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """A model's logits as a list: one entry, or one per exit (shallowest first)."""
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
 @torch.inference_mode()
 def forward_batches(model: nn.Module, batches: Iterable[torch.Tensor], device: str | torch.device | None = None) -> list[Any]:
     """What ``model`` returns for each batch, in eval mode (every module's flag put back after).
@@ -161,8 +166,7 @@ def output_probs(model: nn.Module, loader: DataLoader, device: str | torch.devic
             yield images
 
     for outputs in forward_batches(model, images_of(loader), device):
-        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-        probs.append(torch.stack([torch.softmax(o.float(), dim=1) for o in outputs]).cpu())  # (E, B, C)
+        probs.append(torch.stack([torch.softmax(o.float(), dim=1) for o in exit_logits(outputs)]).cpu())  # (E, B, C)
     return torch.cat(probs, dim=1).numpy().astype(np.float32), torch.cat(labels).numpy().astype(np.int64)
 
 

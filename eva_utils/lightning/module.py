@@ -26,7 +26,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from eva_utils.core.errors import UserError
-from eva_utils.training.engine import exit_logits, multi_exit_loss
+from eva_utils.evaluation.metrics import exit_logits
+from eva_utils.training.engine import multi_exit_loss
 from eva_utils.training.optim import seed_epoch, steps_per_batch
 from eva_utils.training.recipe import TrainConfig, config_optimizer, config_scheduler
 

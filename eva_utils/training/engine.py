@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from eva_utils.core.devices import resolve_device
 from eva_utils.core.errors import UserError
 from eva_utils.core.interrupts import stop_if_interrupted
-from eva_utils.evaluation.metrics import model_device_dtype
+from eva_utils.evaluation.metrics import exit_logits, model_device_dtype
 from eva_utils.training import distributed
 from eva_utils.training.checkpoint import keep_resumed, resume_from, save_checkpoint
 from eva_utils.training.history import Callback, EpochEndFunction, EpochStats, History, batch_callback
@@ -54,11 +54,6 @@ Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-def exit_logits(outputs: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """A model's logits as a list: one entry, or one per exit (shallowest first)."""
-    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
 def multi_exit_loss(criterion: Criterion, outputs: torch.Tensor | Sequence[torch.Tensor],
