@@ -366,8 +366,9 @@ def write_space(folder: str | os.PathLike[str], source: str = DEFAULT_SOURCE, re
     gr = _gradio()
     model_source = Path(source).name if Path(source).is_file() else source
     names = ["app.py", "requirements.txt", "README.md", *([model_source] if model_source != source else [])]
-    if Path(folder).expanduser().is_dir():  # a file of the user's with a Space's name is refused first, --overwrite or not
-        check_replaceable(Path(folder).expanduser(), names, SPACE_LEDGER, "eva-utils app --space", param="folder")
+    folder = Path(folder).expanduser()
+    if folder.is_dir():  # a file of the user's with a Space's name is refused first, --overwrite or not
+        check_replaceable(folder, names, SPACE_LEDGER, "eva-utils app --space", param="folder")
     out = claim_output_folder(folder, overwrite=overwrite, owned=(*names, SPACE_LEDGER), kind="a Space's files",
                               param="folder")
     package = f"eva-utils[app] @ git+{repo_url}" if repo_url else f"eva-utils[app]=={__version__}"

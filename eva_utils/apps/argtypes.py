@@ -44,9 +44,9 @@ class Parser(argparse.ArgumentParser):
 
 
 _DISK_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # a full disk, a quota, a read-only file system
-# torch's words when a DataLoader worker dies (the kernel's OOM killer, kill -9): the pid(s), then what happened
 # gloo's and NCCL's words when another process of the run has gone (killed, crashed) in the middle of a collective
 _PEER_LOST = re.compile(r"Connection (closed|reset) by peer|remote worker crashing|NCCL communicator was aborted")
+# torch's words when a DataLoader worker dies (the kernel's OOM killer, kill -9): the pid(s), then what happened
 _WORKER_DIED = re.compile(r"DataLoader worker \((pid \d+|pid\(s\) [\d, ]+)\) (is killed by signal: [^.]*|exited unexpectedly)")
 
 
